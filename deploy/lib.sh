@@ -1,0 +1,42 @@
+# shellcheck shell=bash
+# Helpers shared by deploy/*.sh. Source it; it sets DEPLOY_DIR and ROOT and loads deploy/config.env.
+
+DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC2034 # used by the scripts that source this file
+ROOT="$(cd "$DEPLOY_DIR/.." && pwd)"
+# shellcheck source=config.env
+. "$DEPLOY_DIR/config.env"
+SHAPES="composed mqtt redis"
+KUBE_CONTEXT="k3d-$CLUSTER_NAME"
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# need_tool NAME HINT: stop with a clear message when a command is not installed.
+need_tool() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not installed or not on PATH. $2"
+}
+
+# valid_shape SHAPE: stop unless SHAPE is one of $SHAPES.
+valid_shape() {
+  case " $SHAPES " in
+    *" $1 "*) ;;
+    *) die "unknown shape '$1' (expected one of: $SHAPES)" ;;
+  esac
+}
+
+# apps_for_shape SHAPE: print "app manifest http" for each Spin app of the shape (from deploy/apps.tsv).
+apps_for_shape() {
+  awk -v shape="$1" '$1 == shape { print $2, $3, $4 }' "$DEPLOY_DIR/apps.tsv"
+}
+
+# image_ref APP: the reference the manifests use (pulled inside the cluster through the k3d registry).
+image_ref() { printf '%s:%s/%s:%s\n' "$REGISTRY_NAME" "$REGISTRY_PORT" "$1" "$IMAGE_TAG"; }
+# push_ref APP: the same image, as pushed from the host (k3d maps the registry to localhost:REGISTRY_PORT).
+push_ref() { printf 'localhost:%s/%s:%s\n' "$REGISTRY_PORT" "$1" "$IMAGE_TAG"; }
+
+kc() { kubectl --context "$KUBE_CONTEXT" "$@"; }
+
+# usage SCRIPT: print the comment block at the top of SCRIPT (its help text).
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$1"; }

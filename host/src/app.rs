@@ -1,0 +1,179 @@
+//! Loading an app: manifest + runtime config → compiled components with their capabilities.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::Engine;
+
+use crate::allowed_hosts::AllowedHosts;
+use crate::engine::Limits;
+use crate::expressions::Resolver;
+use crate::key_value::{KvBackend, MemoryStore};
+use crate::manifest::Manifest;
+use crate::runtime_config::{KeyValueStoreConfig, RuntimeConfig};
+use crate::state::{ComponentCtx, HostState, Shared};
+
+pub struct LoadedComponent {
+    pub ctx: Arc<ComponentCtx>,
+    pub component: Component,
+}
+
+pub struct App {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub manifest: Manifest,
+    pub resolver: Resolver,
+    pub components: HashMap<String, LoadedComponent>,
+    pub shared: Arc<Shared>,
+    pub limits: Limits,
+}
+
+/// Everything Spin offers a component, linked once and shared by every instantiation.
+fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::bindings::spin_host::SpinHost::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    // Type-only interfaces the trigger worlds import (spin-sdk and spin-mqtt components
+    // import them alongside their exports); an empty instance satisfies them.
+    linker.instance("fermyon:spin/redis-types")?;
+    linker.instance("spin:mqtt-trigger/spin-mqtt-types")?;
+    Ok(linker)
+}
+
+impl App {
+    pub async fn load(
+        manifest_path: &Path,
+        runtime_config: Option<&Path>,
+        limits: Limits,
+    ) -> Result<App> {
+        let runtime_config = match runtime_config {
+            Some(p) => RuntimeConfig::from_file(p)?,
+            None => RuntimeConfig::default(),
+        };
+        let manifest = Manifest::from_file(manifest_path)?;
+        let manifest_dir = manifest_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolver = Resolver::new(&manifest.variables, |k| std::env::var(k).ok())
+            .with_context(|| format!("cannot start {}", manifest_path.display()))?;
+
+        // Only components some trigger uses are compiled, as in Spin.
+        let used: BTreeSet<String> = manifest
+            .trigger
+            .http
+            .iter()
+            .map(|t| &t.component)
+            .chain(manifest.trigger.redis.iter().map(|t| &t.component))
+            .chain(manifest.trigger.mqtt.iter().map(|t| &t.component))
+            .map(|c| Manifest::component_id(c).to_string())
+            .collect();
+
+        // Key-value stores: connect only to the ones some used component lists.
+        let store_cfgs = runtime_config.stores();
+        let mut wanted = BTreeSet::new();
+        for id in &used {
+            for label in &manifest.component[id].key_value_stores {
+                if !store_cfgs.contains_key(label) {
+                    bail!(
+                        "component {id:?} uses key-value store {label:?}, which is not defined: \
+                         add [key_value_store.{label}] to the runtime config"
+                    );
+                }
+                wanted.insert(label.clone());
+            }
+        }
+        let mut stores = HashMap::new();
+        for label in &wanted {
+            let backend = match &store_cfgs[label] {
+                KeyValueStoreConfig::Spin { .. } => {
+                    KvBackend::Memory(Arc::new(MemoryStore::default()))
+                }
+                KeyValueStoreConfig::Redis { url } => KvBackend::Redis(
+                    crate::outbound_redis::connect(url)
+                        .await
+                        .with_context(|| format!("key-value store {label:?}"))?,
+                ),
+            };
+            stores.insert(label.clone(), backend);
+        }
+        let kv_known: HashSet<String> = store_cfgs.keys().cloned().collect();
+
+        let engine = crate::engine::new_engine(&limits)?;
+        let shared = Arc::new(Shared::default());
+
+        let mut compiling = Vec::new();
+        for id in &used {
+            let decl = &manifest.component[id];
+            let allowed_hosts = AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver)
+                .with_context(|| format!("component {id:?}"))?;
+            let variables = resolver
+                .component_variables(&decl.variables)
+                .with_context(|| format!("component {id:?}"))?;
+            let ctx = Arc::new(ComponentCtx {
+                id: id.clone(),
+                allowed_hosts,
+                kv_stores: decl
+                    .key_value_stores
+                    .iter()
+                    .map(|l| (l.clone(), stores[l].clone()))
+                    .collect(),
+                kv_known: kv_known.clone(),
+                variables,
+                environment: decl.environment.clone().into_iter().collect(),
+                max_memory_bytes: limits.max_memory_bytes,
+                shared: shared.clone(),
+            });
+            let path = manifest.source_path(&manifest_dir, id);
+            if !path.is_file() {
+                bail!(
+                    "component {id:?}: source {} does not exist (build it first)",
+                    path.display()
+                );
+            }
+            let engine = engine.clone();
+            let id = id.clone();
+            compiling.push(tokio::task::spawn_blocking(move || {
+                let component = Component::from_file(&engine, &path)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("component {id:?}: cannot load {}", path.display()))?;
+                anyhow::Ok((id, LoadedComponent { ctx, component }))
+            }));
+        }
+        let mut components = HashMap::new();
+        for c in compiling {
+            let (id, loaded) = c.await??;
+            components.insert(id, loaded);
+        }
+
+        Ok(App {
+            linker: linker(&engine)?,
+            engine,
+            manifest,
+            resolver,
+            components,
+            shared,
+            limits,
+        })
+    }
+
+    pub fn component(&self, id: &str) -> &LoadedComponent {
+        &self.components[id]
+    }
+
+    /// A fresh store for one request or message.
+    pub fn store(&self, ctx: &Arc<ComponentCtx>) -> wasmtime::Store<HostState> {
+        let mut store = wasmtime::Store::new(&self.engine, HostState::new(ctx.clone()));
+        store.limiter(|s| &mut s.limits);
+        crate::engine::apply_deadline(&mut store, self.limits.timeout);
+        store
+    }
+}

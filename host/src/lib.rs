@@ -1,0 +1,121 @@
+//! nanohost: a small Spin-compatible host for this project's components.
+//!
+//! It runs a Spin manifest v2 (`spin.toml`) with the Spin host interfaces the components
+//! import (key-value, variables, outbound Redis/MQTT/HTTP) and the HTTP, Redis and MQTT
+//! triggers, with Spin's semantics: a fresh instance per request from a pre-instantiated
+//! component, per-instance memory and time limits, `allowed_outbound_hosts` enforced.
+//! See README.md for what it supports and what it does not.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub mod allowed_hosts;
+pub mod app;
+pub mod bindings;
+pub mod engine;
+pub mod expressions;
+pub mod key_value;
+pub mod manifest;
+pub mod outbound_http;
+pub mod outbound_mqtt;
+pub mod outbound_redis;
+pub mod routes;
+pub mod runtime_config;
+pub mod state;
+pub mod trigger;
+pub mod variables;
+
+pub use engine::Limits;
+
+/// What to run and where.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    pub manifest: PathBuf,
+    pub runtime_config: Option<PathBuf>,
+    pub listen: SocketAddr,
+}
+
+/// A host serving an app in the background of the current tokio runtime.
+pub struct RunningHost {
+    http_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    ticker: Option<engine::EpochTicker>,
+}
+
+impl RunningHost {
+    /// Loads the manifest, compiles the components, connects triggers, binds `listen` (port 0 =
+    /// ephemeral), and serves in the background on the current tokio runtime.
+    pub async fn start(opts: HostOptions) -> Result<RunningHost> {
+        RunningHost::start_with_limits(opts, Limits::default()).await
+    }
+
+    /// [`RunningHost::start`] with explicit per-instance limits.
+    pub async fn start_with_limits(opts: HostOptions, limits: Limits) -> Result<RunningHost> {
+        let app =
+            Arc::new(app::App::load(&opts.manifest, opts.runtime_config.as_deref(), limits).await?);
+        let ticker = engine::EpochTicker::start(app.engine.clone());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let mut http_addr = None;
+        if let Some(http) = trigger::http::HttpTrigger::new(app.clone())? {
+            let listener = tokio::net::TcpListener::bind(opts.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", opts.listen))?;
+            let addr = listener.local_addr()?;
+            http_addr = Some(addr);
+            tracing::info!("serving HTTP on http://{addr}");
+            tasks.push(tokio::spawn(
+                Arc::new(http).serve(listener, shutdown_rx.clone()),
+            ));
+        }
+        tasks.extend(trigger::redis::start(app.clone(), shutdown_rx.clone()).await?);
+        tasks.extend(trigger::mqtt::start(app.clone(), shutdown_rx.clone()).await?);
+        if tasks.is_empty() {
+            anyhow::bail!(
+                "{} has no triggers: nothing to run",
+                opts.manifest.display()
+            );
+        }
+        Ok(RunningHost {
+            http_addr,
+            shutdown,
+            tasks,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The bound address when the app has HTTP triggers.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops accepting work, lets in-flight HTTP requests finish (up to 10 s), and stops.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            if let Err(e) = t.await {
+                if e.is_panic() {
+                    tracing::error!("a trigger task panicked: {e}");
+                }
+            }
+        }
+        self.ticker.take();
+        Ok(())
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

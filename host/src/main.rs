@@ -1,0 +1,99 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nanohost::{HostOptions, Limits, RunningHost};
+
+/// A small Spin-compatible host: runs a spin.toml without the Spin CLI.
+#[derive(Parser)]
+#[command(name = "nanohost", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the app described by a Spin manifest.
+    Up {
+        /// The Spin manifest.
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// A Spin runtime config file (key-value stores).
+        #[arg(long)]
+        runtime_config: Option<PathBuf>,
+        /// Address for the HTTP trigger.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// Time limit per request or message, in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// Memory limit per linear memory of an instance, in MiB.
+        #[arg(long, default_value_t = 128)]
+        memory_limit_mb: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// One line, no backtrace: the message chain joined with ": ".
+fn fail(e: anyhow::Error) -> ExitCode {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Command::Up {
+        manifest,
+        runtime_config,
+        listen,
+        timeout_ms,
+        memory_limit_mb,
+    } = cli.command;
+    let limits = Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        max_memory_bytes: memory_limit_mb << 20,
+        ..Limits::default()
+    };
+    let host = RunningHost::start_with_limits(
+        HostOptions {
+            manifest,
+            runtime_config,
+            listen,
+        },
+        limits,
+    )
+    .await?;
+    if let Some(addr) = host.http_addr() {
+        eprintln!("nanohost: serving on http://{addr} (Ctrl-C to stop)");
+    } else {
+        eprintln!("nanohost: running (Ctrl-C to stop)");
+    }
+    tokio::signal::ctrl_c().await?;
+    eprintln!("nanohost: shutting down");
+    host.shutdown().await
+}

@@ -1,0 +1,497 @@
+//! The subset of Spin's application manifest (version 2) that nanohost runs.
+//!
+//! Every struct denies unknown fields: a typo in `spin.toml` must fail loudly at start-up rather
+//! than silently change what the app does. Fields real Spin accepts but nanohost ignores on
+//! purpose (`build`, `description`, ...) are parsed and kept so that the same file runs on both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// A parsed `spin.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub spin_manifest_version: ManifestVersion,
+    pub application: Application,
+    #[serde(default)]
+    pub variables: BTreeMap<String, VariableDecl>,
+    #[serde(default)]
+    pub trigger: Triggers,
+    #[serde(default)]
+    pub component: BTreeMap<String, Component>,
+}
+
+/// Only version 2 exists in the Spin versions this project targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestVersion;
+
+impl<'de> Deserialize<'de> for ManifestVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if v == 2 {
+            Ok(ManifestVersion)
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "spin_manifest_version {v} is not supported (only 2)"
+            )))
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Application {
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub authors: Vec<String>,
+    #[serde(default)]
+    pub trigger: AppTriggerConfig,
+}
+
+/// `[application.trigger.*]`: settings shared by all triggers of one type.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppTriggerConfig {
+    #[serde(default)]
+    pub http: Option<AppHttpConfig>,
+    #[serde(default)]
+    pub redis: Option<AppRedisConfig>,
+    #[serde(default)]
+    pub mqtt: Option<AppMqttConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppHttpConfig {
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRedisConfig {
+    pub address: String,
+}
+
+/// The MQTT trigger plugin (spin-trigger-mqtt v0.7) takes these as strings; numbers are accepted too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppMqttConfig {
+    pub address: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub keep_alive_interval: Option<StringOrInt>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StringOrInt {
+    Int(i64),
+    String(String),
+}
+
+impl std::fmt::Display for StringOrInt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StringOrInt::Int(i) => write!(f, "{i}"),
+            StringOrInt::String(s) => f.write_str(s),
+        }
+    }
+}
+
+/// `[variables]` entries: exactly one of `default` or `required = true`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VariableDecl {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub secret: bool,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Triggers {
+    #[serde(default)]
+    pub http: Vec<HttpTrigger>,
+    #[serde(default)]
+    pub redis: Vec<RedisTrigger>,
+    #[serde(default)]
+    pub mqtt: Vec<MqttTrigger>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTrigger {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub route: HttpRoute,
+    pub component: ComponentRef,
+    #[serde(default)]
+    pub executor: Option<HttpExecutor>,
+}
+
+/// A route is a path pattern, or `{ private = true }` for a component only reachable by
+/// service chaining.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum HttpRoute {
+    Path(String),
+    Private(PrivateRoute),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateRoute {
+    pub private: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpExecutor {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Spin also allows inline component tables here; nanohost supports references only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ComponentRef {
+    Id(String),
+    Inline(toml::Value),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTrigger {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub channel: String,
+    pub component: ComponentRef,
+    /// Spin 3 lets a trigger override the application-wide address.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTrigger {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub topic: String,
+    #[serde(default)]
+    pub qos: Option<StringOrInt>,
+    pub component: ComponentRef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub source: ComponentSource,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    pub key_value_stores: Vec<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Only used by `spin build`; kept so the same manifest parses here.
+    #[serde(default)]
+    pub build: Option<toml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ComponentSource {
+    Path(String),
+    Remote(toml::Value),
+}
+
+impl Manifest {
+    /// Reads and validates a manifest. Errors name the file and say what is wrong.
+    pub fn from_file(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read manifest {}", path.display()))?;
+        Manifest::parse(&text).with_context(|| format!("invalid manifest {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| anyhow::anyhow!(one_line(&e)))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (name, decl) in &self.variables {
+            check_variable_name(name)
+                .with_context(|| format!("invalid [variables] entry {name:?}"))?;
+            match (&decl.default, decl.required) {
+                (Some(_), true) => {
+                    bail!("variable {name:?} may have `default` or `required = true`, not both")
+                }
+                (None, false) => {
+                    bail!("variable {name:?} needs either `default` or `required = true`")
+                }
+                _ => {}
+            }
+        }
+        for (id, component) in &self.component {
+            if let ComponentSource::Remote(_) = component.source {
+                bail!(
+                    "component {id:?}: only a local file path is supported as `source` by nanohost"
+                );
+            }
+            for name in component.variables.keys() {
+                check_variable_name(name)
+                    .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
+            }
+        }
+        let check_ref = |kind: &str, r: &ComponentRef| -> Result<()> {
+            match r {
+                ComponentRef::Id(id) if self.component.contains_key(id) => Ok(()),
+                ComponentRef::Id(id) => {
+                    bail!("[[trigger.{kind}]] names component {id:?}, which is not defined")
+                }
+                ComponentRef::Inline(_) => bail!(
+                    "[[trigger.{kind}]]: inline component tables are not supported by nanohost; \
+                     define a [component.<id>] and reference it"
+                ),
+            }
+        };
+        for t in &self.trigger.http {
+            check_ref("http", &t.component)?;
+            if let Some(exec) = &t.executor {
+                if exec.kind != "spin" {
+                    bail!(
+                        "[[trigger.http]] executor {:?} is not supported (only \"spin\")",
+                        exec.kind
+                    );
+                }
+            }
+            match &t.route {
+                HttpRoute::Path(p) => crate::routes::validate_route(p)?,
+                HttpRoute::Private(PrivateRoute { private: true }) => {}
+                HttpRoute::Private(_) => bail!("route = {{ private = false }} is not valid"),
+            }
+        }
+        for t in &self.trigger.redis {
+            check_ref("redis", &t.component)?;
+            if t.address.is_none() && self.application.trigger.redis.is_none() {
+                bail!(
+                    "[[trigger.redis]] channel {:?} has no address: set [application.trigger.redis] address",
+                    t.channel
+                );
+            }
+        }
+        for t in &self.trigger.mqtt {
+            check_ref("mqtt", &t.component)?;
+            if self.application.trigger.mqtt.is_none() {
+                bail!("[[trigger.mqtt]] needs [application.trigger.mqtt] with an address");
+            }
+            if let Some(q) = &t.qos {
+                parse_qos(q)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The component id a trigger names (validated to exist).
+    pub fn component_id(r: &ComponentRef) -> &str {
+        match r {
+            ComponentRef::Id(id) => id,
+            ComponentRef::Inline(_) => unreachable!("rejected by validate"),
+        }
+    }
+
+    /// Resolves a component's `source` against the manifest's folder, as Spin does.
+    pub fn source_path(&self, manifest_dir: &Path, id: &str) -> PathBuf {
+        match &self.component[id].source {
+            ComponentSource::Path(p) => manifest_dir.join(p),
+            ComponentSource::Remote(_) => unreachable!("rejected by validate"),
+        }
+    }
+}
+
+/// MQTT QoS as the trigger plugin takes it: "0", "1" or "2" (default 1).
+pub fn parse_qos(q: &StringOrInt) -> Result<u8> {
+    match q.to_string().trim() {
+        "0" => Ok(0),
+        "1" => Ok(1),
+        "2" => Ok(2),
+        other => bail!("mqtt qos {other:?} is not one of 0, 1, 2"),
+    }
+}
+
+/// Spin's rule for variable names: lower-case ASCII letters, digits and underscores, starting
+/// with a letter.
+pub fn check_variable_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some('a'..='z'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && !name.ends_with('_')
+        && !name.contains("__");
+    if !ok {
+        bail!(
+            "{name:?} is not a valid variable name (lower-case letters, digits and single \
+             underscores, starting with a letter)"
+        );
+    }
+    Ok(())
+}
+
+/// toml's errors span several lines with a source excerpt; the CLI promises one line.
+pub(crate) fn one_line(e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(_) => {
+            // Line numbers are more useful than byte offsets: recover them from the Display.
+            let full = e.to_string();
+            let line = full
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("TOML parse error at "))
+                .map(|l| l.trim().to_string());
+            match line {
+                Some(l) => format!("{msg} (at {l})"),
+                None => msg,
+            }
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+spin_manifest_version = 2
+
+[application]
+name = "demo"
+version = "0.1.0"
+
+[application.trigger.redis]
+address = "redis://{{ redis_host }}:6379"
+
+[variables]
+redis_host = { default = "127.0.0.1" }
+token = { required = true, secret = true }
+
+[[trigger.http]]
+route = "/api/..."
+component = "api"
+
+[[trigger.http]]
+route = { private = true }
+component = "api"
+
+[[trigger.redis]]
+channel = "orders"
+component = "api"
+
+[component.api]
+source = "target/api.wasm"
+allowed_outbound_hosts = ["redis://{{ redis_host }}:6379"]
+key_value_stores = ["default"]
+variables = { token = "{{ token }}" }
+[component.api.build]
+command = "cargo build"
+"#;
+
+    #[test]
+    fn parses_the_supported_subset() {
+        let m = Manifest::parse(GOOD).unwrap();
+        assert_eq!(m.application.name, "demo");
+        assert_eq!(m.trigger.http.len(), 2);
+        assert_eq!(
+            m.trigger.http[1].route,
+            HttpRoute::Private(PrivateRoute { private: true })
+        );
+        assert_eq!(m.component["api"].key_value_stores, vec!["default"]);
+        assert!(m.variables["token"].required);
+        assert_eq!(
+            m.source_path(Path::new("/app"), "api"),
+            PathBuf::from("/app/target/api.wasm")
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_naming_it() {
+        let bad = GOOD.replace("key_value_stores", "key_value_store");
+        let e = Manifest::parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("key_value_store"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_version_and_missing_component_are_errors() {
+        let e = Manifest::parse(&GOOD.replace("= 2\n", "= 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spin_manifest_version"), "{e}");
+        let e = Manifest::parse(&GOOD.replace(
+            "channel = \"orders\"\ncomponent = \"api\"",
+            "channel = \"orders\"\ncomponent = \"nope\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("\"nope\""), "{e}");
+    }
+
+    #[test]
+    fn variable_needs_default_or_required() {
+        let e = Manifest::parse(&GOOD.replace("{ default = \"127.0.0.1\" }", "{ secret = true }"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis_host"), "{e}");
+        assert!(check_variable_name("Bad").is_err());
+        assert!(check_variable_name("good_1").is_ok());
+    }
+
+    #[test]
+    fn mqtt_settings_accept_strings_like_the_plugin() {
+        let m = Manifest::parse(
+            r#"
+spin_manifest_version = 2
+[application]
+name = "m"
+[application.trigger.mqtt]
+address = "mqtt://127.0.0.1:1883"
+username = ""
+password = ""
+keep_alive_interval = "30"
+[[trigger.mqtt]]
+component = "c"
+topic = "orders/#"
+qos = "1"
+[component.c]
+source = "c.wasm"
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_qos(m.trigger.mqtt[0].qos.as_ref().unwrap()).unwrap(),
+            1
+        );
+        let e = parse_qos(&StringOrInt::String("3".into())).unwrap_err();
+        assert!(e.to_string().contains("qos"));
+    }
+}

@@ -1,0 +1,67 @@
+//! Outgoing HTTP (`wasi:http/outgoing-handler`), checked against `allowed_outbound_hosts`.
+//!
+//! A refused request fails with `HTTP-request-denied`, the error code Spin gives.
+
+use std::sync::Arc;
+
+use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::state::ComponentCtx;
+
+pub struct OutboundHttp {
+    component: Arc<ComponentCtx>,
+}
+
+impl OutboundHttp {
+    pub fn new(component: Arc<ComponentCtx>) -> OutboundHttp {
+        OutboundHttp { component }
+    }
+}
+
+type SendFuture = Box<
+    dyn std::future::Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+                ),
+                HttpError,
+            >,
+        > + Send,
+>;
+
+impl WasiHttpHooks for OutboundHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        fut: Box<dyn std::future::Future<Output = Result<(), HttpError>> + Send>,
+    ) -> SendFuture {
+        let uri = request.uri();
+        let scheme = uri.scheme_str().unwrap_or("https");
+        let allowed = match uri.host() {
+            Some(host) => self
+                .component
+                .allowed_hosts
+                .allows(scheme, host, uri.port_u16()),
+            None => false,
+        };
+        if !allowed {
+            tracing::info!(
+                component = %self.component.id,
+                url = %uri,
+                "outbound HTTP request refused: not in allowed_outbound_hosts"
+            );
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        }
+        drop(fut);
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                res.map(BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn std::future::Future<Output = _> + Send>,
+            ))
+        })
+    }
+}

@@ -1,0 +1,273 @@
+//! `fermyon:spin/redis@2.0.0`: outbound Redis from components.
+//!
+//! An address outside `allowed_outbound_hosts` gets `invalid-address`, as in Spin. Unlike
+//! Spin, which opens a TCP connection per `open`, connections are pooled per address and
+//! shared by all instances: a redis-rs multiplexed connection pipelines concurrent commands
+//! over one socket, so a request costs no connection set-up (TCP_NODELAY is on).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, FromRedisValue, Value};
+use wasmtime::component::Resource;
+
+use crate::bindings::spin_host::fermyon::spin2_0_0::redis::{
+    self as v2, Error, RedisParameter, RedisResult,
+};
+use crate::state::HostState;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a multiplexed connection, failing after a few seconds rather than hanging.
+pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
+    let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(CONNECT_TIMEOUT)
+        .set_response_timeout(Duration::from_secs(30));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        // The redis error's Display already includes its I/O cause: no `context` chain.
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))
+}
+
+/// Connections by address, shared across instances.
+#[derive(Default)]
+pub struct Pool {
+    conns: tokio::sync::Mutex<HashMap<String, MultiplexedConnection>>,
+}
+
+impl Pool {
+    async fn get(&self, address: &str) -> Result<MultiplexedConnection, Error> {
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(address) {
+            return Ok(c.clone());
+        }
+        redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
+        let conn = connect(address)
+            .await
+            .map_err(|e| Error::Other(format!("{e:#}")))?;
+        conns.insert(address.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// A dropped connection stays broken in redis-rs; forget it so the next `open` reconnects.
+    async fn forget(&self, address: &str) {
+        self.conns.lock().await.remove(address);
+    }
+}
+
+/// The host side of a `connection` resource.
+pub struct RedisConnection {
+    address: String,
+    conn: MultiplexedConnection,
+}
+
+fn other(e: redis::RedisError) -> Error {
+    Error::Other(e.to_string())
+}
+
+impl HostState {
+    fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<MultiplexedConnection> {
+        Ok(self.table.get(c)?.conn.clone())
+    }
+
+    async fn redis_result<T>(
+        &mut self,
+        c: &Resource<RedisConnection>,
+        r: redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                    if let Ok(rc) = self.table.get(c) {
+                        self.component.shared.redis.forget(&rc.address).await;
+                    }
+                }
+                Err(other(e))
+            }
+        }
+    }
+}
+
+impl v2::Host for HostState {}
+
+impl v2::HostConnection for HostState {
+    async fn open(
+        &mut self,
+        address: String,
+    ) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
+        if !self.component.allowed_hosts.allows_url(&address, "redis") {
+            tracing::info!(component = %self.component.id, %address, "outbound Redis refused: not in allowed_outbound_hosts");
+            return Ok(Err(Error::InvalidAddress));
+        }
+        let conn = match self.component.shared.redis.get(&address).await {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(self
+            .table
+            .push(RedisConnection { address, conn })
+            .map_err(|_| Error::TooManyConnections))
+    }
+
+    async fn publish(
+        &mut self,
+        c: Resource<RedisConnection>,
+        channel: String,
+        payload: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.publish::<_, _, ()>(channel, payload).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn get(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.get(key).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn set(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.set::<_, _, ()>(key, value).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn incr(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<i64, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.incr(key, 1).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn del(
+        &mut self,
+        c: Resource<RedisConnection>,
+        keys: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.del(keys).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn sadd(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.sadd(key, values).await;
+        Ok(match r {
+            Err(e) if e.kind() == redis::ErrorKind::TypeError => Err(Error::TypeError),
+            r => self.redis_result(&c, r).await,
+        })
+    }
+
+    async fn smembers(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.smembers(key).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn srem(
+        &mut self,
+        c: Resource<RedisConnection>,
+        key: String,
+        values: Vec<String>,
+    ) -> wasmtime::Result<Result<u32, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let r = conn.srem(key, values).await;
+        Ok(self.redis_result(&c, r).await)
+    }
+
+    async fn execute(
+        &mut self,
+        c: Resource<RedisConnection>,
+        command: String,
+        arguments: Vec<RedisParameter>,
+    ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
+        let mut conn = self.redis_conn(&c)?;
+        let mut cmd = redis::cmd(&command);
+        for a in arguments {
+            match a {
+                RedisParameter::Int64(v) => cmd.arg(v),
+                RedisParameter::Binary(v) => cmd.arg(v),
+            };
+        }
+        let r = cmd.query_async::<Results>(&mut conn).await;
+        Ok(self.redis_result(&c, r).await.map(|r| r.0))
+    }
+
+    async fn drop(&mut self, c: Resource<RedisConnection>) -> wasmtime::Result<()> {
+        self.table.delete(c)?;
+        Ok(())
+    }
+}
+
+/// `execute`'s results, flattened as Spin flattens them.
+struct Results(Vec<RedisResult>);
+
+impl FromRedisValue for Results {
+    fn from_redis_value(value: &Value) -> redis::RedisResult<Self> {
+        fn unsupported(what: &str) -> redis::RedisError {
+            redis::RedisError::from((
+                redis::ErrorKind::TypeError,
+                "Could not convert Redis response",
+                format!("Redis {what} type is not supported"),
+            ))
+        }
+        fn append(out: &mut Vec<RedisResult>, v: &Value) -> redis::RedisResult<()> {
+            match v {
+                Value::Nil => out.push(RedisResult::Nil),
+                Value::Int(i) => out.push(RedisResult::Int64(*i)),
+                Value::BulkString(b) => out.push(RedisResult::Binary(b.clone())),
+                Value::SimpleString(s) => out.push(RedisResult::Status(s.clone())),
+                Value::Okay => out.push(RedisResult::Status("OK".into())),
+                Value::Array(a) | Value::Set(a) => {
+                    for x in a {
+                        append(out, x)?;
+                    }
+                }
+                Value::Double(d) => out.push(RedisResult::Binary(d.to_string().into_bytes())),
+                Value::Boolean(b) => out.push(RedisResult::Int64(i64::from(*b))),
+                Value::BigNumber(n) => out.push(RedisResult::Binary(n.to_string().into_bytes())),
+                Value::Map(_) => return Err(unsupported("Map")),
+                Value::Attribute { .. } => return Err(unsupported("Attribute")),
+                Value::VerbatimString { .. } => return Err(unsupported("verbatim string")),
+                Value::Push { .. } => return Err(unsupported("Pub/Sub")),
+                Value::ServerError(e) => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::ResponseError,
+                        "Server error",
+                        format!("{e:?}"),
+                    )))
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        append(&mut out, value)?;
+        Ok(Results(out))
+    }
+}

@@ -1,0 +1,83 @@
+//! Per-component configuration (built once) and per-instance store data (built per request).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::allowed_hosts::AllowedHosts;
+use crate::key_value::KvBackend;
+use crate::outbound_http::OutboundHttp;
+
+/// Connection pools shared by every instance of every component.
+#[derive(Default)]
+pub struct Shared {
+    pub redis: crate::outbound_redis::Pool,
+    pub mqtt: crate::outbound_mqtt::Pool,
+}
+
+/// What one `[component.<id>]` may do, resolved at start-up.
+pub struct ComponentCtx {
+    pub id: String,
+    pub allowed_hosts: AllowedHosts,
+    /// The labels of `key_value_stores`, mapped to their backends.
+    pub kv_stores: HashMap<String, KvBackend>,
+    /// Every label the host knows, to tell `access-denied` from `no-such-store`.
+    pub kv_known: HashSet<String>,
+    pub variables: HashMap<String, String>,
+    pub environment: Vec<(String, String)>,
+    pub max_memory_bytes: usize,
+    pub shared: Arc<Shared>,
+}
+
+/// The `T` of every `Store<T>`.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) hooks: OutboundHttp,
+    pub(crate) component: Arc<ComponentCtx>,
+}
+
+impl HostState {
+    pub fn new(component: Arc<ComponentCtx>) -> HostState {
+        let mut wasi = WasiCtx::builder();
+        wasi.inherit_stdout().inherit_stderr();
+        for (k, v) in &component.environment {
+            wasi.env(k, v);
+        }
+        HostState {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(component.max_memory_bytes)
+                .build(),
+            hooks: OutboundHttp::new(component.clone()),
+            component,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}

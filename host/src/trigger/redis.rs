@@ -1,0 +1,182 @@
+//! The Redis trigger: subscribe to channels and call `fermyon:spin/inbound-redis`'s
+//! `handle-message` on a fresh instance per message.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::bindings::redis_trigger::RedisTriggerPre;
+use crate::state::{ComponentCtx, HostState};
+
+struct Handler {
+    ctx: Arc<ComponentCtx>,
+    pre: RedisTriggerPre<HostState>,
+}
+
+/// Channel name → handlers, for one Redis server.
+type Channels = HashMap<String, Vec<Arc<Handler>>>;
+
+/// Connects to every Redis server the triggers name and subscribes; errors if one cannot be
+/// reached, so a wrong address fails at start-up.
+pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec<JoinHandle<()>>> {
+    let mut by_address: BTreeMap<String, Channels> = BTreeMap::new();
+    let mut pres: HashMap<String, Arc<Handler>> = HashMap::new();
+    for t in &app.manifest.trigger.redis {
+        let id = crate::manifest::Manifest::component_id(&t.component);
+        let handler = match pres.get(id) {
+            Some(h) => h.clone(),
+            None => {
+                let loaded = app.component(id);
+                let pre = app
+                    .linker
+                    .instantiate_pre(&loaded.component)
+                    .and_then(RedisTriggerPre::new)
+                    .map_err(|e| anyhow::anyhow!("{e:#}"))
+                    .with_context(|| format!("component {id:?} cannot be a Redis trigger handler (does it export fermyon:spin/inbound-redis?)"))?;
+                let h = Arc::new(Handler {
+                    ctx: loaded.ctx.clone(),
+                    pre,
+                });
+                pres.insert(id.to_string(), h.clone());
+                h
+            }
+        };
+        let address = match &t.address {
+            Some(a) => a.clone(),
+            None => app
+                .manifest
+                .application
+                .trigger
+                .redis
+                .as_ref()
+                .map(|r| r.address.clone())
+                .unwrap_or_default(),
+        };
+        let address = app
+            .resolver
+            .resolve(&address)
+            .context("[application.trigger.redis] address")?;
+        let channel = app
+            .resolver
+            .resolve(&t.channel)
+            .context("[[trigger.redis]] channel")?;
+        by_address
+            .entry(address)
+            .or_default()
+            .entry(channel)
+            .or_default()
+            .push(handler);
+    }
+
+    let mut tasks = Vec::new();
+    for (address, channels) in by_address {
+        let pubsub = subscribe(&address, &channels).await?;
+        tracing::info!(
+            "Redis trigger subscribed to {:?} on {address}",
+            channels.keys().collect::<Vec<_>>()
+        );
+        tasks.push(tokio::spawn(run(
+            app.clone(),
+            address,
+            Arc::new(channels),
+            pubsub,
+            shutdown.clone(),
+        )));
+    }
+    Ok(tasks)
+}
+
+async fn subscribe(address: &str, channels: &Channels) -> Result<redis::aio::PubSub> {
+    let client = redis::Client::open(address)
+        .with_context(|| format!("invalid Redis address {address:?}"))?;
+    let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("Redis trigger cannot connect to {address}"))?;
+    for ch in channels.keys() {
+        pubsub
+            .subscribe(ch)
+            .await
+            .with_context(|| format!("cannot subscribe to {ch:?} on {address}"))?;
+    }
+    Ok(pubsub)
+}
+
+async fn run(
+    app: Arc<App>,
+    address: String,
+    channels: Arc<Channels>,
+    pubsub: redis::aio::PubSub,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pubsub = Some(pubsub);
+    loop {
+        let ps = match pubsub.take() {
+            Some(p) => p,
+            None => match subscribe(&address, &channels).await {
+                Ok(p) => {
+                    tracing::info!("Redis trigger re-subscribed on {address}");
+                    p
+                }
+                Err(e) => {
+                    tracing::warn!("{e:#}; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            },
+        };
+        let mut stream = ps.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => m,
+                _ = shutdown.changed() => return,
+            };
+            let Some(msg) = msg else {
+                tracing::warn!("Redis trigger lost its connection to {address}; reconnecting");
+                break;
+            };
+            let Some(handlers) = channels.get(msg.get_channel_name()) else {
+                continue;
+            };
+            let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
+            for h in handlers {
+                let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
+                let channel = msg.get_channel_name().to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = deliver(&app, &h, &payload).await {
+                        tracing::error!(component = %h.ctx.id, %channel, "Redis message handler failed: {e:#}");
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
+    let mut store = app.store(&h.ctx);
+    let run = async {
+        let inst = h.pre.instantiate_async(&mut store).await?;
+        inst.fermyon_spin_inbound_redis()
+            .call_handle_message(&mut store, &payload.to_vec())
+            .await
+    };
+    let r = tokio::time::timeout(app.limits.timeout, run)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "time limit of {} ms exceeded",
+                app.limits.timeout.as_millis()
+            )
+        })?
+        .map_err(anyhow::Error::from)?;
+    r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
+}

@@ -1,0 +1,242 @@
+//! Everything that needs a real broker: the Redis key-value backend, outbound Redis/MQTT/HTTP
+//! with `allowed_outbound_hosts`, and the Redis and MQTT triggers. Each test starts its own
+//! `redis-server` / `mosquitto` on a free loopback port.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nanohost::{HostOptions, RunningHost};
+use support::{Mosquitto, Redis, TempDir};
+
+async fn start(manifest: PathBuf, runtime_config: Option<PathBuf>) -> RunningHost {
+    RunningHost::start(HostOptions {
+        manifest,
+        runtime_config,
+        listen: "127.0.0.1:0".parse().unwrap(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("host starts: {e:#}"))
+}
+
+async fn get(host: &RunningHost, path: &str) -> (u16, String) {
+    let url = format!("{}{path}", support::base(host.http_addr().unwrap()));
+    let resp = reqwest::get(&url).await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+/// Polls until `path` answers 200 with `want`; the deadline only bounds a broken run.
+async fn eventually(host: &RunningHost, path: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(host, path).await;
+        if status == 200 && body == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered {want:?}; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The probe with outbound access to exactly one Redis and one MQTT broker (by port), and
+/// optional trigger sections.
+fn app(dir: &TempDir, redis_port: u16, mqtt_port: u16, triggers: &str) -> PathBuf {
+    dir.file(
+        "spin.toml",
+        &format!(
+            r#"spin_manifest_version = 2
+[application]
+name = "brokers"
+{triggers}
+[variables]
+redis_port = {{ default = "{redis_port}" }}
+
+[[trigger.http]]
+route = "/p/..."
+component = "probe"
+
+[component.probe]
+source = "{source}"
+key_value_stores = ["default"]
+allowed_outbound_hosts = ["redis://127.0.0.1:{{{{ redis_port }}}}", "mqtt://127.0.0.1:{mqtt_port}", "http://127.0.0.1:*"]
+"#,
+            source = support::probe_source()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_on_a_real_redis() {
+    let redis = Redis::start();
+    let dir = TempDir::new("kv-redis");
+    let rc = dir.file(
+        "runtime-config.toml",
+        &format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    let host = start(app(&dir, 1, 1, ""), Some(rc)).await;
+    assert_eq!(
+        get(&host, "/p/kv?store=default&op=set&key=k1&value=v1").await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        get(&host, "/p/kv?store=default&op=get&key=k1").await,
+        (200, "v1".into())
+    );
+
+    // It really is in Redis.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let v: Option<String> = redis::AsyncCommands::get(&mut conn, "k1").await.unwrap();
+    assert_eq!(v.as_deref(), Some("v1"));
+    let _: () = redis::AsyncCommands::set(&mut conn, "k2", "from-outside")
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&host, "/p/kv?store=default&op=get&key=k2").await,
+        (200, "from-outside".into())
+    );
+    assert_eq!(
+        get(&host, "/p/kv?store=default&op=delete&key=k1").await,
+        (200, "ok".into())
+    );
+    assert_eq!(get(&host, "/p/kv?store=default&op=get&key=k1").await.0, 404);
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outbound_hosts_are_enforced() {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = TempDir::new("outbound");
+    let host = start(app(&dir, redis.port, mqtt.port, ""), None).await;
+    let other = support::free_port();
+
+    // Allowed Redis works.
+    let addr = redis.url();
+    assert_eq!(
+        get(&host, &format!("/p/redis?addr={addr}&op=set&key=a&value=b")).await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        get(&host, &format!("/p/redis?addr={addr}&op=get&key=a")).await,
+        (200, "b".into())
+    );
+    assert_eq!(
+        get(&host, &format!("/p/redis?addr={addr}&op=incr&key=n")).await,
+        (200, "1".into())
+    );
+    // Another port is refused with Spin's error, before any connection is tried.
+    let (status, body) = get(
+        &host,
+        &format!("/p/redis?addr=redis://127.0.0.1:{other}&op=get&key=a"),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(body.contains("InvalidAddress"), "{body}");
+
+    // MQTT: allowed broker publishes; anything else is `connection-failed(... not permitted)`.
+    let (status, body) = get(
+        &host,
+        &format!("/p/mqtt?addr={}&topic=t&payload=x", mqtt.url()),
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, body) = get(
+        &host,
+        &format!("/p/mqtt?addr=mqtt://127.0.0.1:{other}&topic=t&payload=x"),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("ConnectionFailed") && body.contains("is not permitted"),
+        "{body}"
+    );
+
+    // HTTP: 127.0.0.1 on any port is allowed (here: the host itself), localhost is not.
+    let me = host.http_addr().unwrap();
+    let (status, body) = get(&host, &format!("/p/http?url=http://{me}/p/var/nope")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("500 "), "{body}");
+    let (status, body) = get(
+        &host,
+        &format!("/p/http?url=http://localhost:{}/", me.port()),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_and_mqtt_triggers_deliver_messages() {
+    let redis = Redis::start();
+    let mqtt = Mosquitto::start();
+    let dir = TempDir::new("triggers");
+    let triggers = format!(
+        r#"
+[application.trigger.redis]
+address = "redis://127.0.0.1:{{{{ redis_port }}}}"
+
+[application.trigger.mqtt]
+address = "{mqtt}"
+username = ""
+password = ""
+keep_alive_interval = "30"
+
+[[trigger.redis]]
+channel = "probe-in"
+component = "probe"
+
+[[trigger.mqtt]]
+topic = "probe/#"
+qos = "1"
+component = "probe"
+"#,
+        mqtt = mqtt.url()
+    );
+    let host = start(app(&dir, redis.port, mqtt.port, &triggers), None).await;
+
+    // A message published by an outside client reaches the Redis trigger's handler.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::AsyncCommands::publish(&mut conn, "probe-in", "hello redis")
+        .await
+        .unwrap();
+    eventually(
+        &host,
+        "/p/kv?store=default&op=get&key=redis:last",
+        "hello redis",
+    )
+    .await;
+
+    // Published through the host's own outbound Redis, too.
+    let path = format!(
+        "/p/redis?addr={}&op=publish&channel=probe-in&value=again",
+        redis.url()
+    );
+    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    eventually(&host, "/p/kv?store=default&op=get&key=redis:last", "again").await;
+
+    // MQTT: the component publishes via outbound MQTT; the trigger gets it with its topic.
+    let path = format!(
+        "/p/mqtt?addr={}&topic=probe/orders&payload=hello%20mqtt",
+        mqtt.url()
+    );
+    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    eventually(
+        &host,
+        "/p/kv?store=default&op=get&key=mqtt:last",
+        "probe/orders=hello mqtt",
+    )
+    .await;
+
+    host.shutdown().await.unwrap();
+}
