@@ -61,7 +61,7 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Ok(Engine::new(&config).map_err(anyhow::Error::from)?)
+    Engine::new(&config).map_err(anyhow::Error::from)
 }
 
 /// Installs the time limit on a fresh store. The guest yields to tokio at every tick and traps

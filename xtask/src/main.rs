@@ -52,10 +52,14 @@ enum Cmd {
     Test,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Shape {
     /// One component, every hop in-process.
     Composed,
+    /// Order app -> Mosquitto -> fulfilment app (MQTT trigger); store in Redis.
+    Mqtt,
+    /// Order app -> Redis pub/sub -> fulfilment app (Redis trigger); store in Redis.
+    Redis,
 }
 
 fn main() -> Result<()> {
@@ -64,18 +68,13 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Build => build(&root),
         Cmd::Up {
-            shape: Shape::Composed,
+            shape,
             listen,
             runtime_config,
         } => {
             build(&root)?;
-            let mut host = cargo(&root);
-            host.args(["run", "--quiet", "-p", "nanohost", "--", "up"]);
-            host.args(["--manifest", "spin.toml", "--listen", &listen]);
-            if let Some(config) = runtime_config {
-                host.arg("--runtime-config").arg(config);
-            }
-            run(&mut host)
+            run(cargo(&root).args(["build", "--quiet", "-p", "nanohost"]))?;
+            up(&root, shape, &listen, runtime_config)
         }
         Cmd::Test => {
             setup::test_prerequisites()?;
@@ -112,6 +111,34 @@ fn build(root: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Runs the shape's apps on nanohost until Ctrl-C. A networked shape is two apps, so two hosts.
+fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
+    let host_binary = root.join("target/debug/nanohost");
+    let host = |manifest: &str, config: Option<&Path>| {
+        let mut cmd = Command::new(&host_binary);
+        cmd.current_dir(root).args(["up", "--manifest", manifest, "--listen", listen]);
+        if let Some(config) = config {
+            cmd.arg("--runtime-config").arg(config);
+        }
+        cmd
+    };
+    let name = match shape {
+        Shape::Composed => return run(&mut host("spin.toml", runtime_config.as_deref())),
+        Shape::Mqtt => "mqtt",
+        Shape::Redis => "redis",
+    };
+    // Both apps must see one store, so a networked shape always has a Redis-backed one.
+    let config = runtime_config.unwrap_or_else(|| root.join("runtime-config.redis.toml"));
+    setup::networked_prerequisites(shape == Shape::Mqtt)?;
+    let mut fulfilment = host(&format!("apps/fulfilment-{name}/spin.toml"), Some(&config))
+        .spawn()
+        .context("cannot start the fulfilment app")?;
+    let result = run(&mut host(&format!("apps/order-app-{name}/spin.toml"), Some(&config)));
+    let _ = fulfilment.kill();
+    let _ = fulfilment.wait();
+    result
 }
 
 fn cargo(root: &Path) -> Command {

@@ -77,3 +77,30 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// The networked shapes talk to a broker and a Redis; say which address is missing, and how to
+/// point the apps elsewhere, instead of letting the apps fail one request at a time.
+pub fn networked_prerequisites(mqtt: bool) -> Result<()> {
+    let redis = variable_address("SPIN_VARIABLE_REDIS_ADDRESS", "redis://127.0.0.1:6379");
+    let mut needed = vec![("Redis (key-value store and pub/sub)", redis, "SPIN_VARIABLE_REDIS_ADDRESS")];
+    if mqtt {
+        let broker = variable_address("SPIN_VARIABLE_MQTT_ADDRESS", "mqtt://127.0.0.1:1883");
+        needed.push(("an MQTT broker", broker, "SPIN_VARIABLE_MQTT_ADDRESS"));
+    }
+    for (what, address, variable) in needed {
+        let host_port = address.split("://").nth(1).unwrap_or(&address).to_string();
+        if std::net::TcpStream::connect(&host_port).is_err() {
+            bail!(
+                "this shape needs {what} at {address}, and nothing answers there. Start one \
+                 (`redis-server` / `mosquitto -p 1883`) or set {variable}; the key-value store's \
+                 address is in runtime-config.redis.toml"
+            );
+        }
+        eprintln!("using {what} at {address}");
+    }
+    Ok(())
+}
+
+fn variable_address(variable: &str, default: &str) -> String {
+    std::env::var(variable).unwrap_or_else(|_| default.to_string())
+}
