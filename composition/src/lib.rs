@@ -25,6 +25,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("nano:events-redis", "events-redis"),
     ("nano:mqtt-listener", "mqtt-listener"),
     ("nano:redis-listener", "redis-listener"),
+    ("nano:events-http", "events-http"),
+    ("nano:http-listener", "http-listener"),
 ];
 
 /// What a composed component may import: only what a Spin host provides.

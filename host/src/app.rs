@@ -52,6 +52,7 @@ impl App {
     pub async fn load(
         manifest_path: &Path,
         runtime_config: Option<&Path>,
+        variables: &[(String, String)],
         limits: Limits,
     ) -> Result<App> {
         let runtime_config = match runtime_config {
@@ -63,8 +64,21 @@ impl App {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let resolver = Resolver::new(&manifest.variables, |k| std::env::var(k).ok())
-            .with_context(|| format!("cannot start {}", manifest_path.display()))?;
+        // Explicit values (`--variable`) win over SPIN_VARIABLE_* in the environment, as in Spin.
+        let mut explicit = HashMap::new();
+        for (name, value) in variables {
+            if !manifest.variables.contains_key(name) {
+                tracing::warn!("variable {name:?} is not declared in [variables]; ignored");
+            }
+            explicit.insert(
+                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
+                value.clone(),
+            );
+        }
+        let resolver = Resolver::new(&manifest.variables, |k| {
+            explicit.get(k).cloned().or_else(|| std::env::var(k).ok())
+        })
+        .with_context(|| format!("cannot start {}", manifest_path.display()))?;
 
         // Only components some trigger uses are compiled, as in Spin.
         let used: BTreeSet<String> = manifest

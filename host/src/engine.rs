@@ -60,8 +60,30 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
         .max_memory_size(limits.max_memory_bytes)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20);
+    tune_pool_from_env(&mut pool);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(anyhow::Error::from)
+}
+
+/// Opt-in pool tuning for experiments (the benchmark's profile, bench/README): unset, wasmtime's
+/// defaults apply.
+/// - `NANOHOST_POOL_KEEP_RESIDENT=<bytes>`: reset that much of each linear memory and table with
+///   `memset` instead of `madvise`, so a reused slot takes no page faults
+///   (`linear_memory_keep_resident`, `table_keep_resident`).
+/// - `NANOHOST_POOL_DECOMMIT_BATCH=<n>`: decommit slots in batches of n (fewer TLB shootdowns).
+fn tune_pool_from_env(pool: &mut PoolingAllocationConfig) {
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    if let Some(bytes) = number("NANOHOST_POOL_KEEP_RESIDENT") {
+        pool.linear_memory_keep_resident(bytes)
+            .table_keep_resident(bytes);
+    }
+    if let Some(n) = number("NANOHOST_POOL_DECOMMIT_BATCH") {
+        pool.decommit_batch_size(n.max(1));
+    }
 }
 
 /// Installs the time limit on a fresh store. The guest yields to tokio at every tick and traps

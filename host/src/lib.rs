@@ -19,6 +19,7 @@ pub mod app;
 pub mod bindings;
 pub mod engine;
 pub mod expressions;
+pub mod hop;
 pub mod key_value;
 pub mod manifest;
 pub mod outbound_http;
@@ -38,6 +39,21 @@ pub struct HostOptions {
     pub manifest: PathBuf,
     pub runtime_config: Option<PathBuf>,
     pub listen: SocketAddr,
+    /// Values for application variables (like `spin up --variable name=value`); they win over
+    /// `SPIN_VARIABLE_*` in the environment and over defaults.
+    pub variables: Vec<(String, String)>,
+}
+
+impl Default for HostOptions {
+    /// `spin.toml` in the current directory, no runtime config, 127.0.0.1:3000.
+    fn default() -> Self {
+        HostOptions {
+            manifest: PathBuf::from("spin.toml"),
+            runtime_config: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            variables: Vec::new(),
+        }
+    }
 }
 
 /// A host serving an app in the background of the current tokio runtime.
@@ -57,8 +73,15 @@ impl RunningHost {
 
     /// [`RunningHost::start`] with explicit per-instance limits.
     pub async fn start_with_limits(opts: HostOptions, limits: Limits) -> Result<RunningHost> {
-        let app =
-            Arc::new(app::App::load(&opts.manifest, opts.runtime_config.as_deref(), limits).await?);
+        let app = Arc::new(
+            app::App::load(
+                &opts.manifest,
+                opts.runtime_config.as_deref(),
+                &opts.variables,
+                limits,
+            )
+            .await?,
+        );
         let ticker = engine::EpochTicker::start(app.engine.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -71,9 +94,9 @@ impl RunningHost {
             let addr = listener.local_addr()?;
             http_addr = Some(addr);
             tracing::info!("serving HTTP on http://{addr}");
-            tasks.push(tokio::spawn(
-                Arc::new(http).serve(listener, shutdown_rx.clone()),
-            ));
+            let http = Arc::new(http);
+            let _ = app.shared.http.set(Arc::downgrade(&http));
+            tasks.push(tokio::spawn(http.serve(listener, shutdown_rx.clone())));
         }
         tasks.extend(trigger::redis::start(app.clone(), shutdown_rx.clone()).await?);
         tasks.extend(trigger::mqtt::start(app.clone(), shutdown_rx.clone()).await?);

@@ -27,6 +27,9 @@ enum Command {
         /// Address for the HTTP trigger.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
+        /// Set an application variable (repeatable): `--variable name=value`.
+        #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = parse_variable)]
+        variables: Vec<(String, String)>,
         /// Time limit per request or message, in milliseconds.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
@@ -71,6 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         manifest,
         runtime_config,
         listen,
+        variables,
         timeout_ms,
         memory_limit_mb,
     } = cli.command;
@@ -84,6 +88,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             manifest,
             runtime_config,
             listen,
+            variables,
         },
         limits,
     )
@@ -96,4 +101,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     eprintln!("nanohost: shutting down");
     host.shutdown().await
+}
+
+fn parse_variable(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }

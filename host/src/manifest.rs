@@ -263,6 +263,11 @@ impl Manifest {
                     .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
             }
         }
+        if let Some(AppHttpConfig { base: Some(base) }) = &self.application.trigger.http {
+            if !base.trim_end_matches('/').is_empty() {
+                bail!("[application.trigger.http] base {base:?} is not supported (only \"/\")");
+            }
+        }
         let check_ref = |kind: &str, r: &ComponentRef| -> Result<()> {
             match r {
                 ComponentRef::Id(id) if self.component.contains_key(id) => Ok(()),

@@ -55,6 +55,29 @@ impl WasiHttpHooks for OutboundHttp {
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
         drop(fut);
+        crate::hop::record(crate::hop::Point::Sent, uri.path().as_bytes());
+        if let Some(target) = uri
+            .host()
+            .and_then(|h| h.strip_suffix(".spin.internal"))
+            .map(str::to_string)
+        {
+            let http = self.component.shared.http.get().and_then(|w| w.upgrade());
+            return Box::new(async move {
+                let resp = match http {
+                    Some(http) => http.chain(&target, request).await,
+                    None => None,
+                };
+                match resp {
+                    Some(resp) => Ok((
+                        resp,
+                        Box::new(async { Ok(()) })
+                            as Box<dyn std::future::Future<Output = _> + Send>,
+                    )),
+                    // Spin: a chained request to a component no HTTP trigger serves.
+                    None => Err(HttpError::DestinationNotFound),
+                }
+            });
+        }
         Box::new(async move {
             use http_body_util::BodyExt;
             let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;

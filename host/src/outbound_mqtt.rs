@@ -8,7 +8,8 @@
 //! messages after a reconnect). Sockets have TCP_NODELAY set.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -89,13 +90,22 @@ pub async fn connect(opts: MqttOptions) -> Result<(AsyncClient, EventLoop)> {
 }
 
 /// Keeps an event loop turning; rumqttc reconnects on the next poll after an error.
-pub fn drive(mut eventloop: EventLoop, what: String) -> tokio::task::JoinHandle<()> {
+pub fn drive(
+    mut eventloop: EventLoop,
+    what: String,
+    up: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut failing = false;
         loop {
             match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    up.store(true, Ordering::Relaxed);
+                    failing = false;
+                }
                 Ok(_) => failing = false,
                 Err(e) => {
+                    up.store(false, Ordering::Relaxed);
                     if !failing {
                         tracing::warn!("{what}: MQTT connection error: {e}; reconnecting");
                     }
@@ -112,12 +122,12 @@ type Key = (String, String, String, u64);
 /// Clients shared by all instances.
 #[derive(Default)]
 pub struct Pool {
-    clients: tokio::sync::Mutex<HashMap<Key, AsyncClient>>,
+    clients: tokio::sync::Mutex<HashMap<Key, MqttConnection>>,
     tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Pool {
-    async fn get(&self, key: Key) -> Result<AsyncClient, Error> {
+    async fn get(&self, key: Key) -> Result<MqttConnection, Error> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
@@ -129,13 +139,15 @@ impl Pool {
         let (client, eventloop) = connect(opts)
             .await
             .map_err(|e| Error::ConnectionFailed(format!("{e:#}")))?;
-        let task = drive(eventloop, format!("outbound MQTT {}", key.0));
+        let up = Arc::new(AtomicBool::new(true));
+        let task = drive(eventloop, format!("outbound MQTT {}", key.0), up.clone());
+        let conn = MqttConnection { client, up };
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
-        clients.insert(key, client.clone());
-        Ok(client)
+        clients.insert(key, conn.clone());
+        Ok(conn)
     }
 }
 
@@ -152,9 +164,13 @@ impl Drop for Pool {
     }
 }
 
-/// The host side of a `connection` resource.
+/// The host side of a `connection` resource: a handle on a pooled client.
+#[derive(Clone)]
 pub struct MqttConnection {
     client: AsyncClient,
+    /// False while the pooled client is reconnecting: a publish then fails, as it would in
+    /// Spin, instead of queueing silently.
+    up: Arc<AtomicBool>,
 }
 
 impl v2::Host for HostState {}
@@ -174,14 +190,11 @@ impl v2::HostConnection for HostState {
             ))));
         }
         let key = (address, username, password, keep_alive_interval_in_secs);
-        let client = match self.component.shared.mqtt.get(key).await {
+        let conn = match self.component.shared.mqtt.get(key).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self
-            .table
-            .push(MqttConnection { client })
-            .map_err(|_| Error::TooManyConnections))
+        Ok(self.table.push(conn).map_err(|_| Error::TooManyConnections))
     }
 
     async fn publish(
@@ -191,7 +204,14 @@ impl v2::HostConnection for HostState {
         payload: Vec<u8>,
         qos: Qos,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let client = self.table.get(&c)?.client.clone();
+        crate::hop::record(crate::hop::Point::Sent, &payload);
+        let conn = self.table.get(&c)?;
+        if !conn.up.load(Ordering::Relaxed) {
+            return Ok(Err(Error::ConnectionFailed(
+                "not connected to the MQTT broker (reconnecting)".into(),
+            )));
+        }
+        let client = conn.client.clone();
         let qos = match qos {
             Qos::AtMostOnce => QoS::AtMostOnce,
             Qos::AtLeastOnce => QoS::AtLeastOnce,

@@ -120,6 +120,7 @@ impl v2::HostConnection for HostState {
         channel: String,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
+        crate::hop::record(crate::hop::Point::Sent, &payload);
         let mut conn = self.redis_conn(&c)?;
         let r = conn.publish::<_, _, ()>(channel, payload).await;
         Ok(self.redis_result(&c, r).await)

@@ -17,6 +17,8 @@ use crate::outbound_http::OutboundHttp;
 pub struct Shared {
     pub redis: crate::outbound_redis::Pool,
     pub mqtt: crate::outbound_mqtt::Pool,
+    /// The HTTP trigger, for service chaining; weak because the trigger owns the app.
+    pub http: std::sync::OnceLock<std::sync::Weak<crate::trigger::http::HttpTrigger>>,
 }
 
 /// What one `[component.<id>]` may do, resolved at start-up.

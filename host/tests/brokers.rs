@@ -15,6 +15,7 @@ async fn start(manifest: PathBuf, runtime_config: Option<PathBuf>) -> RunningHos
         manifest,
         runtime_config,
         listen: "127.0.0.1:0".parse().unwrap(),
+        variables: Vec::new(),
     })
     .await
     .unwrap_or_else(|e| panic!("host starts: {e:#}"))
@@ -238,5 +239,30 @@ component = "probe"
     )
     .await;
 
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt_publish_fails_while_the_broker_is_gone() {
+    let mqtt = Mosquitto::start();
+    let dir = TempDir::new("mqtt-down");
+    let host = start(app(&dir, 1, mqtt.port, ""), None).await;
+    let path = format!("/p/mqtt?addr={}&topic=t&payload=x", mqtt.url());
+    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    drop(mqtt);
+    // The pooled client notices the closed socket; publishing then fails instead of queueing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(&host, &path).await;
+        if status == 500 {
+            assert!(body.contains("ConnectionFailed"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publish kept succeeding: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     host.shutdown().await.unwrap();
 }

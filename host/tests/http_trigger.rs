@@ -13,6 +13,7 @@ async fn start(limits: Limits) -> RunningHost {
             manifest: support::manifest("probe.toml"),
             runtime_config: None,
             listen: "127.0.0.1:0".parse().unwrap(),
+            variables: Vec::new(),
         },
         limits,
     )
@@ -141,6 +142,7 @@ variables = {{ token = "{{{{ nanohost_test_unset_token }}}}" }}
         manifest,
         runtime_config: None,
         listen: "127.0.0.1:0".parse().unwrap(),
+        variables: Vec::new(),
     })
     .await
     .err()
@@ -175,5 +177,21 @@ async fn runaway_guests_fail_alone() {
         get(&host, "/p/var/greeting").await,
         (200, "hello, world".into())
     );
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_chaining_to_another_component() {
+    let host = start(Limits::default()).await;
+    // `probe` may call `locked` in-process; `locked` answers with the headers it got.
+    let (status, body) = get(&host, "/p/http?url=http://locked.spin.internal/echo").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("200 "), "{body}");
+    assert!(body.contains("spin-matched-route: /..."), "{body}");
+    assert!(body.contains("spin-path-info: /echo"), "{body}");
+    // ... but not `probe` itself: that host is not in its allowed_outbound_hosts.
+    let (status, body) = get(&host, "/p/http?url=http://probe.spin.internal/echo").await;
+    assert_eq!(status, 500);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
     host.shutdown().await.unwrap();
 }

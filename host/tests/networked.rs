@@ -34,7 +34,11 @@ struct Shape {
 fn manifest(app: &str) -> PathBuf {
     let root = support::workspace_root();
     let wasm = root.join(format!("target/composed/{app}.wasm"));
-    assert!(wasm.is_file(), "{} is missing: run `cargo xtask build` first", wasm.display());
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `cargo xtask build` first",
+        wasm.display()
+    );
     root.join(format!("apps/{app}/spin.toml"))
 }
 
@@ -51,14 +55,19 @@ impl Shape {
         let dir = TempDir::new("networked");
         let runtime_config = dir.file(
             "runtime-config.toml",
-            &format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url()),
+            &format!(
+                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+                redis.url()
+            ),
         );
         let (name, variables) = match &mosquitto {
             Some(broker) => ("mqtt", vec![("mqtt_address", broker.url())]),
             None => ("redis", vec![("redis_address", redis.url())]),
         };
-        let variables: Vec<(String, String)> =
-            variables.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let variables: Vec<(String, String)> = variables
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let options = |app: &str, variables: Vec<(String, String)>| HostOptions {
             manifest: manifest(app),
             runtime_config: Some(runtime_config.clone()),
@@ -66,9 +75,10 @@ impl Shape {
             variables,
         };
 
-        let fulfilment_app = RunningHost::start(options(&format!("fulfilment-{name}"), variables.clone()))
-            .await
-            .expect("the fulfilment app starts");
+        let fulfilment_app =
+            RunningHost::start(options(&format!("fulfilment-{name}"), variables.clone()))
+                .await
+                .expect("the fulfilment app starts");
         let order_variables = match broker_override {
             Some(address) => vec![(variables[0].0.clone(), address)],
             None => variables,
@@ -101,7 +111,12 @@ impl Shape {
     }
 
     async fn status(&self, id: &str) -> String {
-        let response = self.client.get(format!("{}/order/{id}", self.base)).send().await.unwrap();
+        let response = self
+            .client
+            .get(format!("{}/order/{id}", self.base))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["status"].as_str().unwrap().to_string()
@@ -119,7 +134,10 @@ impl Shape {
     fn stored_orders(&self) -> usize {
         let client = redis::Client::open(self.redis.url()).unwrap();
         let mut connection = client.get_connection().unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*order:*").query(&mut connection).unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*order:*")
+            .query(&mut connection)
+            .unwrap();
         keys.len()
     }
 
@@ -127,11 +145,17 @@ impl Shape {
     async fn publish_raw(&self, payload: &[u8]) {
         match &self.mosquitto {
             Some(broker) => {
-                let mut options = rumqttc::MqttOptions::new("junk-publisher", "127.0.0.1", broker.port);
+                let mut options =
+                    rumqttc::MqttOptions::new("junk-publisher", "127.0.0.1", broker.port);
                 options.set_keep_alive(Duration::from_secs(5));
                 let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
                 client
-                    .publish("orders/placed", rumqttc::QoS::AtLeastOnce, false, payload.to_vec())
+                    .publish(
+                        "orders/placed",
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        payload.to_vec(),
+                    )
                     .await
                     .unwrap();
                 // Drive the connection until the broker acknowledged the publish.
@@ -167,7 +191,9 @@ async fn an_order_travels_to_fulfilment(transport: Transport) {
     let (status, body) = shape.place("sent over the wire").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["task"]["status"], "accepted");
-    shape.wait_fulfilled(body["task"]["id"].as_str().unwrap()).await;
+    shape
+        .wait_fulfilled(body["task"]["id"].as_str().unwrap())
+        .await;
     shape.stop().await;
 }
 
@@ -197,7 +223,11 @@ async fn a_thousand_orders_are_all_fulfilled_once(transport: Transport) {
     for id in &ids {
         shape.wait_fulfilled(id).await;
     }
-    assert_eq!(shape.stored_orders(), 1000, "an order was lost or stored twice");
+    assert_eq!(
+        shape.stored_orders(),
+        1000,
+        "an order was lost or stored twice"
+    );
     let shape = std::sync::Arc::into_inner(shape).unwrap();
     shape.stop().await;
 }
@@ -214,7 +244,9 @@ async fn junk_messages_do_not_stop_the_listener(transport: Transport) {
     }
     let (status, body) = shape.place("after the junk").await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    shape.wait_fulfilled(body["task"]["id"].as_str().unwrap()).await;
+    shape
+        .wait_fulfilled(body["task"]["id"].as_str().unwrap())
+        .await;
     assert_eq!(shape.stored_orders(), 1, "junk created no orders");
     shape.stop().await;
 }
@@ -224,13 +256,20 @@ async fn junk_messages_do_not_stop_the_listener(transport: Transport) {
 async fn a_broker_that_is_down_gives_503_and_stores_nothing(transport: Transport) {
     let dead = format!(
         "{}://127.0.0.1:{}",
-        if transport == Transport::Mqtt { "mqtt" } else { "redis" },
+        if transport == Transport::Mqtt {
+            "mqtt"
+        } else {
+            "redis"
+        },
         support::free_port()
     );
     let shape = Shape::start_with_broker(transport, Some(dead)).await;
     let (status, body) = shape.place("nowhere to go").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("fulfilment"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("fulfilment"),
+        "{body}"
+    );
     assert_eq!(shape.stored_orders(), 0);
     shape.stop().await;
 }

@@ -30,6 +30,7 @@ impl OrderApp {
             manifest: root.join("spin.toml"),
             runtime_config,
             listen: "127.0.0.1:0".parse().unwrap(),
+            ..HostOptions::default()
         })
         .await
         .expect("the order app starts");

@@ -21,6 +21,8 @@ const WASM_CRATES: &[&str] = &[
     "events-redis",
     "mqtt-listener",
     "redis-listener",
+    "events-http",
+    "http-listener",
     // The host's test fixtures.
     "probe",
 ];
@@ -50,6 +52,31 @@ enum Cmd {
     },
     /// Build, then run every test: unit, composition, host, end to end, deploy checks.
     Test,
+    /// Build in release mode, then run the same load against every shape (composed, MQTT,
+    /// Redis, HTTP) and write bench/results/<UTC time>/{report.md,results.json,latency.svg}.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct BenchArgs {
+    /// A shorter run (under two minutes once built).
+    #[arg(long)]
+    quick: bool,
+    /// Debug build and a tiny load, results in target/bench-smoke/: checks that it runs.
+    #[arg(long, conflicts_with = "quick")]
+    smoke: bool,
+    /// Shapes, comma-separated: composed,composed-redis-kv,mqtt,redis,http (default: all).
+    #[arg(long)]
+    shapes: Option<String>,
+    /// Orders in the throughput phase and in the 64-client loss phase.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Connections in the throughput phase (default 16).
+    #[arg(long)]
+    concurrency: Option<u64>,
+    /// Where to write the results.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -85,7 +112,20 @@ fn main() -> Result<()> {
             if deploy_check.exists() {
                 run(Command::new("bash").arg(deploy_check).current_dir(&root))?;
             }
-            Ok(())
+            // The benchmark as a smoke test only: it runs and writes its files. No timing is
+            // asserted anywhere.
+            bench(
+                &root,
+                BenchArgs {
+                    smoke: true,
+                    ..BenchArgs::default()
+                },
+                false,
+            )
+        }
+        Cmd::Bench(args) => {
+            setup::test_prerequisites()?;
+            bench(&root, args, true)
         }
     }
 }
@@ -113,12 +153,60 @@ fn build(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Builds `nano-bench` (which links the nanohost library: the harness that runs the apps is
+/// nanohost's `RunningHost`) and runs it. Release mode, except for `--smoke`.
+fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
+    if build_wasm {
+        build(root)?;
+    }
+    let mut cmd = cargo(root);
+    cmd.args(["build", "-p", "nano-bench"]);
+    let profile = if args.smoke { "debug" } else { "release" };
+    if !args.smoke {
+        eprintln!("building nano-bench in release mode (the first time takes several minutes)");
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+
+    let mut line = vec!["cargo xtask bench".to_string()];
+    let mut bench = Command::new(root.join("target").join(profile).join("nano-bench"));
+    bench.current_dir(root).arg("run");
+    bench.args(["--root".as_ref(), root.as_os_str()]);
+    bench.args(["--profile", profile]);
+    let mut flag = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            bench.arg(format!("--{name}")).arg(&v);
+            line.push(format!("--{name} {v}"));
+        }
+    };
+    flag("shapes", args.shapes);
+    flag("requests", args.requests.map(|n| n.to_string()));
+    flag("concurrency", args.concurrency.map(|n| n.to_string()));
+    let out = match (args.out, args.smoke) {
+        (Some(out), _) => Some(out),
+        (None, true) => Some(root.join("target/bench-smoke")),
+        (None, false) => None,
+    };
+    if let Some(out) = out {
+        bench.arg("--out").arg(out);
+    }
+    for (on, name) in [(args.quick, "--quick"), (args.smoke, "--smoke")] {
+        if on {
+            bench.arg(name);
+            line.push(name.to_string());
+        }
+    }
+    bench.arg("--command-line").arg(line.join(" "));
+    run(&mut bench)
+}
+
 /// Runs the shape's apps on nanohost until Ctrl-C. A networked shape is two apps, so two hosts.
 fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
     let host_binary = root.join("target/debug/nanohost");
     let host = |manifest: &str, config: Option<&Path>| {
         let mut cmd = Command::new(&host_binary);
-        cmd.current_dir(root).args(["up", "--manifest", manifest, "--listen", listen]);
+        cmd.current_dir(root)
+            .args(["up", "--manifest", manifest, "--listen", listen]);
         if let Some(config) = config {
             cmd.arg("--runtime-config").arg(config);
         }
@@ -135,7 +223,10 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
     let mut fulfilment = host(&format!("apps/fulfilment-{name}/spin.toml"), Some(&config))
         .spawn()
         .context("cannot start the fulfilment app")?;
-    let result = run(&mut host(&format!("apps/order-app-{name}/spin.toml"), Some(&config)));
+    let result = run(&mut host(
+        &format!("apps/order-app-{name}/spin.toml"),
+        Some(&config),
+    ));
     let _ = fulfilment.kill();
     let _ = fulfilment.wait();
     result

@@ -82,7 +82,11 @@ fn is_root() -> bool {
 /// point the apps elsewhere, instead of letting the apps fail one request at a time.
 pub fn networked_prerequisites(mqtt: bool) -> Result<()> {
     let redis = variable_address("SPIN_VARIABLE_REDIS_ADDRESS", "redis://127.0.0.1:6379");
-    let mut needed = vec![("Redis (key-value store and pub/sub)", redis, "SPIN_VARIABLE_REDIS_ADDRESS")];
+    let mut needed = vec![(
+        "Redis (key-value store and pub/sub)",
+        redis,
+        "SPIN_VARIABLE_REDIS_ADDRESS",
+    )];
     if mqtt {
         let broker = variable_address("SPIN_VARIABLE_MQTT_ADDRESS", "mqtt://127.0.0.1:1883");
         needed.push(("an MQTT broker", broker, "SPIN_VARIABLE_MQTT_ADDRESS"));

@@ -32,6 +32,8 @@ pub struct HttpTrigger {
     app: Arc<App>,
     router: Router<usize>,
     handlers: Vec<Handler>,
+    /// Component id → handler, for service chaining (`http://<id>.spin.internal`).
+    by_component: std::collections::HashMap<String, usize>,
 }
 
 impl HttpTrigger {
@@ -72,6 +74,7 @@ impl HttpTrigger {
             app,
             router: Router::new(routes)?,
             handlers,
+            by_component,
         }))
     }
 
@@ -134,12 +137,57 @@ impl HttpTrigger {
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
+        crate::hop::record(crate::hop::Point::Received, path.as_bytes());
         let Some(m) = self.router.route(&path) else {
             return plain(StatusCode::NOT_FOUND, "Not Found");
         };
-        let handler = &self.handlers[*m.target];
+        let idx = *m.target;
         set_spin_headers(&mut req, &m, client);
+        self.dispatch(idx, req, path).await
+    }
 
+    /// A request from a component to `http://<id>.spin.internal/...` (Spin's service
+    /// chaining): served in-process by a fresh instance of that component, as if it matched a
+    /// `/...` route. `None` if no HTTP trigger serves `component`.
+    pub async fn chain(
+        &self,
+        component: &str,
+        mut req: Request<wasmtime_wasi_http::WasiBody>,
+    ) -> Option<Response<HyperOutgoingBody>> {
+        let idx = *self.by_component.get(component)?;
+        let path = req.uri().path().to_string();
+        let full_url = req.uri().to_string();
+        let headers = req.headers_mut();
+        // Spin drops the Host header of a chained request (it names the internal host).
+        headers.remove(hyper::header::HOST);
+        for (name, value) in [
+            ("spin-full-url", full_url.as_str()),
+            ("spin-path-info", path.as_str()),
+            ("spin-matched-route", "/..."),
+            ("spin-base-path", "/"),
+            ("spin-raw-component-route", "/..."),
+            ("spin-component-route", ""),
+            ("spin-client-addr", "127.0.0.1:0"),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+        Some(self.dispatch(idx, req, path).await)
+    }
+
+    /// Runs one request on a fresh instance of handler `idx`.
+    async fn dispatch<B>(
+        &self,
+        idx: usize,
+        req: Request<B>,
+        path: String,
+    ) -> Response<HyperOutgoingBody>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let handler = &self.handlers[idx];
         let mut store = self.app.store(&handler.ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
@@ -156,14 +204,18 @@ impl HttpTrigger {
         };
         let pre = handler.pre.clone();
         let timeout = self.app.limits.timeout;
+        let hop_key = path.clone();
         // A task of its own: the guest may keep streaming the body after sending the headers.
         let task = tokio::spawn(async move {
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
+                crate::hop::record(crate::hop::Point::HandlerStart, hop_key.as_bytes());
+                let r = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
-                    .await
+                    .await;
+                crate::hop::record(crate::hop::Point::HandlerEnd, hop_key.as_bytes());
+                r
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(anyhow::Error::from),

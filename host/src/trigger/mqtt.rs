@@ -155,6 +155,7 @@ async fn run(
         };
         match event {
             Ok(Event::Incoming(Incoming::Publish(p))) => {
+                crate::hop::record(crate::hop::Point::Received, &p.payload);
                 failing = false;
                 let topic = p.topic.clone();
                 let payload = p.payload.clone();
@@ -197,8 +198,12 @@ async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<
     };
     let run = async {
         let inst = h.pre.instantiate_async(&mut store).await?;
-        inst.call_handle_message(&mut store, &payload.to_vec(), &metadata)
-            .await
+        crate::hop::record(crate::hop::Point::HandlerStart, payload);
+        let r = inst
+            .call_handle_message(&mut store, &payload.to_vec(), &metadata)
+            .await;
+        crate::hop::record(crate::hop::Point::HandlerEnd, payload);
+        r
     };
     let r = tokio::time::timeout(app.limits.timeout, run)
         .await

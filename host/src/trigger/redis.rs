@@ -147,6 +147,7 @@ async fn run(
             let Some(handlers) = channels.get(msg.get_channel_name()) else {
                 continue;
             };
+            crate::hop::record(crate::hop::Point::Received, msg.get_payload_bytes());
             let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
             for h in handlers {
                 let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
@@ -165,9 +166,13 @@ async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
     let mut store = app.store(&h.ctx);
     let run = async {
         let inst = h.pre.instantiate_async(&mut store).await?;
-        inst.fermyon_spin_inbound_redis()
+        crate::hop::record(crate::hop::Point::HandlerStart, payload);
+        let r = inst
+            .fermyon_spin_inbound_redis()
             .call_handle_message(&mut store, &payload.to_vec())
-            .await
+            .await;
+        crate::hop::record(crate::hop::Point::HandlerEnd, payload);
+        r
     };
     let r = tokio::time::timeout(app.limits.timeout, run)
         .await

@@ -1,0 +1,269 @@
+//! The composed hop alone: a component-model call from `events-local` into `fulfilment`,
+//! inside one composed component, timed from the host with a monotonic clock.
+//!
+//! Two bench-only compositions (`bench/compositions/*.wac`) hold the same fulfilment and
+//! kv-store as the order app:
+//! - (a) `events-fulfil`: exports `events` (events-local → fulfilment → kv-store);
+//! - (b) `fulfil-only`: exports `fulfilment` (fulfilment → kv-store).
+//!
+//! Both also export kv-store's `store`, used once to save the order. Then, in one instance
+//! each, (a) `order-placed` and (b) `fulfil` run many times on that same stored order (after
+//! the first call, fulfilling is a no-op: one key-value read and a JSON decode). The hop is
+//! median(a) − median(b): what going through `events-local` and one more component boundary
+//! adds. A direct Rust call of the same rule (`fulfilment::fulfil` on `order_domain::
+//! MemoryStore`) shows the floor without any component model.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use nanohost::allowed_hosts::AllowedHosts;
+use nanohost::expressions::Resolver;
+use nanohost::key_value::{KvBackend, MemoryStore};
+use nanohost::state::{ComponentCtx, HostState, Shared};
+
+use crate::load::{histogram, summarize, Summary};
+
+mod events_app {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "package nano:bench;
+            world events-app {
+                export nano:orders/types@0.1.0;
+                export nano:orders/events@0.1.0;
+                export nano:orders/store@0.1.0;
+            }",
+        world: "nano:bench/events-app",
+        exports: { default: async },
+    });
+}
+
+mod fulfil_app {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "package nano:bench;
+            world fulfil-app {
+                export nano:orders/types@0.1.0;
+                export nano:orders/fulfilment@0.1.0;
+                export nano:orders/store@0.1.0;
+            }",
+        world: "nano:bench/fulfil-app",
+        exports: { default: async },
+    });
+}
+
+pub const ORDER_ID: &str = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Micro {
+    pub concurrency_support: bool,
+    pub iterations: u64,
+    /// (a) `events.order-placed` through events-local into fulfilment.
+    pub order_placed: Summary,
+    /// (b) `fulfilment.fulfil` called directly.
+    pub fulfil: Summary,
+    /// median(a) − median(b), nanoseconds.
+    pub hop_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Direct {
+    pub iterations: u64,
+    /// `fulfilment::fulfil` on `order_domain::MemoryStore`, no component model.
+    pub fulfil: Summary,
+}
+
+/// The engine nanohost uses (`nanohost::engine::new_engine`), with `concurrency_support` as asked.
+fn engine(concurrency_support: bool) -> Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.concurrency_support(concurrency_support);
+    let n = 16;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n * 8)
+        .total_memories(n * 2)
+        .total_tables(n * 8)
+        .total_stacks(n)
+        .max_core_instances_per_component(64)
+        .max_memories_per_component(16)
+        .max_tables_per_component(64)
+        .max_memory_size(128 << 20)
+        .max_core_instance_size(4 << 20)
+        .max_component_instance_size(4 << 20);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    nanohost::bindings::spin_host::SpinHost::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )?;
+    Ok(linker)
+}
+
+/// A store with an embedded key-value store labelled `default`, as `spin.toml` gives it.
+fn store(engine: &Engine) -> Result<Store<HostState>> {
+    let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
+    let ctx = Arc::new(ComponentCtx {
+        id: "bench".into(),
+        allowed_hosts: AllowedHosts::parse(&[], &resolver)?,
+        kv_stores: HashMap::from([(
+            "default".to_string(),
+            KvBackend::Memory(Arc::new(MemoryStore::default())),
+        )]),
+        kv_known: HashSet::from(["default".to_string()]),
+        variables: HashMap::new(),
+        environment: Vec::new(),
+        max_memory_bytes: 128 << 20,
+        shared: Arc::new(Shared::default()),
+    });
+    let mut store = Store::new(engine, HostState::new(ctx));
+    store.set_epoch_deadline(u64::MAX / 2);
+    Ok(store)
+}
+
+/// Composes `bench/compositions/<name>.wac` with the `composition` crate.
+pub fn compose(root: &Path, name: &str) -> Result<Vec<u8>> {
+    let wac = root.join("bench/compositions").join(format!("{name}.wac"));
+    composition::compose(&wac, &root.join("target/wac-deps"))
+        .with_context(|| format!("cannot compose {}", wac.display()))
+}
+
+pub async fn run(
+    events_wasm: &[u8],
+    fulfil_wasm: &[u8],
+    concurrency_support: bool,
+    iterations: u64,
+) -> Result<Micro> {
+    let engine = engine(concurrency_support)?;
+    let linker = linker(&engine)?;
+
+    // (a)
+    let component = Component::new(&engine, events_wasm)?;
+    let mut store_a = store(&engine)?;
+    let app = events_app::EventsApp::instantiate_async(&mut store_a, &component, &linker).await?;
+    use events_app::exports::nano::orders::types::{Order, OrderRecord, OrderStatus};
+    let order = Order {
+        id: ORDER_ID.into(),
+        details: "2 x espresso".into(),
+        placed_at: 1,
+        idempotency_key: None,
+    };
+    let record = OrderRecord {
+        order: order.clone(),
+        status: OrderStatus::Accepted,
+        updated_at: 1,
+    };
+    app.nano_orders_store()
+        .call_save(&mut store_a, &record)
+        .await?
+        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let events = app.nano_orders_events();
+    let ev_order = events_app::exports::nano::orders::events::Order {
+        id: order.id.clone(),
+        details: order.details.clone(),
+        placed_at: order.placed_at,
+        idempotency_key: None,
+    };
+    let mut ha = histogram();
+    for i in 0..iterations + iterations / 10 {
+        let t = Instant::now();
+        let r = events.call_order_placed(&mut store_a, &ev_order).await?;
+        let d = t.elapsed();
+        if let Err(e) = r {
+            bail!("order-placed failed: {e:?}");
+        }
+        if i >= iterations / 10 {
+            let _ = ha.record((d.as_nanos() as u64).max(1));
+        }
+    }
+
+    // (b)
+    let component = Component::new(&engine, fulfil_wasm)?;
+    let mut store_b = store(&engine)?;
+    let app = fulfil_app::FulfilApp::instantiate_async(&mut store_b, &component, &linker).await?;
+    use fulfil_app::exports::nano::orders::types as fstore;
+    let record = fstore::OrderRecord {
+        order: fstore::Order {
+            id: ORDER_ID.into(),
+            details: "2 x espresso".into(),
+            placed_at: 1,
+            idempotency_key: None,
+        },
+        status: fstore::OrderStatus::Accepted,
+        updated_at: 1,
+    };
+    app.nano_orders_store()
+        .call_save(&mut store_b, &record)
+        .await?
+        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let fulfilment = app.nano_orders_fulfilment();
+    let id = ORDER_ID.to_string();
+    let mut hb = histogram();
+    for i in 0..iterations + iterations / 10 {
+        let t = Instant::now();
+        let r = fulfilment.call_fulfil(&mut store_b, &id).await?;
+        let d = t.elapsed();
+        if let Err(e) = r {
+            bail!("fulfil failed: {e:?}");
+        }
+        if i >= iterations / 10 {
+            let _ = hb.record((d.as_nanos() as u64).max(1));
+        }
+    }
+    let (a, b) = (summarize(&ha), summarize(&hb));
+    Ok(Micro {
+        concurrency_support,
+        iterations,
+        hop_ns: (a.p50_us - b.p50_us) * 1000.0,
+        order_placed: a,
+        fulfil: b,
+    })
+}
+
+/// The same rule as a plain Rust call.
+pub fn direct(iterations: u64) -> Result<Direct> {
+    use order_domain::{MemoryStore, Order, OrderRecord, OrderStatus, Store};
+    let store = MemoryStore::default();
+    store
+        .save(&OrderRecord {
+            order: Order {
+                id: ORDER_ID.into(),
+                details: "2 x espresso".into(),
+                placed_at: 1,
+                idempotency_key: None,
+            },
+            status: OrderStatus::Accepted,
+            updated_at: 1,
+        })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut h = histogram();
+    for i in 0..iterations + iterations / 10 {
+        let t = Instant::now();
+        let r = std::hint::black_box(fulfilment::fulfil(
+            &store,
+            2,
+            std::hint::black_box(ORDER_ID),
+        ));
+        let d = t.elapsed();
+        r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= iterations / 10 {
+            let _ = h.record((d.as_nanos() as u64).max(1));
+        }
+    }
+    Ok(Direct {
+        iterations,
+        fulfil: summarize(&h),
+    })
+}

@@ -1,0 +1,591 @@
+//! `report.md`, `results.json` and `latency.svg`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde::Serialize;
+
+use crate::load::Summary;
+use crate::micro::{Direct, Micro};
+use crate::{Settings, Shape, ShapeResult};
+
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    /// `/proc/loadavg` when the run started: other work on the machine skews every figure.
+    pub loadavg_at_start: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Versions {
+    pub wasmtime: &'static str,
+    pub spin_sdk: &'static str,
+    pub rustc: String,
+    pub mosquitto: String,
+    pub redis: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub title_stamp: String,
+    pub command_line: String,
+    pub settings: Settings,
+    pub profile: String,
+    pub machine: Machine,
+    pub versions: Versions,
+    pub shapes: Vec<ShapeResult>,
+    /// The composed hop with `concurrency_support` off (kept, as in nanohost) and on.
+    pub micro: Vec<Micro>,
+    pub direct: Direct,
+    pub seconds: f64,
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|| "not found".into())
+}
+
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_gib = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        memory_gib,
+        kernel: first_line("uname", &["-sr"]),
+        loadavg_at_start: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
+pub fn versions() -> Versions {
+    Versions {
+        wasmtime: "48.0.8",
+        spin_sdk: "5.2.0",
+        rustc: first_line("rustc", &["--version"]),
+        mosquitto: first_line("mosquitto", &["-h"]),
+        redis: first_line("redis-server", &["--version"]),
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ`, from the system clock, without a date crate.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0} µs")
+    } else if v >= 1.0 {
+        format!("{v:.1} µs")
+    } else {
+        format!("{:.0} ns", v * 1000.0)
+    }
+}
+
+fn row(what: &str, s: &Summary) -> String {
+    format!(
+        "| {what} | {} | {} | {} | {} | {} |\n",
+        s.count,
+        us(s.p50_us),
+        us(s.p90_us),
+        us(s.p99_us),
+        us(s.max_us)
+    )
+}
+
+impl Report {
+    fn kept_micro(&self) -> &Micro {
+        self.micro
+            .iter()
+            .find(|m| !m.concurrency_support)
+            .unwrap_or(&self.micro[0])
+    }
+
+    fn shape(&self, s: Shape) -> Option<&ShapeResult> {
+        self.shapes.iter().find(|r| r.shape == s)
+    }
+
+    /// The hop's median in µs for a shape: micro-benchmark for composed ones, harness
+    /// (publish → handler called) for networked ones.
+    fn hop_us(&self, r: &ShapeResult) -> f64 {
+        match &r.hop {
+            Some(h) => h.to_handler.p50_us,
+            None => self.kept_micro().hop_ns / 1000.0,
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::write(
+            dir.join("results.json"),
+            serde_json::to_string_pretty(self)? + "\n",
+        )?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        self.chart(&dir.join("latency.svg"))?;
+        Ok(())
+    }
+
+    fn markdown(&self) -> String {
+        let s = &self.settings;
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# nano-orders benchmark: composed vs networked ({})\n",
+            self.title_stamp
+        );
+        let _ = writeln!(
+            md,
+            "Command: `{}` ({} mode, {} build, {:.0} s).\n",
+            self.command_line, s.mode, self.profile, self.seconds
+        );
+        let _ = writeln!(
+            md,
+            "Machine: {} ({} cores, {:.0} GiB, {}; load average at start {}). Versions: wasmtime {}, spin-sdk {}, {}, {}, {}.\n",
+            self.machine.cpu, self.machine.cores, self.machine.memory_gib, self.machine.kernel, self.machine.loadavg_at_start,
+            self.versions.wasmtime, self.versions.spin_sdk, self.versions.rustc, self.versions.mosquitto, self.versions.redis
+        );
+        if s.host_env.is_empty() {
+            let _ = writeln!(md, "Host settings: nanohost's defaults (pooling allocator, `concurrency_support(false)`, epoch interruption every 10 ms).\n");
+        } else {
+            let vars: Vec<String> = s
+                .host_env
+                .iter()
+                .map(|(k, v)| format!("`{k}={v}`"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "Host settings: nanohost's defaults plus {}.\n",
+                vars.join(", ")
+            );
+        }
+        if s.mode != "full" {
+            let _ = writeln!(
+                md,
+                "> A {} run: fewer samples than the full run; the tails (p99, max) are rough.\n",
+                s.mode
+            );
+        }
+
+        // Summary against design.md section 8.
+        let _ = writeln!(md, "## Against the targets (design.md section 8)\n");
+        let _ = writeln!(md, "| target | measured | verdict |\n| --- | --- | --- |");
+        let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+        let micro = self.kept_micro();
+        let hop_composed_ns = micro.hop_ns;
+        let _ = writeln!(
+            md,
+            "| receiver-to-fulfilment hop, composed: median under 1 µs | {} (order-placed {} − fulfil {}, {} calls each, concurrency_support off) | {} |",
+            us(hop_composed_ns / 1000.0), us(micro.order_placed.p50_us), us(micro.fulfil.p50_us), micro.iterations, verdict(hop_composed_ns < 1000.0)
+        );
+        for r in self.shapes.iter().filter(|r| r.shape.networked()) {
+            let hop = self.hop_us(r);
+            let ratio = hop * 1000.0 / hop_composed_ns.max(1.0);
+            let _ = writeln!(
+                md,
+                "| same hop, {}: 100x or more slower | {} median publish → handler called ({:.0}x the composed hop) | {} |",
+                r.shape, us(hop), ratio, verdict(ratio >= 100.0)
+            );
+        }
+        if let Some(c) = self.shape(Shape::Composed) {
+            let _ = writeln!(md, "| POST /order answered, composed, embedded store, 1 connection: p50 under 0.5 ms | {} | {} |", us(c.accept.p50_us), verdict(c.accept.p50_us < 500.0));
+            let _ = writeln!(md, "| end to end POST → fulfilled via GET, composed, 1 client: p50 under 1 ms | {} | {} |", us(c.end_to_end.latency.p50_us), verdict(c.end_to_end.latency.p50_us < 1000.0));
+            let _ = writeln!(md, "| throughput, composed, embedded store, {} cores: 5,000 orders/s or more | {:.0} orders/s ({} connections) | {} |", self.machine.cores, c.throughput.orders_per_s, c.throughput.concurrency, verdict(c.throughput.orders_per_s >= 5000.0));
+        }
+        let lost: u64 = self
+            .shapes
+            .iter()
+            .map(|r| r.loss.lost + r.throughput.lost + r.end_to_end.lost)
+            .sum();
+        let _ = writeln!(
+            md,
+            "| orders lost under load ({} orders, {} clients), any shape: 0 | {} lost over {} shapes{} | {} |",
+            s.loss_orders, s.loss_clients, lost, self.shapes.len(),
+            if s.loss_orders < 10_000 || s.loss_clients < 64 { " (smaller than the target's 10,000 orders / 64 clients)" } else { "" },
+            verdict(lost == 0)
+        );
+        let _ = writeln!(md, "| embedded host vs real Spin / `wasmtime serve` | not measured by this command (no Spin CLI here) | n/a |\n");
+
+        // Comparison table.
+        let _ = writeln!(md, "## All shapes\n");
+        let _ = writeln!(md, "| shape | hop median | accept p50 | accept p99 | end to end p50 | end to end p99 | orders/s at {} conn. | orders/s at {} clients | lost |", s.concurrency, s.loss_clients);
+        let _ = writeln!(
+            md,
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for r in &self.shapes {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+                r.shape,
+                us(self.hop_us(r)),
+                us(r.accept.p50_us),
+                us(r.accept.p99_us),
+                us(r.end_to_end.latency.p50_us),
+                us(r.end_to_end.latency.p99_us),
+                r.throughput.orders_per_s,
+                r.loss.orders_per_s,
+                r.loss.lost + r.throughput.lost + r.end_to_end.lost
+            );
+        }
+        if let Some(base) = self
+            .shape(Shape::ComposedRedisKv)
+            .or(self.shape(Shape::Composed))
+        {
+            let _ = writeln!(
+                md,
+                "\nRatios against **{}** (the same key-value store as the networked shapes{}):\n",
+                base.shape,
+                if base.shape == Shape::Composed {
+                    ": not the case here, composed uses the embedded store"
+                } else {
+                    ""
+                }
+            );
+            let _ = writeln!(md, "| shape | hop | end to end p50 | accept p50 | throughput |\n| --- | --- | --- | --- | --- |");
+            for r in self.shapes.iter().filter(|r| r.shape.networked()) {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0}x | {:.2}x | {:.2}x | {:.2}x |",
+                    r.shape,
+                    self.hop_us(r) / self.hop_us(base).max(1e-6),
+                    r.end_to_end.latency.p50_us / base.end_to_end.latency.p50_us.max(1e-6),
+                    r.accept.p50_us / base.accept.p50_us.max(1e-6),
+                    r.throughput.orders_per_s / base.throughput.orders_per_s.max(1e-6),
+                );
+            }
+        }
+        let _ = writeln!(md);
+
+        // Per shape.
+        for r in &self.shapes {
+            let _ = writeln!(md, "## {}\n\n{}.\n", r.shape, r.description);
+            let _ = writeln!(md, "| measure | samples | p50 | p90 | p99 | max |\n| --- | --- | --- | --- | --- | --- |");
+            md.push_str(&row("accept: POST → 202, 1 connection", &r.accept));
+            md.push_str(&row(
+                "end to end: POST → GET says fulfilled, 1 client",
+                &r.end_to_end.latency,
+            ));
+            md.push_str(&row(
+                &format!(
+                    "accept under load, {} connections",
+                    r.throughput.concurrency
+                ),
+                &r.throughput.latency,
+            ));
+            md.push_str(&row(
+                &format!("accept under load, {} clients", r.loss.concurrency),
+                &r.loss.latency,
+            ));
+            if let Some(h) = &r.hop {
+                md.push_str(&row(
+                    "hop: publish → trigger got the message",
+                    &h.to_received,
+                ));
+                md.push_str(&row(
+                    "hop: publish → handler instance called",
+                    &h.to_handler,
+                ));
+                md.push_str(&row("hop: publish → fulfilment done", &h.to_handler_end));
+            }
+            let _ = writeln!(
+                md,
+                "\nThroughput: {:.0} orders/s at {} connections ({} orders in {:.2} s, {} errors, {} lost); {:.0} orders/s at {} clients ({} orders, {} errors, {} lost). End to end: {:.2} GETs per order on average, {} lost.\n",
+                r.throughput.orders_per_s, r.throughput.concurrency, r.throughput.orders, r.throughput.seconds, r.throughput.errors, r.throughput.lost,
+                r.loss.orders_per_s, r.loss.concurrency, r.loss.orders, r.loss.errors, r.loss.lost,
+                r.end_to_end.mean_gets, r.end_to_end.lost
+            );
+        }
+
+        // Micro-benchmark.
+        let _ = writeln!(md, "## The composed hop alone (micro-benchmark)\n");
+        let _ = writeln!(md, "From the host via wasmtime, one instance each, the same stored order, {} timed calls after {} warm-up calls:\n", micro.iterations, micro.iterations / 10);
+        let _ = writeln!(md, "| concurrency_support | (a) events.order-placed p50 | (a) p99 | (b) fulfilment.fulfil p50 | (b) p99 | hop = median(a) − median(b) |\n| --- | --- | --- | --- | --- | --- |");
+        for m in &self.micro {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                if m.concurrency_support {
+                    "on"
+                } else {
+                    "off (kept)"
+                },
+                us(m.order_placed.p50_us),
+                us(m.order_placed.p99_us),
+                us(m.fulfil.p50_us),
+                us(m.fulfil.p99_us),
+                us(m.hop_ns / 1000.0)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| direct Rust call (`fulfilment::fulfil` on `MemoryStore`) | | | {} | {} | |\n",
+            us(self.direct.fulfil.p50_us),
+            us(self.direct.fulfil.p99_us)
+        );
+
+        // Method.
+        let _ = writeln!(md, "## How it was measured\n");
+        let _ = writeln!(md, "- Each shape's apps run in one harness process (`nano-bench host`): one nanohost `RunningHost` per app, the code `nanohost up` runs, on one multi-threaded tokio runtime. The brokers are a `redis-server` and a `mosquitto` (`set_tcp_nodelay true`) on loopback ports, started for the run. The client is one current-thread tokio runtime with hyper HTTP/1.1 keep-alive connections and TCP_NODELAY: client, host and brokers share the {} cores.", self.machine.cores);
+        let _ = writeln!(md, "- Per shape, in this order: warm-up ({} orders, half sequential, half at {} connections, discarded); accept latency ({} sequential POSTs on one connection); end to end ({} orders one after the other); throughput ({} orders over {} connections, closed loop); {} orders over {} clients. After each loaded phase every accepted order is polled until `fulfilled` (10 s deadline): those that never are counted as lost.", s.warm_up, s.concurrency, s.sequential, s.sequential, s.throughput_orders, s.concurrency, s.loss_orders, s.loss_clients);
+        let _ = writeln!(md, "- End to end: the clock starts before the POST and stops when a GET answers `fulfilled`. The first GET is sent as soon as the 202 arrives, then one every {} µs (a blocking sleep; Linux wakes ~50 µs late). So a networked figure is late by at most one interval plus one GET round trip; the composed app fulfils before its 202, so its first GET always succeeds.", s.poll_interval_us);
+        let _ = writeln!(md, "- Hop, networked: nanohost's opt-in probes (`host/src/hop.rs`) record `Instant`s when the host side of `publish` (MQTT/Redis) or an outbound HTTP request is entered, when the trigger gets the message, when the handler's export is called (after instantiation), and when it returns. Both apps share the process clock; a trip is matched by payload (HTTP: by path, exact at one client). Recorded during the end-to-end phase only.");
+        let _ = writeln!(md, "- Hop, composed: the micro-benchmark above. It is the cost of the extra component boundary and of events-local (a call, its argument copy and its error mapping), not an estimate from end-to-end figures.");
+        let _ = writeln!(
+            md,
+            "- Percentiles come from HdrHistogram (3 significant digits), in nanoseconds."
+        );
+        md
+    }
+
+    fn chart(&self, path: &Path) -> Result<()> {
+        let groups = [
+            "hop median",
+            "accept p50",
+            "accept p99",
+            "end-to-end p50",
+            "end-to-end p99",
+        ];
+        let values: Vec<(Shape, [f64; 5])> = self
+            .shapes
+            .iter()
+            .map(|r| {
+                (
+                    r.shape,
+                    [
+                        self.hop_us(r),
+                        r.accept.p50_us,
+                        r.accept.p99_us,
+                        r.end_to_end.latency.p50_us,
+                        r.end_to_end.latency.p99_us,
+                    ],
+                )
+            })
+            .collect();
+        let all = values
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .filter(|v| *v > 0.0);
+        let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = if hi > 0.0 {
+            (
+                10f64.powf(lo.log10().floor()),
+                10f64.powf(hi.log10().ceil()),
+            )
+        } else {
+            (0.01, 10.0)
+        };
+        let root = SVGBackend::new(path, (1000, 820)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(560);
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "nano-orders: composed vs networked, latency in µs (log scale), {} run",
+                    self.settings.mode
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..groups.len() as f64, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = (*x - 0.5).round();
+                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < groups.len() {
+                    groups[i as usize].to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("µs")
+            .y_label_formatter(&|y| format!("{y}"))
+            .draw()?;
+        let palette = [
+            RGBColor(31, 119, 180),
+            RGBColor(174, 199, 232),
+            RGBColor(255, 127, 14),
+            RGBColor(214, 39, 40),
+            RGBColor(44, 160, 44),
+        ];
+        let n = values.len().max(1) as f64;
+        let width = 0.8 / n;
+        for (k, (shape, v)) in values.iter().enumerate() {
+            let color = palette[k % palette.len()];
+            chart
+                .draw_series(
+                    v.iter()
+                        .enumerate()
+                        .filter(|(_, y)| **y > 0.0)
+                        .map(|(g, y)| {
+                            let x0 = g as f64 + 0.1 + k as f64 * width;
+                            Rectangle::new([(x0, lo), (x0 + width * 0.9, *y)], color.filled())
+                        }),
+                )?
+                .label(shape.name())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
+            chart.draw_series(
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, y)| **y > 0.0)
+                    .map(|(g, y)| {
+                        let x = g as f64 + 0.1 + (k as f64 + 0.45) * width;
+                        Text::new(
+                            short(*y),
+                            (x, *y * 1.12),
+                            ("sans-serif", 10)
+                                .into_font()
+                                .color(&BLACK)
+                                .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                        )
+                    }),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()?;
+
+        // Throughput, linear.
+        let rates: Vec<(Shape, f64, f64)> = self
+            .shapes
+            .iter()
+            .map(|r| (r.shape, r.throughput.orders_per_s, r.loss.orders_per_s))
+            .collect();
+        let max = rates
+            .iter()
+            .map(|r| r.1.max(r.2))
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.2;
+        let mut chart = ChartBuilder::on(&bottom)
+            .caption(
+                format!(
+                    "orders/s: {} connections (dark) and {} clients (light)",
+                    self.settings.concurrency, self.settings.loss_clients
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..rates.len().max(1) as f64, 0f64..max)?;
+        let names: Vec<&'static str> = rates.iter().map(|r| r.0.name()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(rates.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = (*x - 0.5).round();
+                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                    names[i as usize].to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("orders/s")
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        for (k, (_, a, b)) in rates.iter().enumerate() {
+            let color = palette[k % palette.len()];
+            let x = k as f64;
+            chart.draw_series([
+                Rectangle::new([(x + 0.15, 0.0), (x + 0.48, *a)], color.filled()),
+                Rectangle::new([(x + 0.52, 0.0), (x + 0.85, *b)], color.mix(0.45).filled()),
+            ])?;
+            chart.draw_series([(x + 0.315, *a), (x + 0.685, *b)].map(|(x, y)| {
+                Text::new(
+                    format!("{y:.0}"),
+                    (x, y + max * 0.01),
+                    ("sans-serif", 10)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )
+            }))?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
+
+/// A bar label: µs with two or three significant digits.
+fn short(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
