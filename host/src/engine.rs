@@ -61,6 +61,17 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20);
     tune_pool_from_env(&mut pool);
+    // Resetting a slot normally `madvise`s its memory away, so the next instance on it
+    // page-faults everything it touches again: a composed app has several memories and paid
+    // ~35% of its request time for that here. With Linux's PAGEMAP_SCAN (6.7+) wasmtime resets
+    // only the dirtied pages in place and keeps them resident (POST /order: ~3,100 → ~5,200
+    // req/s on 2 cores). Without the ioctl, keep-resident means a memset of the whole region
+    // per instance, which is slower than madvise: leave it off then.
+    if PoolingAllocationConfig::is_pagemap_scan_available() {
+        pool.pagemap_scan(wasmtime::Enabled::Yes)
+            .linear_memory_keep_resident(8 << 20)
+            .table_keep_resident(1 << 20);
+    }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(anyhow::Error::from)
 }
