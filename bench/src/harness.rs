@@ -160,3 +160,73 @@ pub fn run(apps: Vec<(PathBuf, SocketAddr)>, runtime_config: Option<PathBuf>) ->
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn sink() -> (Sink, Arc<Recorder>) {
+        let r = Arc::new(Recorder::default());
+        r.on.store(true, Ordering::SeqCst);
+        (Sink(r.clone()), r)
+    }
+
+    #[test]
+    fn a_trip_is_matched_by_key_and_measured_from_sent() {
+        let (s, r) = sink();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        s.record(Point::Sent, b"a", ms(0));
+        s.record(Point::Sent, b"b", ms(1));
+        s.record(Point::Received, b"b", ms(3));
+        s.record(Point::Received, b"a", ms(4));
+        s.record(Point::HandlerStart, b"a", ms(5));
+        s.record(Point::HandlerEnd, b"a", ms(9));
+        // Something the benchmark never sent (its own POST /order) is ignored.
+        s.record(Point::Received, b"/order", ms(9));
+        let inner = r.inner.lock().unwrap();
+        assert_eq!(inner.done, vec![[4_000_000, 5_000_000, 9_000_000]]);
+        assert_eq!(inner.open.len(), 1, "b is still under way");
+    }
+
+    #[test]
+    fn one_key_several_trips_are_first_in_first_out() {
+        let (s, r) = sink();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        for (i, at) in [0, 10].into_iter().enumerate() {
+            s.record(Point::Sent, b"/fulfil", ms(at));
+            s.record(Point::Received, b"/fulfil", ms(at + 1 + i as u64));
+            s.record(Point::HandlerStart, b"/fulfil", ms(at + 2 + i as u64));
+            s.record(Point::HandlerEnd, b"/fulfil", ms(at + 3 + i as u64));
+        }
+        let inner = r.inner.lock().unwrap();
+        assert_eq!(
+            inner.done,
+            vec![
+                [1_000_000, 2_000_000, 3_000_000],
+                [2_000_000, 3_000_000, 4_000_000]
+            ]
+        );
+        assert!(inner.open.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_recorded_while_off() {
+        let (s, r) = sink();
+        r.on.store(false, Ordering::SeqCst);
+        let now = Instant::now();
+        s.record(Point::Sent, b"a", now);
+        s.record(Point::HandlerEnd, b"a", now);
+        assert!(r.inner.lock().unwrap().open.is_empty());
+    }
+
+    #[test]
+    fn apps_parse_with_and_without_a_listen_address() {
+        let (m, l) = parse_app("apps/x/spin.toml@127.0.0.1:3001").unwrap();
+        assert_eq!(m, PathBuf::from("apps/x/spin.toml"));
+        assert_eq!(l.port(), 3001);
+        assert_eq!(parse_app("spin.toml").unwrap().1.port(), 0);
+    }
+}

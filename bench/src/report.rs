@@ -206,7 +206,12 @@ impl Report {
             self.versions.wasmtime, self.versions.spin_sdk, self.versions.rustc, self.versions.mosquitto, self.versions.redis
         );
         if s.host_env.is_empty() {
-            let _ = writeln!(md, "Host settings: nanohost's defaults (pooling allocator, `concurrency_support(false)`, epoch interruption every 10 ms).\n");
+            let reset = if wasmtime::PoolingAllocationConfig::is_pagemap_scan_available() {
+                "pooled slots reset in place with PAGEMAP_SCAN and kept resident (this kernel has it)"
+            } else {
+                "pooled slots reset with madvise (this kernel has no PAGEMAP_SCAN)"
+            };
+            let _ = writeln!(md, "Host settings: nanohost's defaults (pooling allocator, {reset}, `concurrency_support(false)`, epoch interruption every 10 ms).\n");
         } else {
             let vars: Vec<String> = s
                 .host_env
@@ -587,5 +592,26 @@ fn short(v: f64) -> String {
         format!("{v:.1}")
     } else {
         format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stamp_is_a_utc_time() {
+        let s = super::utc_stamp();
+        assert_eq!(s.len(), 16, "{s}");
+        assert!(
+            s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T',
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::us(0.16), "160 ns");
+        assert_eq!(super::us(3.4), "3.4 µs");
+        assert_eq!(super::us(309.2), "309 µs");
+        assert_eq!(super::us(27_300.0), "27.3 ms");
     }
 }

@@ -76,8 +76,8 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
     Engine::new(&config).map_err(anyhow::Error::from)
 }
 
-/// Opt-in pool tuning for experiments (the benchmark's profile, bench/README): unset, wasmtime's
-/// defaults apply.
+/// Opt-in pool tuning for experiments (README.md, "Benchmark"); unset, nothing changes. Applied
+/// before the PAGEMAP_SCAN settings in [`new_engine`], which win where the kernel has it.
 /// - `NANOHOST_POOL_KEEP_RESIDENT=<bytes>`: reset that much of each linear memory and table with
 ///   `memset` instead of `madvise`, so a reused slot takes no page faults
 ///   (`linear_memory_keep_resident`, `table_keep_resident`).

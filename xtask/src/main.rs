@@ -235,6 +235,24 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
 fn cargo(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root);
+    // `cargo xtask` (a `cargo run` alias) sets CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ... for xtask,
+    // and ring's build script tracks them: passed on, a build from here and a plain `cargo build`
+    // would rebuild each other's dependency graph (minutes in release mode).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_xtask = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p));
+        if set_for_xtask {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd
 }
 
