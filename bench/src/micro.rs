@@ -21,7 +21,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{Engine, Store};
 
 use nanohost::allowed_hosts::AllowedHosts;
 use nanohost::expressions::Resolver;
@@ -79,25 +79,14 @@ pub struct Direct {
     pub fulfil: Summary,
 }
 
-/// The engine nanohost uses (`nanohost::engine::new_engine`), with `concurrency_support` as asked.
+/// The engine nanohost uses (`nanohost::engine::config`), with `concurrency_support` as asked.
 fn engine(concurrency_support: bool) -> Result<Engine> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
+    let limits = nanohost::Limits {
+        max_instances: 16,
+        ..nanohost::Limits::default()
+    };
+    let mut config = nanohost::engine::config(&limits);
     config.concurrency_support(concurrency_support);
-    let n = 16;
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(n)
-        .total_core_instances(n * 8)
-        .total_memories(n * 2)
-        .total_tables(n * 8)
-        .total_stacks(n)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
-        .max_memory_size(128 << 20)
-        .max_core_instance_size(4 << 20)
-        .max_component_instance_size(4 << 20);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)
 }
 

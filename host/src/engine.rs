@@ -42,6 +42,12 @@ impl Default for Limits {
 }
 
 pub fn new_engine(limits: &Limits) -> Result<Engine> {
+    Engine::new(&config(limits)).map_err(anyhow::Error::from)
+}
+
+/// The engine configuration behind [`new_engine`]; the benchmark builds on it to compare
+/// `concurrency_support` on and off with everything else equal.
+pub fn config(limits: &Limits) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.concurrency_support(false);
@@ -73,7 +79,7 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
             .table_keep_resident(1 << 20);
     }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(anyhow::Error::from)
+    config
 }
 
 /// Opt-in pool tuning for experiments (README.md, "Benchmark"); unset, nothing changes. Applied

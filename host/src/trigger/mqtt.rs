@@ -205,15 +205,7 @@ async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<
         crate::hop::record(crate::hop::Point::HandlerEnd, payload);
         r
     };
-    let r = tokio::time::timeout(app.limits.timeout, run)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "time limit of {} ms exceeded",
-                app.limits.timeout.as_millis()
-            )
-        })?
-        .map_err(anyhow::Error::from)?;
+    let r = super::time_limited(app, run).await?;
     r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
 }
 
