@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
 use nanohost::allowed_hosts::AllowedHosts;
@@ -90,17 +90,6 @@ fn engine(concurrency_support: bool) -> Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
-fn linker(engine: &Engine) -> Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    nanohost::bindings::spin_host::SpinHost::add_to_linker::<HostState, HasSelf<HostState>>(
-        &mut linker,
-        |s| s,
-    )?;
-    Ok(linker)
-}
-
 /// A store with an embedded key-value store labelled `default`, as `spin.toml` gives it.
 fn store(engine: &Engine) -> Result<Store<HostState>> {
     let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
@@ -136,7 +125,7 @@ pub async fn run(
     iterations: u64,
 ) -> Result<Micro> {
     let engine = engine(concurrency_support)?;
-    let linker = linker(&engine)?;
+    let linker = nanohost::app::linker(&engine)?;
 
     // (a)
     let component = Component::new(&engine, events_wasm)?;

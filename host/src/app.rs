@@ -31,8 +31,9 @@ pub struct App {
     pub limits: Limits,
 }
 
-/// Everything Spin offers a component, linked once and shared by every instantiation.
-fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+/// Everything Spin offers a component, linked once and shared by every instantiation (the
+/// benchmark links its micro-benchmark components with it too).
+pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").

@@ -75,13 +75,7 @@ allowed_outbound_hosts = ["redis://127.0.0.1:{{{{ redis_port }}}}", "mqtt://127.
 async fn key_value_on_a_real_redis() {
     let redis = Redis::start();
     let dir = TempDir::new("kv-redis");
-    let rc = dir.file(
-        "runtime-config.toml",
-        &format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    );
+    let rc = redis.runtime_config(&dir);
     let host = start(app(&dir, 1, 1, ""), Some(rc)).await;
     assert_eq!(
         get(&host, "/p/kv?store=default&op=set&key=k1&value=v1").await,

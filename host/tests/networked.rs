@@ -53,13 +53,7 @@ impl Shape {
         let redis = Redis::start();
         let mosquitto = (transport == Transport::Mqtt).then(Mosquitto::start);
         let dir = TempDir::new("networked");
-        let runtime_config = dir.file(
-            "runtime-config.toml",
-            &format!(
-                "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-                redis.url()
-            ),
-        );
+        let runtime_config = redis.runtime_config(&dir);
         let (name, variables) = match &mosquitto {
             Some(broker) => ("mqtt", vec![("mqtt_address", broker.url())]),
             None => ("redis", vec![("redis_address", redis.url())]),
@@ -132,11 +126,9 @@ impl Shape {
     }
 
     fn stored_orders(&self) -> usize {
-        let client = redis::Client::open(self.redis.url()).unwrap();
-        let mut connection = client.get_connection().unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("*order:*")
-            .query(&mut connection)
+            .query(&mut self.redis.connection())
             .unwrap();
         keys.len()
     }
@@ -168,8 +160,7 @@ impl Shape {
                 client.disconnect().await.unwrap();
             }
             None => {
-                let client = redis::Client::open(self.redis.url()).unwrap();
-                let mut connection = client.get_connection().unwrap();
+                let mut connection = self.redis.connection();
                 let receivers: i64 = redis::cmd("PUBLISH")
                     .arg("orders.placed")
                     .arg(payload)

@@ -109,19 +109,8 @@ fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, needle
     );
 }
 
-/// A Spin runtime config that puts the `default` store in this Redis.
-fn redis_runtime_config(redis: &Redis, dir: &TempDir) -> PathBuf {
-    let config = format!(
-        "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-        redis.url()
-    );
-    dir.file("runtime-config.toml", &config)
-}
-
 fn key_count(redis: &Redis) -> i64 {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut connection = client.get_connection().unwrap();
-    redis::cmd("DBSIZE").query(&mut connection).unwrap()
+    redis::cmd("DBSIZE").query(&mut redis.connection()).unwrap()
 }
 
 fn is_uuid_v4(id: &str) -> bool {
@@ -218,7 +207,7 @@ async fn idempotency_keys_return_the_same_order_or_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
     let (redis, dir) = (Redis::start(), TempDir::new("order-app"));
-    let app = OrderApp::start(Some(redis_runtime_config(&redis, &dir))).await;
+    let app = OrderApp::start(Some(redis.runtime_config(&dir))).await;
     let url = format!("{}/order", app.base);
 
     let bad_bodies: &[(&str, &str)] = &[
@@ -349,7 +338,7 @@ async fn an_oversized_chunked_body_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_backed_store_holds_orders_across_host_restarts() {
     let (redis, dir) = (Redis::start(), TempDir::new("order-app"));
-    let config = redis_runtime_config(&redis, &dir);
+    let config = redis.runtime_config(&dir);
     let app = OrderApp::start(Some(config.clone())).await;
     let placed = app.place("kept in redis").await;
     let href = placed["task"]["href"].as_str().unwrap().to_string();

@@ -57,26 +57,20 @@ enum Cmd {
     Bench(BenchArgs),
 }
 
+/// Everything after `bench` goes to nano-bench, which defines the options
+/// (`cargo xtask bench --help` lists them). Only two matter here: `--smoke` (and `--help`) need
+/// no release build.
 #[derive(clap::Args, Default)]
+#[command(disable_help_flag = true)]
 struct BenchArgs {
-    /// A shorter run (under two minutes once built).
-    #[arg(long)]
-    quick: bool,
-    /// Debug build and a tiny load, results in target/bench-smoke/: checks that it runs.
-    #[arg(long, conflicts_with = "quick")]
-    smoke: bool,
-    /// Shapes, comma-separated: composed,composed-redis-kv,mqtt,redis,http (default: all).
-    #[arg(long)]
-    shapes: Option<String>,
-    /// Orders in the throughput phase and in the 64-client loss phase.
-    #[arg(long)]
-    requests: Option<u64>,
-    /// Connections in the throughput phase (default 16).
-    #[arg(long)]
-    concurrency: Option<u64>,
-    /// Where to write the results.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+impl BenchArgs {
+    fn has(&self, flag: &str) -> bool {
+        self.args.iter().any(|a| a == flag)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, ValueEnum)]
@@ -117,8 +111,7 @@ fn main() -> Result<()> {
             bench(
                 &root,
                 BenchArgs {
-                    smoke: true,
-                    ..BenchArgs::default()
+                    args: vec!["--smoke".into()],
                 },
                 false,
             )
@@ -159,43 +152,29 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
     if build_wasm {
         build(root)?;
     }
+    let smoke = args.has("--smoke");
+    let debug = smoke || args.has("--help") || args.has("-h");
     let mut cmd = cargo(root);
     cmd.args(["build", "-p", "nano-bench"]);
-    let profile = if args.smoke { "debug" } else { "release" };
-    if !args.smoke {
+    let profile = if debug { "debug" } else { "release" };
+    if !debug {
         eprintln!("building nano-bench in release mode (the first time takes several minutes)");
         cmd.arg("--release");
     }
     run(&mut cmd)?;
 
-    let mut line = vec!["cargo xtask bench".to_string()];
+    let line = ["cargo xtask bench".to_string()]
+        .into_iter()
+        .chain(args.args.iter().cloned())
+        .collect::<Vec<_>>();
     let mut bench = Command::new(root.join("target").join(profile).join("nano-bench"));
     bench.current_dir(root).arg("run");
     bench.args(["--root".as_ref(), root.as_os_str()]);
     bench.args(["--profile", profile]);
-    let mut flag = |name: &str, value: Option<String>| {
-        if let Some(v) = value {
-            bench.arg(format!("--{name}")).arg(&v);
-            line.push(format!("--{name} {v}"));
-        }
-    };
-    flag("shapes", args.shapes);
-    flag("requests", args.requests.map(|n| n.to_string()));
-    flag("concurrency", args.concurrency.map(|n| n.to_string()));
-    let out = match (args.out, args.smoke) {
-        (Some(out), _) => Some(out),
-        (None, true) => Some(root.join("target/bench-smoke")),
-        (None, false) => None,
-    };
-    if let Some(out) = out {
-        bench.arg("--out").arg(out);
+    if smoke && !args.has("--out") {
+        bench.arg("--out").arg(root.join("target/bench-smoke"));
     }
-    for (on, name) in [(args.quick, "--quick"), (args.smoke, "--smoke")] {
-        if on {
-            bench.arg(name);
-            line.push(name.to_string());
-        }
-    }
+    bench.args(&args.args);
     bench.arg("--command-line").arg(line.join(" "));
     run(&mut bench)
 }

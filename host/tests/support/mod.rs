@@ -102,6 +102,22 @@ impl Redis {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
+
+    /// A Spin runtime config in `dir` that keeps the `default` key-value store in this Redis.
+    pub fn runtime_config(&self, dir: &TempDir) -> PathBuf {
+        let config = format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            self.url()
+        );
+        dir.file("runtime-config.toml", &config)
+    }
+
+    /// A blocking connection, for a test that looks at what the apps stored.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test's redis-server")
+    }
 }
 
 impl Drop for Redis {
