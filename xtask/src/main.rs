@@ -106,6 +106,9 @@ fn main() -> Result<()> {
             if deploy_check.exists() {
                 run(Command::new("bash").arg(deploy_check).current_dir(&root))?;
             }
+            // Every shape's image on containerd + containerd-shim-spin; skips itself where it cannot run.
+            let shim_check = root.join("deploy/shim/check.sh");
+            run(Command::new("bash").arg(shim_check).current_dir(&root))?;
             // The benchmark as a smoke test only: it runs and writes its files. No timing is
             // asserted anywhere.
             bench(
