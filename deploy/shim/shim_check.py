@@ -333,8 +333,8 @@ class Containerd:
         raise Failure(f"containerd did not start:\n{tail}")
 
     def run(self, cid: str, image: str, env: dict[str, str], mounts: dict[str, Path]) -> None:
-        args = ["run", "-d", "--net-host", "--runtime", RUNTIME,
-                "--log-uri", f"file://{self.work}/logs/{cid}.log"]
+        # No --log-uri: the shim (runwasi) writes no file for it, so a task's own output is not kept.
+        args = ["run", "-d", "--net-host", "--runtime", RUNTIME]
         for key, value in env.items():
             args += ["--env", f"{key}={value}"]
         for dst, src in mounts.items():
@@ -463,7 +463,7 @@ def wait_health(port: int, path: str, ctrd: Containerd, cid: str) -> None:
             break
         time.sleep(0.2)
     raise Failure(f"{cid}: {path} did not answer 200 within {START_DEADLINE_S:.0f} s "
-                  f"(task {ctrd.task_status(cid)}); log: {tail_log(ctrd.work / 'logs' / (cid + '.log'))}")
+                  f"(task {ctrd.task_status(cid)}); containerd log: {tail_log(ctrd.work / 'logs/containerd.log', 600)}")
 
 
 def tail_log(path: Path, chars: int = 1500) -> str:
@@ -495,7 +495,11 @@ def contract(port: int, label: str) -> list[str]:
     problems = []
     status, location, body = post_order(port, "two espressos")
     if status != 202 or not location or not location.startswith("/order/"):
-        return [f"POST /order -> {status}, Location {location!r}, body {body[:200]!r} (want 202 + Location)"]
+        hint = ""
+        if b"InvalidAddress" in body:
+            hint = (" [Spin's outbound MQTT refuses an address without a client_id: components/events-mqtt "
+                    "must add one (issue 14, item 2)]")
+        return [f"POST /order -> {status}, Location {location!r}, body {body[:200]!r} (want 202 + Location){hint}"]
     if not wait_fulfilled(port, [location], 20):
         problems.append(f"GET {location}: not fulfilled within 20 s")
     status, headers, body = request(port, "GET", location)
@@ -659,7 +663,7 @@ class Run:
                 break
             time.sleep(0.2)
         raise Failure(f"{cid}: no subscriber on Redis channel {channel} (task {self.ctrd.task_status(cid)}); "
-                      f"log: {tail_log(self.work / 'logs' / (cid + '.log'))}")
+                      f"containerd log: {tail_log(self.work / 'logs/containerd.log', 600)}")
 
     def mqtt_subscriptions(self, topic: str) -> int:
         return len(re.findall(rf"^\d+: \S+ \d {re.escape(topic)}$", self.mosquitto_log(), re.MULTILINE))
@@ -673,7 +677,7 @@ class Run:
                 break
             time.sleep(0.2)
         raise Failure(f"{cid}: did not subscribe to MQTT topic {topic} (task {self.ctrd.task_status(cid)}); "
-                      f"log: {tail_log(self.work / 'logs' / (cid + '.log'))}")
+                      f"containerd log: {tail_log(self.work / 'logs/containerd.log', 600)}")
 
     def variable(self, app: App, name: str) -> str:
         env = app.env.get("SPIN_VARIABLE_" + name.upper())
@@ -901,6 +905,7 @@ def main() -> int:
     elapsed = time.monotonic() - t0
     if run.failures:
         print("shim check FAILED:\n  " + "\n  ".join(run.failures), flush=True)
+        remove_run_dir(work, keep_logs=True)
         print(f"shim check: logs kept in {work.relative_to(ROOT)}/logs ({elapsed:.0f} s)", flush=True)
         return 1
     remove_run_dir(work)
@@ -908,13 +913,25 @@ def main() -> int:
     return 0
 
 
-def remove_run_dir(work: Path) -> None:
-    """Delete the run's directory, unless something is still mounted below it."""
+def remove_run_dir(work: Path, keep_logs: bool = False) -> None:
+    """Delete the run's directory (all but its logs after a failure), unless something is still mounted
+    below it; and the directories of earlier runs whose process is gone, but the newest three."""
     mounts = Path("/proc/self/mounts").read_text().split("\n")
     if any(f" {work}/" in m or f" {work} " in m for m in mounts):
         log(f"{work} still has mounts; leaving it in place")
         return
-    shutil.rmtree(work, ignore_errors=True)
+    if keep_logs:
+        for child in work.iterdir():
+            if child.name != "logs":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    earlier = sorted((d for d in work.parent.iterdir() if d.is_dir() and d != work),
+                     key=lambda d: d.stat().st_mtime)
+    for old in earlier[:-3]:
+        pid = old.name.split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and not any(f" {old}/" in m for m in mounts):
+            shutil.rmtree(old, ignore_errors=True)
 
 
 if __name__ == "__main__":
