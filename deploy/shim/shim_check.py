@@ -63,6 +63,7 @@ ORDERS = int(os.environ.get("NANO_SHIM_ORDERS", "300"))
 CONCURRENCY = 8
 FULFIL_DEADLINE_S = 60.0
 START_DEADLINE_S = 60.0
+RUN_LIMIT_S = 600
 APT_PACKAGES = ["containerd", "runc", "buildah", "libseccomp2", "redis-server", "mosquitto"]
 
 
@@ -399,8 +400,10 @@ def shim_pids(sock: str) -> list[int]:
 def build_image(app: App, work: Path, ctrd: Containerd) -> None:
     """deploy/oci/build.sh's packaging (stage.py + Dockerfile), built with buildah, imported by name."""
     context = work / "oci" / app.name
-    subprocess.run([sys.executable, str(DEPLOY / "oci/stage.py"), str(app.manifest), str(context)],
-                   check=True, capture_output=True, text=True)
+    staged = subprocess.run([sys.executable, str(DEPLOY / "oci/stage.py"), str(app.manifest), str(context)],
+                            capture_output=True, text=True)
+    if staged.returncode != 0:
+        raise Failure(f"deploy/oci/stage.py {app.name}: {staged.stderr.strip()}")
     storage = ["--root", str(work / "buildah/root"), "--runroot", str(work / "buildah/run"),
                "--storage-driver", "vfs"]
     buildah = which("buildah") or "buildah"
@@ -791,6 +794,10 @@ class Run:
         problems = []
         if refused:
             problems.append(f"{label}: the order app refused {refused} of 5 orders after the broker came back")
+        if resubscribed or fulfilled or running != "RUNNING":
+            # Pinned, because deploy/README.md and the mqtt manifests tell operators to restart the pod.
+            problems.append(f"{label}: deploy/README.md says the trigger keeps running deaf after a broker "
+                            "restart, and this one did not; update the README and the mqtt manifests' comments")
         # The recovery deploy/README.md documents: restart the fulfilment container (the pod, in a cluster).
         self.ctrd.remove(fid)
         nid, _ = self.start_app(fulfilment, "run2")
@@ -895,8 +902,15 @@ def main() -> int:
     def on_signal(signum, _frame):
         raise SystemExit(f"interrupted by signal {signum}")
 
+    def on_alarm(_signum, _frame):
+        raise Failure(f"the check ran over its {RUN_LIMIT_S} s limit")
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    # Every wait is bounded on its own; this bounds their sum, so the test command cannot hang here.
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(RUN_LIMIT_S)
+    started = time.monotonic()
     try:
         run.ctrd.start()
         run.start_brokers()
@@ -909,6 +923,9 @@ def main() -> int:
         log(f"built and imported {sum(len(a) for a in cluster.apps.values())} images with buildah "
             f"({time.monotonic() - t1:.1f} s)")
         for shape in (run.composed, run.redis, run.mqtt):
+            if time.monotonic() - started > RUN_LIMIT_S:
+                run.record(shape.__name__ + " shape", ["not run: the time limit was reached"])
+                continue
             try:
                 shape()
             except Failure as failure:
@@ -917,7 +934,10 @@ def main() -> int:
                 run.record(shape.__name__ + " shape", [f"{type(error).__name__}: {error}"])
     except Failure as failure:
         run.failures.append(str(failure))
+    except Exception as error:  # a bug of this script still fails the check, and cleans up
+        run.failures.append(f"{type(error).__name__}: {error}")
     finally:
+        signal.alarm(0)
         run.stop()
     for line in run.results:
         print(f"shim check {line}")
