@@ -1,6 +1,6 @@
 //! Loading an app: manifest + runtime config → compiled components with their capabilities.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,10 +11,27 @@ use wasmtime::Engine;
 use crate::allowed_hosts::AllowedHosts;
 use crate::engine::Limits;
 use crate::expressions::Resolver;
-use crate::key_value::{KvBackend, MemoryStore};
 use crate::manifest::Manifest;
-use crate::runtime_config::{KeyValueStoreConfig, RuntimeConfig};
+use crate::runtime_config::RuntimeConfig;
 use crate::state::{ComponentCtx, HostState, Shared};
+
+/// Where the default key-value store lives (Spin's `--state-dir`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StateDir {
+    /// `.spin` next to the manifest, as in Spin.
+    #[default]
+    Beside,
+    /// A folder of the caller's.
+    Path(std::path::PathBuf),
+    /// No folder: the default store is an in-memory SQLite database (tests, benchmark).
+    InMemory,
+}
+
+/// Choices about an app that are not in its manifest or runtime config.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub state_dir: StateDir,
+}
 
 pub struct LoadedComponent {
     pub ctx: Arc<ComponentCtx>,
@@ -42,6 +59,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
         &mut linker,
         |s| s,
     )?;
+    crate::key_value::add_to_linker(&mut linker, |s: &mut HostState| &mut s.key_value)?;
     // Type-only interfaces the trigger worlds import (spin-sdk and spin-mqtt components
     // import them alongside their exports); an empty instance satisfies them.
     linker.instance("fermyon:spin/redis-types")?;
@@ -52,11 +70,12 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 impl App {
     pub async fn load(
         manifest_path: &Path,
-        runtime_config: Option<&Path>,
+        runtime_config_path: Option<&Path>,
         variables: &[(String, String)],
         limits: Limits,
+        options: &LoadOptions,
     ) -> Result<App> {
-        let runtime_config = match runtime_config {
+        let runtime_config = match runtime_config_path {
             Some(p) => RuntimeConfig::from_file(p)?,
             None => RuntimeConfig::default(),
         };
@@ -92,9 +111,23 @@ impl App {
             .map(|c| Manifest::component_id(c).to_string())
             .collect();
 
-        // Key-value stores: connect only to the ones some used component lists.
-        let store_cfgs = runtime_config.stores();
-        let mut wanted = BTreeSet::new();
+        // Key-value stores: open only the ones some used component lists.
+        let locations = crate::key_value::Locations {
+            runtime_config_dir: runtime_config_path
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
+            state_dir: match &options.state_dir {
+                StateDir::Beside => Some(manifest_dir.join(".spin")),
+                StateDir::Path(p) => Some(p.clone()),
+                StateDir::InMemory => None,
+            },
+        };
+        let store_cfgs =
+            crate::key_value::effective_configs(&runtime_config.key_value_store, &locations);
+        let wanted: BTreeSet<String> = used
+            .iter()
+            .flat_map(|id| manifest.component[id].key_value_stores.iter().cloned())
+            .collect();
         for id in &used {
             for label in &manifest.component[id].key_value_stores {
                 if !store_cfgs.contains_key(label) {
@@ -103,24 +136,9 @@ impl App {
                          add [key_value_store.{label}] to the runtime config"
                     );
                 }
-                wanted.insert(label.clone());
             }
         }
-        let mut stores = HashMap::new();
-        for label in &wanted {
-            let backend = match &store_cfgs[label] {
-                KeyValueStoreConfig::Spin { .. } => {
-                    KvBackend::Memory(Arc::new(MemoryStore::default()))
-                }
-                KeyValueStoreConfig::Redis { url } => KvBackend::Redis(
-                    crate::outbound_redis::connect(url)
-                        .await
-                        .with_context(|| format!("key-value store {label:?}"))?,
-                ),
-            };
-            stores.insert(label.clone(), backend);
-        }
-        let kv_known: HashSet<String> = store_cfgs.keys().cloned().collect();
+        let key_value = crate::key_value::KeyValueApp::new(&store_cfgs, wanted)?;
 
         let engine = crate::engine::new_engine(&limits)?;
         let shared = Arc::new(Shared::default());
@@ -136,12 +154,7 @@ impl App {
             let ctx = Arc::new(ComponentCtx {
                 id: id.clone(),
                 allowed_hosts,
-                kv_stores: decl
-                    .key_value_stores
-                    .iter()
-                    .map(|l| (l.clone(), stores[l].clone()))
-                    .collect(),
-                kv_known: kv_known.clone(),
+                key_value: key_value.component(&decl.key_value_stores),
                 variables,
                 environment: decl.environment.clone().into_iter().collect(),
                 max_memory_bytes: limits.max_memory_bytes,

@@ -7,7 +7,6 @@ pub mod spin_host {
         world: "nanohost:host/spin-host",
         imports: { default: async | trappable },
         with: {
-            "fermyon:spin/key-value.store": crate::key_value::StoreHandle,
             "fermyon:spin/redis.connection": crate::outbound_redis::RedisConnection,
             "fermyon:spin/mqtt.connection": crate::outbound_mqtt::MqttConnection,
         },

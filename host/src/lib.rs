@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 pub mod allowed_hosts;
 pub mod app;
 pub mod bindings;
+pub mod check;
 pub mod engine;
 pub mod expressions;
 pub mod hop;
@@ -25,6 +26,7 @@ pub mod manifest;
 pub mod outbound_http;
 pub mod outbound_mqtt;
 pub mod outbound_redis;
+pub mod redact;
 pub mod routes;
 pub mod runtime_config;
 pub mod state;
@@ -42,16 +44,25 @@ pub struct HostOptions {
     /// Values for application variables (like `spin up --variable name=value`); they win over
     /// `SPIN_VARIABLE_*` in the environment and over defaults.
     pub variables: Vec<(String, String)>,
+    /// Where the default key-value store lives. The `nanohost up` command uses `.spin` next to
+    /// the manifest, as `spin up` does; embedders (tests, the benchmark) default to memory, so
+    /// runs do not see each other's orders.
+    pub state_dir: app::StateDir,
+    /// Timeouts and caps of the HTTP listener.
+    pub listener: trigger::http::ListenerLimits,
 }
 
 impl Default for HostOptions {
-    /// `spin.toml` in the current directory, no runtime config, 127.0.0.1:3000.
+    /// `spin.toml` in the current directory, no runtime config, 127.0.0.1:3000, the default
+    /// store in memory.
     fn default() -> Self {
         HostOptions {
             manifest: PathBuf::from("spin.toml"),
             runtime_config: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             variables: Vec::new(),
+            state_dir: app::StateDir::InMemory,
+            listener: Default::default(),
         }
     }
 }
@@ -79,6 +90,9 @@ impl RunningHost {
                 opts.runtime_config.as_deref(),
                 &opts.variables,
                 limits,
+                &app::LoadOptions {
+                    state_dir: opts.state_dir.clone(),
+                },
             )
             .await?,
         );
@@ -87,7 +101,7 @@ impl RunningHost {
         let mut tasks = Vec::new();
 
         let mut http_addr = None;
-        if let Some(http) = trigger::http::HttpTrigger::new(app.clone())? {
+        if let Some(http) = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone())? {
             let listener = tokio::net::TcpListener::bind(opts.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", opts.listen))?;

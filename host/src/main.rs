@@ -37,6 +37,18 @@ enum Command {
         #[arg(long, default_value_t = 128)]
         memory_limit_mb: usize,
     },
+    /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
+    /// (components, allowed hosts, variables, errors) and fail on errors.
+    Check {
+        #[arg(long, short = 'f', default_value = "spin.toml")]
+        manifest: PathBuf,
+        /// A Spin runtime config file, parsed and its key-value store labels reported.
+        #[arg(long)]
+        runtime_config: Option<PathBuf>,
+        /// Set an application variable (repeatable): `--variable name=value`.
+        #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = parse_variable)]
+        variables: Vec<(String, String)>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +61,14 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Command::Check {
+        manifest,
+        runtime_config,
+        variables,
+    } = &cli.command
+    {
+        return nanohost::check::main(manifest, runtime_config.as_deref(), variables);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,7 +97,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         variables,
         timeout_ms,
         memory_limit_mb,
-    } = cli.command;
+    } = cli.command
+    else {
+        unreachable!("`check` returns in main");
+    };
     let limits = Limits {
         timeout: Duration::from_millis(timeout_ms),
         max_memory_bytes: memory_limit_mb << 20,
@@ -89,6 +112,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runtime_config,
             listen,
             variables,
+            state_dir: nanohost::app::StateDir::Beside,
+            listener: Default::default(),
         },
         limits,
     )
@@ -98,9 +123,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         eprintln!("nanohost: running (Ctrl-C to stop)");
     }
-    tokio::signal::ctrl_c().await?;
+    stop_signal().await?;
     eprintln!("nanohost: shutting down");
     host.shutdown().await
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes, systemd and `cargo xtask up` send): both stop the host
+/// the same graceful way.
+async fn stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }
 
 fn parse_variable(s: &str) -> Result<(String, String), String> {

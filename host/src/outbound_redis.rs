@@ -1,15 +1,15 @@
 //! `fermyon:spin/redis@2.0.0`: outbound Redis from components.
 //!
 //! An address outside `allowed_outbound_hosts` gets `invalid-address`, as in Spin. Unlike
-//! Spin, which opens a TCP connection per `open`, connections are pooled per address and
-//! shared by all instances: a redis-rs multiplexed connection pipelines concurrent commands
-//! over one socket, so a request costs no connection set-up (TCP_NODELAY is on).
+//! Spin, which opens a connection per `open`, connections are pooled per address and shared by
+//! all instances: a redis-rs connection manager pipelines concurrent commands over one socket
+//! and reconnects after Redis restarts. Nothing a guest can observe differs, except that a
+//! request pays no connection set-up.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, FromRedisValue, Value};
 use wasmtime::component::Resource;
 
@@ -20,76 +20,78 @@ use crate::state::HostState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Opens a multiplexed connection, failing after a few seconds rather than hanging.
-pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
-    let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
-    let config = redis::AsyncConnectionConfig::new()
+/// Opens a connection manager (it reconnects by itself after Redis restarts), failing after a
+/// few seconds rather than hanging. Errors never show the URL's password.
+pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
+    let shown = crate::redact::url(url);
+    let client = redis::Client::open(url)
+        .map_err(|e| anyhow::anyhow!("invalid Redis URL {shown:?}: {e}"))?;
+    let config = ConnectionManagerConfig::new()
         .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(Duration::from_secs(30));
+        .set_response_timeout(Duration::from_secs(30))
+        .set_number_of_retries(2)
+        .set_max_delay(500);
     client
-        .get_multiplexed_async_connection_with_config(&config)
+        .get_connection_manager_with_config(config)
         .await
         // The redis error's Display already includes its I/O cause: no `context` chain.
-        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {url}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {}", crate::redact::message(&e.to_string())))
 }
 
-/// Connections by address, shared across instances.
+/// Connections by address, shared across instances. Nothing is locked while connecting: two
+/// first requests may both connect, and one connection is kept.
 #[derive(Default)]
 pub struct Pool {
-    conns: tokio::sync::Mutex<HashMap<String, MultiplexedConnection>>,
+    conns: std::sync::Mutex<HashMap<String, ConnectionManager>>,
 }
 
 impl Pool {
-    async fn get(&self, address: &str) -> Result<MultiplexedConnection, Error> {
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(address) {
-            return Ok(c.clone());
+    fn cached(&self, address: &str) -> Option<ConnectionManager> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .cloned()
+    }
+
+    async fn get(&self, address: &str) -> Result<ConnectionManager, Error> {
+        if let Some(c) = self.cached(address) {
+            return Ok(c);
         }
         redis::Client::open(address).map_err(|_| Error::InvalidAddress)?;
         let conn = connect(address)
             .await
             .map_err(|e| Error::Other(format!("{e:#}")))?;
-        conns.insert(address.to_string(), conn.clone());
-        Ok(conn)
-    }
-
-    /// A dropped connection stays broken in redis-rs; forget it so the next `open` reconnects.
-    async fn forget(&self, address: &str) {
-        self.conns.lock().await.remove(address);
+        Ok(self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(address.to_string())
+            .or_insert(conn)
+            .clone())
     }
 }
 
 /// The host side of a `connection` resource.
 pub struct RedisConnection {
-    address: String,
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
 }
 
 fn other(e: redis::RedisError) -> Error {
-    Error::Other(e.to_string())
+    Error::Other(crate::redact::message(&e.to_string()))
 }
 
 impl HostState {
-    fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<MultiplexedConnection> {
+    fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<ConnectionManager> {
         Ok(self.table.get(c)?.conn.clone())
     }
 
     async fn redis_result<T>(
         &mut self,
-        c: &Resource<RedisConnection>,
+        _c: &Resource<RedisConnection>,
         r: redis::RedisResult<T>,
     ) -> Result<T, Error> {
-        match r {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
-                    if let Ok(rc) = self.table.get(c) {
-                        self.component.shared.redis.forget(&rc.address).await;
-                    }
-                }
-                Err(other(e))
-            }
-        }
+        r.map_err(other)
     }
 }
 
@@ -101,7 +103,7 @@ impl v2::HostConnection for HostState {
         address: String,
     ) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
         if !self.component.allowed_hosts.allows_url(&address, "redis") {
-            tracing::info!(component = %self.component.id, %address, "outbound Redis refused: not in allowed_outbound_hosts");
+            tracing::info!(component = %self.component.id, address = %crate::redact::url(&address), "outbound Redis refused: not in allowed_outbound_hosts");
             return Ok(Err(Error::InvalidAddress));
         }
         let conn = match self.component.shared.redis.get(&address).await {
@@ -110,7 +112,7 @@ impl v2::HostConnection for HostState {
         };
         Ok(self
             .table
-            .push(RedisConnection { address, conn })
+            .push(RedisConnection { conn })
             .map_err(|_| Error::TooManyConnections))
     }
 

@@ -9,14 +9,14 @@
 //! type = "spin"        # the embedded store
 //! ```
 //!
-//! Without a file, or for a label the file does not mention, `default` is the embedded store.
-//! Spin's `spin` type is a SQLite file; nanohost's embedded store is in memory and does **not**
-//! persist across restarts (a `path` is accepted for compatibility and ignored).
+//! Without a file, or if the file does not mention it, `default` is SQLite in
+//! `.spin/sqlite_key_value.db` next to the manifest, as in Spin. `type = "spin"` with a `path` is
+//! that file (relative to this file's folder); without a `path` it is in memory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -26,18 +26,7 @@ pub struct RuntimeConfig {
     pub key_value_store: BTreeMap<String, KeyValueStoreConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum KeyValueStoreConfig {
-    /// The embedded in-memory store.
-    Spin {
-        #[serde(default)]
-        path: Option<String>,
-    },
-    Redis {
-        url: String,
-    },
-}
+pub use crate::key_value::StoreConfig as KeyValueStoreConfig;
 
 impl RuntimeConfig {
     pub fn from_file(path: &Path) -> Result<RuntimeConfig> {
@@ -51,24 +40,9 @@ impl RuntimeConfig {
         let cfg: RuntimeConfig =
             toml::from_str(text).map_err(|e| anyhow::anyhow!(crate::manifest::one_line(&e)))?;
         for (label, store) in &cfg.key_value_store {
-            if let KeyValueStoreConfig::Redis { url } = store {
-                let parsed = url::Url::parse(url).with_context(|| {
-                    format!("key_value_store.{label}: url {url:?} is not a valid URL")
-                })?;
-                if !matches!(parsed.scheme(), "redis" | "rediss") {
-                    bail!("key_value_store.{label}: url {url:?} must start with redis://");
-                }
-            }
+            store.validate(label)?;
         }
         Ok(cfg)
-    }
-
-    /// The configuration of every store label: those in the file, plus the embedded `default`.
-    pub fn stores(&self) -> BTreeMap<String, KeyValueStoreConfig> {
-        let mut out = self.key_value_store.clone();
-        out.entry("default".to_string())
-            .or_insert(KeyValueStoreConfig::Spin { path: None });
-        out
     }
 }
 
@@ -79,9 +53,15 @@ mod tests {
     #[test]
     fn default_is_embedded() {
         let cfg = RuntimeConfig::parse("").unwrap();
+        let locations = crate::key_value::Locations {
+            runtime_config_dir: None,
+            state_dir: Some("/app/.spin".into()),
+        };
         assert_eq!(
-            cfg.stores()["default"],
-            KeyValueStoreConfig::Spin { path: None }
+            crate::key_value::effective_configs(&cfg.key_value_store, &locations)["default"],
+            KeyValueStoreConfig::Spin {
+                path: Some("/app/.spin/sqlite_key_value.db".into())
+            }
         );
     }
 
@@ -98,14 +78,24 @@ path = "kv.db"
 "#,
         )
         .unwrap();
-        let stores = cfg.stores();
+        let locations = crate::key_value::Locations {
+            runtime_config_dir: Some("/etc/app".into()),
+            state_dir: None,
+        };
+        let stores = crate::key_value::effective_configs(&cfg.key_value_store, &locations);
         assert_eq!(
             stores["default"],
             KeyValueStoreConfig::Redis {
                 url: "redis://127.0.0.1:6379".into()
             }
         );
-        assert!(matches!(stores["other"], KeyValueStoreConfig::Spin { .. }));
+        // Relative paths are relative to the runtime config file, as in Spin.
+        assert_eq!(
+            stores["other"],
+            KeyValueStoreConfig::Spin {
+                path: Some("/etc/app/kv.db".into())
+            }
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Per-component configuration (built once) and per-instance store data (built per request).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -9,14 +9,12 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::allowed_hosts::AllowedHosts;
-use crate::key_value::KvBackend;
 use crate::outbound_http::OutboundHttp;
 
 /// Connection pools shared by every instance of every component.
 #[derive(Default)]
 pub struct Shared {
     pub redis: crate::outbound_redis::Pool,
-    pub mqtt: crate::outbound_mqtt::Pool,
     /// The HTTP trigger, for service chaining; weak because the trigger owns the app.
     pub http: std::sync::OnceLock<std::sync::Weak<crate::trigger::http::HttpTrigger>>,
 }
@@ -25,10 +23,8 @@ pub struct Shared {
 pub struct ComponentCtx {
     pub id: String,
     pub allowed_hosts: AllowedHosts,
-    /// The labels of `key_value_stores`, mapped to their backends.
-    pub kv_stores: HashMap<String, KvBackend>,
-    /// Every label the host knows, to tell `access-denied` from `no-such-store`.
-    pub kv_known: HashSet<String>,
+    /// The key-value stores this component lists.
+    pub key_value: Arc<crate::key_value::ComponentStores>,
     pub variables: HashMap<String, String>,
     pub environment: Vec<(String, String)>,
     pub max_memory_bytes: usize,
@@ -42,6 +38,7 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
     pub(crate) hooks: OutboundHttp,
+    pub(crate) key_value: crate::key_value::KeyValueInstance,
     pub(crate) component: Arc<ComponentCtx>,
 }
 
@@ -60,6 +57,7 @@ impl HostState {
                 .memory_size(component.max_memory_bytes)
                 .build(),
             hooks: OutboundHttp::new(component.clone()),
+            key_value: crate::key_value::KeyValueInstance::new(component.key_value.clone()),
             component,
         }
     }

@@ -28,8 +28,35 @@ struct Handler {
     pre: ProxyPre<HostState>,
 }
 
+/// How the listener protects itself from slow, idle and too many clients.
+#[derive(Debug, Clone)]
+pub struct ListenerLimits {
+    /// A client must send a request's headers within this time, also when a kept-alive
+    /// connection sits idle between requests; then the connection is closed.
+    pub header_read_timeout: std::time::Duration,
+    /// Connections open at once; more wait in the kernel's backlog until one closes.
+    pub max_connections: usize,
+    /// Requests in a component at once; more get a JSON 503 with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            max_connections: 2048,
+            // Below the pooling allocator's instance slots (Limits::max_instances), so the
+            // allocator is never what refuses a request.
+            max_concurrent_requests: 900,
+        }
+    }
+}
+
 pub struct HttpTrigger {
     app: Arc<App>,
+    limits: ListenerLimits,
+    /// Permits for requests running in a component.
+    in_flight: Arc<tokio::sync::Semaphore>,
     router: Router<usize>,
     handlers: Vec<Handler>,
     /// Component id → handler, for service chaining (`http://<id>.spin.internal`).
@@ -37,7 +64,7 @@ pub struct HttpTrigger {
 }
 
 impl HttpTrigger {
-    pub fn new(app: Arc<App>) -> Result<Option<HttpTrigger>> {
+    pub fn new(app: Arc<App>, limits: ListenerLimits) -> Result<Option<HttpTrigger>> {
         let mut handlers = Vec::new();
         let mut routes = Vec::new();
         let mut by_component: std::collections::HashMap<String, usize> = Default::default();
@@ -72,6 +99,8 @@ impl HttpTrigger {
         }
         Ok(Some(HttpTrigger {
             app,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+            limits,
             router: Router::new(routes)?,
             handlers,
             by_component,
@@ -87,30 +116,53 @@ impl HttpTrigger {
     ) {
         // Every connection task holds a sender; when all are gone, `recv` returns None.
         let (conn_tx, mut conn_rx) = mpsc::channel::<()>(1);
+        let connections = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
+        let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
+            let permit = tokio::select! {
+                p = connections.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            };
             let (stream, client) = tokio::select! {
                 r = listener.accept() => match r {
-                    Ok(x) => x,
+                    Ok(x) => {
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        x
+                    }
                     Err(e) => {
-                        tracing::warn!("accept failed: {e}");
+                        // Out of file descriptors, say: retrying at once would spin a core.
+                        tracing::warn!("accept failed: {e}; retrying in {} ms", backoff.as_millis());
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.changed() => break,
+                        }
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                         continue;
                     }
                 },
                 _ = shutdown.changed() => break,
             };
-            // Small responses must not wait for Nagle + delayed ACK.
-            let _ = stream.set_nodelay(true);
+            // No TCP_NODELAY: Spin 3.6.3 leaves Nagle on for accepted connections, and a
+            // response that reaches the socket in pieces must show its delay here as it would
+            // there (issue 14).
             let this = self.clone();
+            let header_read_timeout = self.limits.header_read_timeout;
             let mut shutdown = shutdown.clone();
             let guard = conn_tx.clone();
             tokio::spawn(async move {
                 let _guard = guard;
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |req| {
                     let this = this.clone();
                     async move { Ok::<_, std::convert::Infallible>(this.handle(req, client).await) }
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_read_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -139,8 +191,13 @@ impl HttpTrigger {
         let path = req.uri().path().to_string();
         crate::hop::record(crate::hop::Point::Received, path.as_bytes());
         let Some(m) = self.router.route(&path) else {
-            return plain(StatusCode::NOT_FOUND, "Not Found");
+            return empty(StatusCode::NOT_FOUND);
         };
+        // Spin cannot build the request's URL without it and drops the connection; a 400 says
+        // what is wrong instead (host/README.md lists this difference).
+        if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
+            return json_error(StatusCode::BAD_REQUEST, "the request has no Host header");
+        }
         let idx = *m.target;
         set_spin_headers(&mut req, &m, client);
         self.dispatch(idx, req, path).await
@@ -188,6 +245,15 @@ impl HttpTrigger {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let handler = &self.handlers[idx];
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            let mut resp = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is busy; retry shortly",
+            );
+            resp.headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        };
         let mut store = self.app.store(&handler.ctx);
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
@@ -199,7 +265,7 @@ impl HttpTrigger {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(component = %handler.ctx.id, "cannot prepare request: {e:#}");
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+                return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
         };
         let pre = handler.pre.clone();
@@ -207,6 +273,8 @@ impl HttpTrigger {
         let hop_key = path.clone();
         // A task of its own: the guest may keep streaming the body after sending the headers.
         let task = tokio::spawn(async move {
+            // Held until the guest is done, also when it streams after the headers.
+            let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
                 crate::hop::record(crate::hop::Point::HandlerStart, hop_key.as_bytes());
@@ -219,10 +287,7 @@ impl HttpTrigger {
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(r) => r.map_err(anyhow::Error::from),
-                Err(_) => Err(anyhow::anyhow!(
-                    "time limit of {} ms exceeded",
-                    timeout.as_millis()
-                )),
+                Err(_) => Err(anyhow::Error::new(TimeLimitExceeded(timeout))),
             }
         });
 
@@ -230,7 +295,7 @@ impl HttpTrigger {
             Ok(Ok(resp)) => resp,
             Ok(Err(code)) => {
                 tracing::error!(component = %handler.ctx.id, "guest returned error {code:?}");
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
             }
             Err(_) => {
                 let err = match task.await {
@@ -239,23 +304,68 @@ impl HttpTrigger {
                     Err(e) => anyhow::anyhow!("handler task failed: {e}"),
                 };
                 tracing::error!(component = %handler.ctx.id, path = %path, "request failed: {err:#}");
-                plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
+                failure_response(&err)
             }
         }
     }
 }
 
-fn plain(status: StatusCode, body: &'static str) -> Response<HyperOutgoingBody> {
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A guest stopped by the per-request time limit.
+#[derive(Debug)]
+struct TimeLimitExceeded(std::time::Duration);
+
+impl std::fmt::Display for TimeLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "time limit of {} ms exceeded", self.0.as_millis())
+    }
+}
+
+impl std::error::Error for TimeLimitExceeded {}
+
+/// A request whose guest never answered: a time limit (also the epoch deadline's trap) is a
+/// 503, the client may retry; any other trap is a 500. Spin answers both with an empty 500.
+fn failure_response(err: &anyhow::Error) -> Response<HyperOutgoingBody> {
+    let timed_out = err.downcast_ref::<TimeLimitExceeded>().is_some()
+        || err
+            .chain()
+            .any(|c| matches!(c.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)));
+    if timed_out {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request ran out of time; retry later",
+        )
+    } else {
+        json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
+    }
+}
+
+/// `{"error": message}`, the project's error body, for what the host answers itself.
+pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
+    let body = serde_json::json!({ "error": message }).to_string();
     let mut resp = Response::new(
-        Full::new(Bytes::from_static(body.as_bytes()))
+        Full::new(Bytes::from(body))
             .map_err(|never| match never {})
             .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
+        HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// As Spin answers an unmatched route: 404, no body.
+fn empty(status: StatusCode) -> Response<HyperOutgoingBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
     resp
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rumqttc::{AsyncClient, Event, Incoming, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -53,6 +53,9 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
             .resolver
             .resolve(&t.topic)
             .context("[[trigger.mqtt]] topic")?;
+        if !rumqttc::valid_filter(&topic) {
+            anyhow::bail!("[[trigger.mqtt]] topic {topic:?} is not a valid MQTT topic filter");
+        }
         handlers.push(Arc::new(Handler {
             ctx: loaded.ctx.clone(),
             pre,
@@ -85,16 +88,14 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
             })?,
         None => 30,
     };
-    let opts = crate::outbound_mqtt::options(
+    let opts = options(
         &address,
         &username,
         &password,
         Duration::from_secs(keep_alive),
     )
     .context("[application.trigger.mqtt]")?;
-    let (client, mut eventloop) = crate::outbound_mqtt::connect(opts)
-        .await
-        .context("MQTT trigger")?;
+    let (client, mut eventloop) = connect(opts).await.context("MQTT trigger")?;
     subscribe_all(&client, &handlers).await?;
     // Wait for the broker to confirm, so a message published right after start-up is not
     // missed.
@@ -137,6 +138,10 @@ async fn subscribe_all(client: &AsyncClient, handlers: &[Arc<Handler>]) -> Resul
     Ok(())
 }
 
+/// Delivers messages until shutdown or until the connection is lost. spin-trigger-mqtt v0.7.2
+/// (the trigger of `spin up` and of containerd-shim-spin v0.24.0) does not reconnect after the
+/// broker goes away: it keeps running and hears nothing more. nanohost does the same, and says
+/// so loudly; the remedy on both is to restart the app (deploy/README.md).
 async fn run(
     app: Arc<App>,
     client: AsyncClient,
@@ -144,7 +149,6 @@ async fn run(
     handlers: Arc<Vec<Arc<Handler>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut failing = false;
     loop {
         let event = tokio::select! {
             e = eventloop.poll() => e,
@@ -156,10 +160,9 @@ async fn run(
         match event {
             Ok(Event::Incoming(Incoming::Publish(p))) => {
                 crate::hop::record(crate::hop::Point::Received, &p.payload);
-                failing = false;
                 let topic = p.topic.clone();
                 let payload = p.payload.clone();
-                for h in handlers.iter().filter(|h| topic_matches(&h.topic, &topic)) {
+                for h in handlers.iter().filter(|h| rumqttc::matches(&topic, &h.topic)) {
                     let (app, h, topic, payload) =
                         (app.clone(), h.clone(), topic.clone(), payload.clone());
                     tokio::spawn(async move {
@@ -169,23 +172,13 @@ async fn run(
                     });
                 }
             }
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                // A reconnect with a clean session forgets subscriptions: renew them.
-                failing = false;
-                if let Err(e) = subscribe_all(&client, &handlers).await {
-                    tracing::warn!("MQTT trigger: {e:#}");
-                }
-            }
             Ok(_) => {}
             Err(e) => {
-                if !failing {
-                    tracing::warn!("MQTT trigger connection error: {e}; reconnecting");
-                }
-                failing = true;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.changed() => return,
-                }
+                tracing::error!(
+                    "MQTT trigger lost its broker connection ({e}); like spin-trigger-mqtt v0.7.2 it \
+                     does not reconnect: no more messages will be delivered until the app restarts"
+                );
+                return;
             }
         }
     }
@@ -209,33 +202,106 @@ async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<
     r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
 }
 
-/// MQTT topic filter matching: `+` is one level, a final `#` is any number of levels.
-pub fn topic_matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
-        }
+/// Client options for the trigger's own subscription. The trigger's address is plain
+/// (`mqtt://host:1883`): like spin-trigger-mqtt, it makes up its own client id.
+fn options(
+    address: &str,
+    username: &str,
+    password: &str,
+    keep_alive: Duration,
+) -> Result<MqttOptions> {
+    let url =
+        url::Url::parse(address).with_context(|| format!("invalid MQTT address {address:?}"))?;
+    if !matches!(url.scheme(), "mqtt" | "tcp") {
+        anyhow::bail!("MQTT address {address:?} must start with mqtt:// (TLS is not supported)");
     }
+    let host = url
+        .host_str()
+        .with_context(|| format!("MQTT address {address:?} has no host"))?;
+    let id = format!("nanohost-trigger-{}", uuid_like());
+    let mut opts = MqttOptions::new(
+        id,
+        host.trim_start_matches('[').trim_end_matches(']'),
+        url.port().unwrap_or(1883),
+    );
+    if !username.is_empty() {
+        opts.set_credentials(username, password);
+    }
+    if keep_alive.is_zero() || keep_alive >= Duration::from_secs(1) {
+        opts.set_keep_alive(keep_alive);
+    }
+    opts.set_max_packet_size(16 << 20, 16 << 20);
+    Ok(opts)
+}
+
+/// Unique enough for an MQTT client id: process id, time and a counter.
+fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Creates a client and drives its event loop until the broker accepts the connection, so an
+/// unreachable broker is a start-up error, as in Spin.
+async fn connect(opts: MqttOptions) -> Result<(AsyncClient, rumqttc::EventLoop)> {
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    let (host, port) = opts.broker_address();
+    let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+    eventloop.set_network_options(net);
+    let connack = async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(anyhow::anyhow!(e)),
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), connack)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r)
+        .with_context(|| format!("cannot connect to MQTT broker at {host}:{port}"))?;
+    Ok((client, eventloop))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    /// The matching the trigger relies on (rumqttc's), pinned: `(filter, topic, matches)`.
+    const CASES: &[(&str, &str, bool)] = &[
+        ("orders/placed", "orders/placed", true),
+        ("orders/placed", "orders/placed/1", false),
+        ("orders/+", "orders/1", true),
+        ("orders/+", "orders/1/x", false),
+        ("orders/#", "orders/1/x", true),
+        ("#", "a/b", true),
+        // Topics starting with `$` are the broker's own: wildcards at the start do not match.
+        ("#", "$SYS/broker/uptime", false),
+        ("+/broker/uptime", "$SYS/broker/uptime", false),
+    ];
 
     #[test]
-    fn topic_filters() {
-        assert!(topic_matches("orders", "orders"));
-        assert!(!topic_matches("orders", "orders/1"));
-        assert!(topic_matches("orders/+", "orders/1"));
-        assert!(!topic_matches("orders/+", "orders/1/x"));
-        assert!(topic_matches("orders/#", "orders/1/x"));
-        assert!(topic_matches("orders/#", "orders"));
-        assert!(topic_matches("#", "a/b"));
+    fn topic_filters_match_as_mqtt_says() {
+        for (filter, topic, expected) in CASES {
+            assert_eq!(
+                rumqttc::matches(topic, filter),
+                *expected,
+                "filter {filter:?} topic {topic:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_filters_are_refused() {
+        for bad in ["orders/#/x", "orders/a+", "orders#", ""] {
+            assert!(!rumqttc::valid_filter(bad), "{bad:?}");
+        }
+        assert!(rumqttc::valid_filter("orders/placed"));
     }
 }

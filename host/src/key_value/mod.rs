@@ -1,0 +1,270 @@
+//! The key-value capability: `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2`
+//! (`store`, `atomics`, `batch`), as Spin 3.6.3 links them (spin `crates/factor-key-value`).
+//!
+//! - configuration: the runtime config's `[key_value_store.<label>]` tables ([`StoreConfig`]);
+//!   without one, `default` is a SQLite file `.spin/sqlite_key_value.db` next to the manifest,
+//!   as in Spin, so orders survive a restart;
+//! - per-app state ([`KeyValueApp`]): one backend per label, shared by every instance (a SQLite
+//!   connection, or a Redis connection manager that reconnects after a Redis restart);
+//! - per-instance state ([`KeyValueInstance`]): the labels this component may open, and the open
+//!   stores in a resource table of its own;
+//! - linking: [`add_to_linker`].
+//!
+//! Both interfaces open the same backends by label, so a component may mix them, as on Spin.
+
+mod host;
+mod redis;
+mod sqlite;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+
+pub use self::redis::RedisStore;
+pub use self::sqlite::SqliteStore;
+
+/// Bindings of just this capability's interfaces.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "nanohost:host/key-value",
+        imports: { default: async | trappable },
+        with: {
+            "fermyon:spin/key-value.store": super::Store,
+            "wasi:keyvalue/store.bucket": super::Store,
+            "wasi:keyvalue/atomics.cas": super::Cas,
+        },
+    });
+}
+
+/// One `[key_value_store.<label>]` table of a runtime config.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StoreConfig {
+    /// Spin's own store: SQLite in the file `path` (relative to the runtime config file), or
+    /// in memory without a `path`.
+    Spin {
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+    Redis { url: String },
+}
+
+impl StoreConfig {
+    pub fn validate(&self, label: &str) -> Result<()> {
+        if let StoreConfig::Redis { url } = self {
+            let shown = crate::redact::url(url);
+            let parsed = url::Url::parse(url).map_err(|e| {
+                anyhow::anyhow!("key_value_store.{label}: url {shown:?} is not a valid URL: {e}")
+            })?;
+            if !matches!(parsed.scheme(), "redis" | "rediss") {
+                bail!("key_value_store.{label}: url {shown:?} must start with redis://");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where the stores live: what Spin calls the runtime config directory and the state directory.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    /// The directory of the runtime config file: relative `path`s are resolved against it.
+    pub runtime_config_dir: Option<PathBuf>,
+    /// `.spin` next to the manifest: the default store's file goes here. `None` keeps the
+    /// default store in memory (tests and the benchmark ask for that explicitly).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Every label's configuration: the runtime config's (relative SQLite paths resolved against its
+/// directory), plus `default` if it does not name one.
+pub fn effective_configs(
+    configured: &BTreeMap<String, StoreConfig>,
+    locations: &Locations,
+) -> BTreeMap<String, StoreConfig> {
+    let mut all = configured.clone();
+    if let Some(dir) = &locations.runtime_config_dir {
+        for config in all.values_mut() {
+            if let StoreConfig::Spin { path: Some(p) } = config {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
+            }
+        }
+    }
+    all.entry("default".into()).or_insert_with(|| StoreConfig::Spin {
+        path: locations
+            .state_dir
+            .as_ref()
+            .map(|d| d.join("sqlite_key_value.db")),
+    });
+    all
+}
+
+/// A configured store.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(Arc<SqliteStore>),
+    Redis(RedisStore),
+}
+
+/// The host side of a `cas` resource: the key and the value `current` saw.
+pub struct Cas {
+    store: Store,
+    key: String,
+    seen: Option<Option<Vec<u8>>>,
+}
+
+/// Per-app state: the backends of the labels some component uses.
+pub struct KeyValueApp {
+    stores: HashMap<String, Store>,
+}
+
+impl KeyValueApp {
+    /// Opens the stores of `labels`. SQLite files are created now (a bad path fails start-up, as
+    /// in Spin); Redis connects on first use, so a Redis that is down at start-up is a 503 later,
+    /// not a failed start (Spin does the same).
+    pub fn new(
+        configs: &BTreeMap<String, StoreConfig>,
+        labels: impl IntoIterator<Item = String>,
+    ) -> Result<KeyValueApp> {
+        let mut stores = HashMap::new();
+        for label in labels {
+            let Some(config) = configs.get(&label) else {
+                bail!(
+                    "key-value store {label:?} is not defined: add [key_value_store.{label}] to the runtime config"
+                );
+            };
+            config.validate(&label)?;
+            let store = match config {
+                StoreConfig::Spin { path } => Store::Sqlite(Arc::new(
+                    SqliteStore::open(&label, path.as_deref())
+                        .with_context(|| format!("key-value store {label:?}"))?,
+                )),
+                StoreConfig::Redis { url } => Store::Redis(RedisStore::new(url)?),
+            };
+            stores.insert(label, store);
+        }
+        Ok(KeyValueApp { stores })
+    }
+
+    /// What one component may open: the stores of its `key_value_stores`.
+    pub fn component(&self, labels: &[String]) -> Arc<ComponentStores> {
+        Arc::new(ComponentStores {
+            allowed: labels
+                .iter()
+                .filter_map(|l| Some((l.clone(), self.stores.get(l)?.clone())))
+                .collect(),
+        })
+    }
+}
+
+/// The stores one component lists, resolved at start-up.
+#[derive(Default)]
+pub struct ComponentStores {
+    allowed: HashMap<String, Store>,
+}
+
+/// Per-instance state.
+pub struct KeyValueInstance {
+    stores: Arc<ComponentStores>,
+    table: ResourceTable,
+}
+
+impl KeyValueInstance {
+    pub fn new(stores: Arc<ComponentStores>) -> KeyValueInstance {
+        KeyValueInstance {
+            stores,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Spin answers `access-denied` for every label the component does not list.
+    fn allowed_store(&self, label: &str) -> Option<Store> {
+        self.stores.allowed.get(label).cloned()
+    }
+}
+
+/// Links both interfaces; `get` finds this capability's state in the store data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut KeyValueInstance,
+) -> Result<()> {
+    use bindings::fermyon::spin2_0_0::key_value;
+    use bindings::wasi::keyvalue::{atomics, batch, store};
+    key_value::add_to_linker::<T, HasSelf<KeyValueInstance>>(linker, get)?;
+    store::add_to_linker::<T, HasSelf<KeyValueInstance>>(linker, get)?;
+    atomics::add_to_linker::<T, HasSelf<KeyValueInstance>>(linker, get)?;
+    batch::add_to_linker::<T, HasSelf<KeyValueInstance>>(linker, get)?;
+    Ok(())
+}
+
+/// What a backend operation fails with; each interface maps it to its own error type.
+#[derive(Debug)]
+pub struct BackendError(pub String);
+
+impl BackendError {
+    fn new(e: impl std::fmt::Display) -> BackendError {
+        BackendError(crate::redact::message(&e.to_string()))
+    }
+}
+
+impl Store {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.get(key),
+            Store::Redis(r) => r.get(key).await,
+        }
+    }
+    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
+        match self {
+            Store::Sqlite(s) => s.set(key, value),
+            Store::Redis(r) => r.set(key, value).await,
+        }
+    }
+    pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
+        match self {
+            Store::Sqlite(s) => s.delete(key),
+            Store::Redis(r) => r.delete(key).await,
+        }
+    }
+    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.exists(key),
+            Store::Redis(r) => r.exists(key).await,
+        }
+    }
+    pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.get_keys(),
+            Store::Redis(r) => r.get_keys().await,
+        }
+    }
+    /// Atomic: concurrent increments of one key each see a distinct result.
+    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.increment(key, delta),
+            Store::Redis(r) => r.increment(key, delta).await,
+        }
+    }
+    /// Sets `key` to `new` if it still holds `old`. With `old` = `None` (the key was absent),
+    /// Spin 3.6.3's SQLite store upserts without checking, so two racing writers both win;
+    /// nanohost reproduces that rather than be kinder than Spin. Redis checks in both cases.
+    pub async fn swap_if(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.swap_if(key, old, new),
+            Store::Redis(r) => r.swap_if(key, old, new).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
