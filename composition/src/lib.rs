@@ -27,6 +27,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("nano:redis-listener", "redis-listener"),
     ("nano:events-http", "events-http"),
     ("nano:http-listener", "http-listener"),
+    ("nano:sweeper", "sweeper"),
+    ("nano:sweep-gateway", "sweep-gateway"),
 ];
 
 /// What a composed component may import: only what a Spin host provides.

@@ -23,6 +23,8 @@ const WASM_CRATES: &[&str] = &[
     "redis-listener",
     "events-http",
     "http-listener",
+    "sweeper",
+    "sweep-gateway",
     // The host's test fixtures.
     "probe",
 ];

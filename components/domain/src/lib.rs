@@ -17,6 +17,7 @@ mod bindings {
 pub use bindings::nano::orders::store as wit_store;
 pub use bindings::nano::orders::types;
 pub use types::{Error, Order, OrderId, OrderRecord, OrderStatus, Timestamp};
+pub use wit_store::PendingOrder;
 
 mod ids;
 mod memory;
@@ -24,7 +25,7 @@ mod store;
 
 pub use ids::{new_order_id, parse_order_id};
 pub use memory::MemoryStore;
-pub use store::{Store, WitStore};
+pub use store::{Events, Store, WitStore};
 
 /// Milliseconds since the Unix epoch, from the component's WASI clock.
 pub fn now_millis() -> Timestamp {
@@ -34,11 +35,51 @@ pub fn now_millis() -> Timestamp {
         .unwrap_or(0)
 }
 
-impl std::fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl OrderStatus {
+    /// The one spelling of a status, on the wire (the HTTP API) and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
             OrderStatus::Accepted => "accepted",
             OrderStatus::Fulfilled => "fulfilled",
-        })
+        }
+    }
+
+    /// The inverse of [`OrderStatus::as_str`].
+    pub fn parse(name: &str) -> Option<OrderStatus> {
+        [OrderStatus::Accepted, OrderStatus::Fulfilled]
+            .into_iter()
+            .find(|status| status.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// The human message every case carries.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Unavailable(m) => {
+                m
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in [OrderStatus::Accepted, OrderStatus::Fulfilled] {
+            assert_eq!(OrderStatus::parse(status.as_str()), Some(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!(OrderStatus::parse("Accepted"), None);
+        assert_eq!(OrderStatus::parse(""), None);
     }
 }

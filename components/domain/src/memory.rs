@@ -1,15 +1,23 @@
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::{Error, OrderRecord, Store};
+use crate::{Error, OrderRecord, OrderStatus, PendingOrder, Store};
 
-/// An in-memory [`Store`] for unit tests, with a switch that makes every call fail as an
-/// unreachable backend would.
+/// An in-memory [`Store`] for unit tests that keeps the same layout rules as the kv-store adapter
+/// (outbox entry before an accepted record, removed after a fulfilled one), with switches that make
+/// calls fail as an unreachable backend would.
 #[derive(Default)]
 pub struct MemoryStore {
     records: RefCell<HashMap<String, OrderRecord>>,
     keys: RefCell<HashMap<String, String>>,
+    claims: RefCell<HashMap<String, i64>>,
+    /// (since, id): ordered as the adapter lists them, oldest first.
+    outbox: RefCell<BTreeSet<(u64, String)>>,
+    /// Every call fails.
     pub down: Cell<bool>,
+    /// `save` fails after this many more successful calls (`None`: never). Models a backend that
+    /// goes away in the middle of a request.
+    pub saves_left: Cell<Option<u32>>,
 }
 
 impl MemoryStore {
@@ -23,6 +31,22 @@ impl MemoryStore {
 
     pub fn key_count(&self) -> usize {
         self.keys.borrow().len()
+    }
+
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.borrow().len()
+    }
+
+    pub fn is_claimed(&self, key: &str) -> bool {
+        self.claims.borrow().contains_key(key)
+    }
+
+    /// Puts an entry in the outbox with no record behind it, as a writer that died between the
+    /// two writes of `save` leaves it.
+    pub fn put_orphan_pending(&self, entry: &PendingOrder) {
+        self.outbox
+            .borrow_mut()
+            .insert((entry.since, entry.id.clone()));
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -45,23 +69,78 @@ impl Store for MemoryStore {
         Ok(id.and_then(|id| self.records.borrow().get(&id).cloned()))
     }
 
-    fn save(&self, record: &OrderRecord) -> Result<(), Error> {
+    fn claim_key(&self, idempotency_key: &str) -> Result<bool, Error> {
         self.check()?;
-        let id = record.order.id.clone();
-        if let Some(key) = &record.order.idempotency_key {
-            self.keys.borrow_mut().insert(key.clone(), id.clone());
-        }
-        self.records.borrow_mut().insert(id, record.clone());
+        let mut claims = self.claims.borrow_mut();
+        let count = claims.entry(idempotency_key.to_string()).or_insert(0);
+        *count += 1;
+        Ok(*count == 1)
+    }
+
+    fn release_key(&self, idempotency_key: &str) -> Result<(), Error> {
+        self.check()?;
+        self.claims.borrow_mut().remove(idempotency_key);
         Ok(())
     }
 
-    fn discard(&self, id: &str) -> Result<(), Error> {
+    fn save(&self, record: &OrderRecord) -> Result<(), Error> {
         self.check()?;
-        if let Some(record) = self.records.borrow_mut().remove(id) {
-            if let Some(key) = record.order.idempotency_key {
-                self.keys.borrow_mut().remove(&key);
+        if let Some(left) = self.saves_left.get() {
+            if left == 0 {
+                return Err(Error::Unavailable("store went away".into()));
+            }
+            self.saves_left.set(Some(left - 1));
+        }
+        let id = record.order.id.clone();
+        let entry = (record.order.placed_at, id.clone());
+        if record.status == OrderStatus::Accepted {
+            self.outbox.borrow_mut().insert(entry.clone());
+        }
+        self.records.borrow_mut().insert(id.clone(), record.clone());
+        if let Some(key) = &record.order.idempotency_key {
+            self.keys.borrow_mut().insert(key.clone(), id);
+        }
+        if record.status == OrderStatus::Fulfilled {
+            self.outbox.borrow_mut().remove(&entry);
+        }
+        Ok(())
+    }
+
+    fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
+        self.check()?;
+        let id = &record.order.id;
+        if let Some(key) = &record.order.idempotency_key {
+            let mut keys = self.keys.borrow_mut();
+            if keys.get(key) == Some(id) {
+                keys.remove(key);
             }
         }
+        self.records.borrow_mut().remove(id);
+        self.outbox
+            .borrow_mut()
+            .remove(&(record.order.placed_at, id.clone()));
+        Ok(())
+    }
+
+    fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+        self.check()?;
+        Ok(self
+            .outbox
+            .borrow()
+            .iter()
+            .take(limit as usize)
+            .map(|(since, id)| PendingOrder {
+                id: id.clone(),
+                since: *since,
+            })
+            .collect())
+    }
+
+    fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
+        self.check()?;
+        self.outbox
+            .borrow_mut()
+            .remove(&(entry.since, entry.id.clone()));
         Ok(())
     }
 }

@@ -1,44 +1,58 @@
 //! "Order placed" published to an MQTT topic at QoS 1. Broker, topic and credentials are Spin
 //! variables, so the same component runs against a loopback broker and a Kubernetes Service.
+//!
+//! Spin hands the address to rumqttc's `MqttOptions::parse_url`, which refuses an address without
+//! a `client_id` query parameter (`invalid-address`), and makes a new client per `open`; two
+//! clients with one id knock each other off the broker. So the variable stays a plain
+//! `mqtt://host:1883` and every connection gets its own id here.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    world: "nano:orders/events-publisher",
-});
+#[cfg(target_arch = "wasm32")]
+mod component;
 
-use exports::nano::orders::events::Guest;
-use nano::orders::types::{Error, Order};
-use order_messages::PlacedOrder;
-use spin_sdk::mqtt::{Connection, Qos};
-use spin_sdk::variables;
+/// The prefix of our client ids, so that a broker's log shows who connected.
+const CLIENT_ID_PREFIX: &str = "nano-orders-";
 
-/// Seconds; the connection lives for one publish, so this only has to outlast it.
-const KEEP_ALIVE_SECS: u64 = 30;
-
-struct EventsMqtt;
-
-impl Guest for EventsMqtt {
-    fn order_placed(order: Order) -> Result<(), Error> {
-        let address = variable("mqtt_address")?;
-        let topic = variable("orders_topic")?;
-        let username = variables::get("mqtt_username").unwrap_or_default();
-        let password = variables::get("mqtt_password").unwrap_or_default();
-        let payload = order_messages::encode(&PlacedOrder {
-            id: order.id,
-            details: order.details,
-            placed_at: order.placed_at,
-        });
-        let unavailable =
-            |e: spin_sdk::mqtt::Error| Error::Unavailable(format!("MQTT broker {address}: {e}"));
-        Connection::open(&address, &username, &password, KEEP_ALIVE_SECS)
-            .map_err(unavailable)?
-            .publish(&topic, &payload, Qos::AtLeastOnce)
-            .map_err(unavailable)
+/// `address` with `client_id=nano-orders-<unique>` appended as a query parameter, unless the
+/// address already names one (an operator's choice wins).
+pub fn with_client_id(address: &str, unique: &str) -> String {
+    let id = format!("client_id={CLIENT_ID_PREFIX}{unique}");
+    match address.split_once('?') {
+        None => format!("{address}?{id}"),
+        Some((_, query)) if query.split('&').any(|p| p.starts_with("client_id=")) => {
+            address.to_string()
+        }
+        Some(_) if address.ends_with('?') || address.ends_with('&') => format!("{address}{id}"),
+        Some(_) => format!("{address}&{id}"),
     }
 }
 
-fn variable(name: &str) -> Result<String, Error> {
-    variables::get(name).map_err(|e| Error::Unavailable(format!("Spin variable {name}: {e}")))
-}
+#[cfg(test)]
+mod tests {
+    use super::with_client_id;
 
-export!(EventsMqtt);
+    #[test]
+    fn a_plain_address_gets_a_client_id() {
+        assert_eq!(
+            with_client_id("mqtt://127.0.0.1:1883", "abc"),
+            "mqtt://127.0.0.1:1883?client_id=nano-orders-abc"
+        );
+    }
+
+    #[test]
+    fn other_parameters_are_kept() {
+        assert_eq!(
+            with_client_id("mqtt://broker:1883?keep_alive_secs=5", "abc"),
+            "mqtt://broker:1883?keep_alive_secs=5&client_id=nano-orders-abc"
+        );
+        assert_eq!(
+            with_client_id("mqtt://broker:1883?", "abc"),
+            "mqtt://broker:1883?client_id=nano-orders-abc"
+        );
+    }
+
+    #[test]
+    fn an_explicit_client_id_wins() {
+        let address = "mqtt://broker:1883?x=1&client_id=mine";
+        assert_eq!(with_client_id(address, "abc"), address);
+    }
+}

@@ -33,6 +33,8 @@ impl Guest for Receiver {
             &WitEvents,
             order_domain::now_millis(),
             order_domain::new_order_id,
+            // wasi:clocks under the hood: the instance waits without spinning.
+            |ms| std::thread::sleep(std::time::Duration::from_millis(ms.into())),
             request.details,
             request.idempotency_key,
         )

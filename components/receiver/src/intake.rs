@@ -1,25 +1,33 @@
-use order_domain::{Error, Order, OrderId, OrderRecord, OrderStatus, Store, Timestamp};
+use order_domain::{Error, Events, Order, OrderId, OrderRecord, OrderStatus, Store, Timestamp};
 
 /// Larger details are refused: an order note, not a document store.
 pub const MAX_DETAILS_BYTES: usize = 16 * 1024;
 /// Keeps `idempotency:<key>` within Spin's 255-byte key-value key limit.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
 
-/// The `events` import as a trait, so the rules can be tested without a transport.
-pub trait Events {
-    fn order_placed(&self, order: &Order) -> Result<(), Error>;
-}
+/// How long a caller that lost the claim on an idempotency key waits for the winner's order to
+/// appear before it answers `unavailable` ("retry"): the pauses between looks, in milliseconds.
+/// The winner stores its order a few milliseconds after its claim, so the first looks nearly always
+/// find it; ~2 s in all covers a slow store without holding a request for long.
+pub const CLAIM_WAIT_MS: &[u32] = &[2, 5, 10, 20, 40, 80, 150, 250, 400, 500, 500];
 
 /// Accepts an order: validate, store as `accepted`, announce.
 ///
-/// If the announcement fails the order is withdrawn again, so a client that got an error never
-/// finds a half-placed order. A repeated idempotency key with the same details returns the earlier
-/// order as it now stands (and announces nothing); with other details it is a conflict.
+/// Once the record is stored the order is accepted, whatever the announcement does: a failed
+/// announcement is left to the sweeper, which announces every order still `accepted` after a grace
+/// period (the store keeps them in its outbox). Only a failed `save` is an error, and then what was
+/// written of the order is removed again, so a client that got an error finds no half-placed order.
+///
+/// With an idempotency key, the caller that claims the key creates the order; any other caller
+/// waits for that order to appear (`sleep(ms)` between looks) and returns it if the details are the
+/// same, `conflict` if not. Losers re-claim on every look, so a key released by a failed winner is
+/// taken over at once.
 pub fn place(
     store: &impl Store,
     events: &impl Events,
     now: Timestamp,
     new_id: impl FnOnce() -> OrderId,
+    sleep: impl Fn(u32),
     details: String,
     idempotency_key: Option<String>,
 ) -> Result<OrderRecord, Error> {
@@ -27,13 +35,19 @@ pub fn place(
     if let Some(key) = &idempotency_key {
         validate_idempotency_key(key)?;
         if let Some(earlier) = store.find_by_key(key)? {
-            if earlier.order.details == details {
-                return Ok(earlier);
+            return replay(earlier, &details, key);
+        }
+        let mut waits = CLAIM_WAIT_MS.iter();
+        while !store.claim_key(key)? {
+            let Some(&ms) = waits.next() else {
+                return Err(Error::Unavailable(format!(
+                    "an order with Idempotency-Key {key:?} is still being placed; retry"
+                )));
+            };
+            sleep(ms);
+            if let Some(earlier) = store.find_by_key(key)? {
+                return replay(earlier, &details, key);
             }
-            return Err(Error::Conflict(format!(
-                "Idempotency-Key {key:?} was already used for order {} with other details",
-                earlier.order.id
-            )));
         }
     }
 
@@ -47,21 +61,51 @@ pub fn place(
         status: OrderStatus::Accepted,
         updated_at: now,
     };
-    store.save(&record)?;
+    if let Err(failed) = store.save(&record) {
+        return Err(withdraw(store, &record, failed));
+    }
 
     if let Err(announce) = events.order_placed(&record.order) {
-        let reason = describe(&announce);
-        return Err(match store.discard(&record.order.id) {
-            Ok(()) => Error::Unavailable(format!("order could not be handed to fulfilment: {reason}")),
-            // Nothing else can be done from here; say so rather than hide it.
-            Err(cleanup) => Error::Unavailable(format!(
-                "order could not be handed to fulfilment ({reason}) and withdrawing order {} failed: {}",
-                record.order.id,
-                describe(&cleanup)
-            )),
-        });
+        // Accepted all the same: the record is in the outbox, and the sweeper announces it again.
+        eprintln!(
+            "order {} is accepted but not announced yet ({}); the next sweep announces it",
+            record.order.id,
+            announce.message()
+        );
     }
     Ok(record)
+}
+
+fn replay(earlier: OrderRecord, details: &str, key: &str) -> Result<OrderRecord, Error> {
+    if earlier.order.details == details {
+        return Ok(earlier);
+    }
+    // Not the other order's id: knowing an order's id is what lets a client read it.
+    Err(Error::Conflict(format!(
+        "Idempotency-Key {key:?} was already used for an order with other details"
+    )))
+}
+
+/// Undoes a failed `save`, and frees the idempotency key only if that worked: a key whose order
+/// may still be half stored stays claimed, so no second order can be made for it (a retry then
+/// answers `unavailable` until the sweeper has announced and fulfilment re-indexed the first one).
+fn withdraw(store: &impl Store, record: &OrderRecord, failed: Error) -> Error {
+    let reason = failed.message();
+    let cleanup = store
+        .discard(record)
+        .and_then(|()| match &record.order.idempotency_key {
+            Some(key) => store.release_key(key),
+            None => Ok(()),
+        });
+    match cleanup {
+        Ok(()) => Error::Unavailable(format!("the order could not be stored: {reason}")),
+        // Nothing else can be done from here; say so rather than hide it.
+        Err(cleanup) => Error::Unavailable(format!(
+            "the order could not be stored ({reason}), and removing what was written of order {} failed: {}",
+            record.order.id,
+            cleanup.message()
+        )),
+    }
 }
 
 fn validate_details(details: &str) -> Result<(), Error> {
@@ -87,17 +131,12 @@ fn validate_idempotency_key(key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn describe(error: &Error) -> &str {
-    match error {
-        Error::Invalid(m) | Error::NotFound(m) | Error::Conflict(m) | Error::Unavailable(m) => m,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use order_domain::MemoryStore;
+    use order_domain::{MemoryStore, PendingOrder};
     use std::cell::{Cell, RefCell};
+    use std::sync::Mutex;
 
     #[derive(Default)]
     struct Recorder {
@@ -117,8 +156,10 @@ mod tests {
 
     const ID: &str = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
 
+    fn no_sleep(_: u32) {}
+
     fn place_with(
-        store: &MemoryStore,
+        store: &impl Store,
         events: &Recorder,
         details: &str,
         key: Option<&str>,
@@ -128,19 +169,51 @@ mod tests {
             events,
             1_000,
             order_domain::new_order_id,
+            no_sleep,
             details.into(),
             key.map(String::from),
         )
     }
 
+    /// The record another caller, holding the claim on `key`, stores.
+    fn someone_elses(details: &str, key: &str) -> OrderRecord {
+        OrderRecord {
+            order: Order {
+                id: ID.into(),
+                details: details.into(),
+                placed_at: 5,
+                idempotency_key: Some(key.into()),
+            },
+            status: OrderStatus::Accepted,
+            updated_at: 5,
+        }
+    }
+
     #[test]
     fn accepted_order_is_stored_then_announced() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
-        let record = place(&store, &events, 7, || ID.into(), "2 pizzas".into(), None).unwrap();
+        let record = place(
+            &store,
+            &events,
+            7,
+            || ID.into(),
+            no_sleep,
+            "2 pizzas".into(),
+            None,
+        )
+        .unwrap();
         assert_eq!(record.status, OrderStatus::Accepted);
         assert_eq!((record.order.placed_at, record.updated_at), (7, 7));
         assert_eq!(store.load(ID).unwrap(), Some(record.clone()));
         assert_eq!(*events.placed.borrow(), vec![record.order]);
+        assert_eq!(
+            store.pending(10).unwrap(),
+            vec![PendingOrder {
+                id: ID.into(),
+                since: 7
+            }],
+            "an accepted order is in the outbox until it is fulfilled"
+        );
     }
 
     #[test]
@@ -156,10 +229,14 @@ mod tests {
     fn empty_or_blank_details_are_invalid_and_nothing_is_stored() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
         for details in ["", "   ", "\n\t"] {
-            let err = place_with(&store, &events, details, None).unwrap_err();
+            let err = place_with(&store, &events, details, Some("k")).unwrap_err();
             assert!(matches!(err, Error::Invalid(m) if m.contains("details")));
         }
         assert!(store.is_empty());
+        assert!(
+            !store.is_claimed("k"),
+            "nothing is claimed for a bad request"
+        );
         assert!(events.placed.borrow().is_empty());
     }
 
@@ -215,24 +292,170 @@ mod tests {
     }
 
     #[test]
-    fn reusing_an_idempotency_key_with_other_details_is_a_conflict() {
+    fn reusing_an_idempotency_key_with_other_details_is_a_conflict_that_names_no_order() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
-        place_with(&store, &events, "a", Some("k-1")).unwrap();
+        let first = place_with(&store, &events, "a", Some("k-1")).unwrap();
         let err = place_with(&store, &events, "b", Some("k-1")).unwrap_err();
-        assert!(matches!(err, Error::Conflict(_)));
+        let Error::Conflict(message) = err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("k-1"), "{message}");
+        assert!(!message.contains(&first.order.id), "{message}");
         assert_eq!(store.len(), 1);
     }
 
     #[test]
-    fn a_failed_announcement_withdraws_the_order() {
+    fn a_caller_that_loses_the_claim_waits_for_the_winners_order() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("k").unwrap(), "the other caller's claim");
+        let looks = Cell::new(0);
+        let winner_saves_on_third_look = |_ms: u32| {
+            looks.set(looks.get() + 1);
+            if looks.get() == 3 {
+                store.save(&someone_elses("a", "k")).unwrap();
+            }
+        };
+        let same = place(
+            &store,
+            &events,
+            9,
+            || panic!("a loser makes no order"),
+            winner_saves_on_third_look,
+            "a".into(),
+            Some("k".into()),
+        )
+        .unwrap();
+        assert_eq!(same, someone_elses("a", "k"));
+        assert_eq!(looks.get(), 3);
+        assert!(events.placed.borrow().is_empty(), "the winner announces");
+
+        let other = place(
+            &store,
+            &events,
+            9,
+            || panic!("a loser makes no order"),
+            no_sleep,
+            "b".into(),
+            Some("k".into()),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&other, Error::Conflict(m) if !m.contains(ID)),
+            "{other:?}"
+        );
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_winner_that_never_stores_makes_the_others_retry_after_about_two_seconds() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("k").unwrap());
+        let slept = Cell::new(0u32);
+        let err = place(
+            &store,
+            &events,
+            9,
+            || panic!("a loser makes no order"),
+            |ms| slept.set(slept.get() + ms),
+            "a".into(),
+            Some("k".into()),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m.contains("retry")),
+            "{err:?}"
+        );
+        assert!((1_500..=2_500).contains(&slept.get()), "{}", slept.get());
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_key_released_by_a_failed_winner_is_taken_over() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("k").unwrap());
+        let record = place(
+            &store,
+            &events,
+            9,
+            || ID.into(),
+            |_| store.release_key("k").unwrap(),
+            "a".into(),
+            Some("k".into()),
+        )
+        .unwrap();
+        assert_eq!(record.order.id, ID);
+        assert_eq!(store.find_by_key("k").unwrap(), Some(record));
+    }
+
+    #[test]
+    fn a_failed_announcement_still_accepts_the_order_and_leaves_it_in_the_outbox() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
         events.fail.set(true);
-        let err = place_with(&store, &events, "a", Some("k-1")).unwrap_err();
-        assert!(matches!(err, Error::Unavailable(m) if m.contains("broker down")));
-        assert!(store.is_empty());
-        assert_eq!(store.key_count(), 0, "the idempotency key is free again");
+        let record = place_with(&store, &events, "a", Some("k-1")).unwrap();
+        assert_eq!(record.status, OrderStatus::Accepted);
+        assert_eq!(store.load(&record.order.id).unwrap(), Some(record.clone()));
+        assert_eq!(store.pending(10).unwrap().len(), 1);
         events.fail.set(false);
+        let again = place_with(&store, &events, "a", Some("k-1")).unwrap();
+        assert_eq!(again, record, "a retry is a replay, not a second order");
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_save_is_unavailable_leaves_nothing_and_frees_the_key() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        store.saves_left.set(Some(0));
+        let err = place_with(&store, &events, "a", Some("k-1")).unwrap_err();
+        assert!(matches!(err, Error::Unavailable(m) if m.contains("could not be stored")));
+        assert!(store.is_empty());
+        assert_eq!(store.outbox_len(), 0);
+        assert_eq!(store.key_count(), 0);
+        assert!(!store.is_claimed("k-1"), "the key is free again");
+        assert!(events.placed.borrow().is_empty());
+        store.saves_left.set(None);
         assert!(place_with(&store, &events, "a", Some("k-1")).is_ok());
+    }
+
+    /// A store whose `discard` fails: the backend went away for good during the request.
+    struct DiscardFails(MemoryStore);
+
+    impl Store for DiscardFails {
+        fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
+            self.0.load(id)
+        }
+        fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
+            self.0.find_by_key(key)
+        }
+        fn claim_key(&self, key: &str) -> Result<bool, Error> {
+            self.0.claim_key(key)
+        }
+        fn release_key(&self, key: &str) -> Result<(), Error> {
+            self.0.release_key(key)
+        }
+        fn save(&self, record: &OrderRecord) -> Result<(), Error> {
+            self.0.save(record)
+        }
+        fn discard(&self, _: &OrderRecord) -> Result<(), Error> {
+            Err(Error::Unavailable("still down".into()))
+        }
+        fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+            self.0.pending(limit)
+        }
+        fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
+            self.0.clear_pending(entry)
+        }
+    }
+
+    #[test]
+    fn a_key_whose_order_may_be_half_stored_stays_claimed() {
+        let (store, events) = (DiscardFails(MemoryStore::default()), Recorder::default());
+        store.0.saves_left.set(Some(0));
+        let err = place_with(&store, &events, "a", Some("k-1")).unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m.contains("still down")),
+            "{err:?}"
+        );
+        assert!(store.0.is_claimed("k-1"));
     }
 
     #[test]
@@ -242,5 +465,95 @@ mod tests {
         let err = place_with(&store, &events, "a", None).unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)));
         assert!(events.placed.borrow().is_empty());
+    }
+
+    /// A store shared by threads, each call atomic, as a key-value backend's single operations are.
+    struct Shared(Mutex<MemoryStore>);
+
+    impl Store for Shared {
+        fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
+            self.0.lock().unwrap().load(id)
+        }
+        fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
+            self.0.lock().unwrap().find_by_key(key)
+        }
+        fn claim_key(&self, key: &str) -> Result<bool, Error> {
+            self.0.lock().unwrap().claim_key(key)
+        }
+        fn release_key(&self, key: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().release_key(key)
+        }
+        fn save(&self, record: &OrderRecord) -> Result<(), Error> {
+            // The order record and its key index are separate writes in the adapter: let other
+            // threads in between them, where the race used to make a second order.
+            let store = self.0.lock().unwrap();
+            let mut unindexed = record.clone();
+            unindexed.order.idempotency_key = None;
+            store.save(&unindexed)?;
+            drop(store);
+            std::thread::yield_now();
+            self.0.lock().unwrap().save(record)
+        }
+        fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
+            self.0.lock().unwrap().discard(record)
+        }
+        fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+            self.0.lock().unwrap().pending(limit)
+        }
+        fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
+            self.0.lock().unwrap().clear_pending(entry)
+        }
+    }
+
+    struct NoEvents;
+
+    impl Events for NoEvents {
+        fn order_placed(&self, _: &Order) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sixty_four_concurrent_callers_with_one_key_make_one_order() {
+        let store = Shared(Mutex::new(MemoryStore::default()));
+        let results: Vec<(bool, Result<OrderRecord, Error>)> = std::thread::scope(|scope| {
+            let callers: Vec<_> = (0..64)
+                .map(|n| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let cake = n % 2 == 0;
+                        let details = if cake { "cake" } else { "pie" };
+                        let result = place(
+                            store,
+                            &NoEvents,
+                            1,
+                            order_domain::new_order_id,
+                            |ms| std::thread::sleep(std::time::Duration::from_millis(ms.into())),
+                            details.into(),
+                            Some("same-key".into()),
+                        );
+                        (cake, result)
+                    })
+                })
+                .collect();
+            callers.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        let store = store.0.into_inner().unwrap();
+        assert_eq!(store.len(), 1, "exactly one order");
+        let order = store.find_by_key("same-key").unwrap().unwrap();
+        let winner_cake = order.order.details == "cake";
+        for (cake, result) in results {
+            match result {
+                Ok(record) => {
+                    assert_eq!(cake, winner_cake, "only the winner's details replay");
+                    assert_eq!(record.order.id, order.order.id);
+                }
+                Err(Error::Conflict(m)) => {
+                    assert_ne!(cake, winner_cake);
+                    assert!(!m.contains(&order.order.id), "{m}");
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
     }
 }
