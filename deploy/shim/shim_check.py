@@ -836,11 +836,12 @@ class Run:
         declared = manifest.get("variables", {})
         grace_ms = int(self.variable(order_app, "sweep_grace_ms")) if "sweep_grace_ms" in declared else 0
         time.sleep(max(0.0, placed_at + grace_ms / 1000 + 0.5 - time.monotonic()))
-        headers = dict(JSON)
+        # As `curl -X POST` (deploy/README.md) sends it: no body, no content type.
+        headers = {}
         token = self.variable(order_app, "sweep_token") if "sweep_token" in declared else ""
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        status, _, body = request(port, "POST", "/sweep", b"", headers)
+        status, _, body = request(port, "POST", "/sweep", None, headers)
         return status, body
 
     def pair(self, shape: str) -> tuple[App, App]:
