@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Offline checks of deploy/ (no Docker, no k3d, no cluster needed); `cargo xtask test` runs this.
 #
-#   bash deploy/check.sh        from any directory
+#   bash deploy/check.sh [PYTEST ARGS...]      from any directory, e.g. `-k spinkube` or `-x`
 #
 # Sets itself up: a virtualenv at target/deploy-venv with the pinned tools of deploy/requirements*.txt
-# (kubernetes-validate with the Kubernetes 1.35 schemas, PyYAML, ShellCheck), re-installed when those files
-# change. Then runs deploy/tools/check_deploy.py, which prints PASS/FAIL per check and ends with
-# `N passed, M failed`. Needs Python 3.11+ and, the first time, the PyPI registry.
+# (pytest, kubernetes-validate with the Kubernetes 1.35 schemas, jsonschema, PyYAML, ShellCheck),
+# re-installed when those files change, and target/debug/nanohost (`nanohost check` reads the Spin
+# manifests). Then runs the pytest cases of deploy/tools, one per (file, check); a missing input fails.
+# Needs Python 3.11+, kubectl (it renders the kustomizations) and, the first time, the PyPI registry.
 set -euo pipefail
 
 DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,4 +41,11 @@ if [ ! -x "$VENV/bin/python" ] || [ "$want" != "$have" ]; then
   printf '%s\n' "$want" >"$VENV/.requirements.sha256"
 fi
 
-exec "$VENV/bin/python" "$DEPLOY_DIR/tools/check_deploy.py" --root "$ROOT"
+# Always through cargo, so the binary matches the host sources; a no-op when it is up to date.
+NANOHOST="${NANOHOST:-$ROOT/target/debug/nanohost}"
+if [ "$NANOHOST" = "$ROOT/target/debug/nanohost" ]; then
+  cargo build --quiet -p nanohost --manifest-path "$ROOT/Cargo.toml" || setup_failed "cargo build -p nanohost failed"
+fi
+export NANOHOST
+
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rfEs "$DEPLOY_DIR/tools" "$@"
