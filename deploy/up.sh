@@ -68,14 +68,14 @@ if [ "$spinkube" = 1 ]; then
   manifests="$DEPLOY_DIR/spinkube/$shape"
   # Plain Deployments of an earlier run would clash with the operator's, which have the same names.
   kc -n "$NAMESPACE" delete deployment,service -l nano-orders/shape --ignore-not-found >/dev/null
-  kc -n "$NAMESPACE" delete spinapps -l "nano-orders/shape,nano-orders/shape!=$shape" --ignore-not-found >/dev/null
+  kc -n "$NAMESPACE" delete spinapps,cronjobs -l "nano-orders/shape,nano-orders/shape!=$shape" --ignore-not-found >/dev/null
 else
   manifests="$DEPLOY_DIR/k8s/overlays/$shape"
   if [ "$has_spinkube" = 1 ]; then
     kc -n "$NAMESPACE" delete spinapps -l nano-orders/shape --ignore-not-found >/dev/null
   fi
-  # One shape at a time: remove the Spin apps of the other shapes (Redis and Mosquitto stay).
-  kc -n "$NAMESPACE" delete deployment,service -l "nano-orders/shape,nano-orders/shape!=$shape" --ignore-not-found >/dev/null
+  # One shape at a time: remove the Spin apps and sweep jobs of the other shapes (Redis and Mosquitto stay).
+  kc -n "$NAMESPACE" delete deployment,service,cronjob -l "nano-orders/shape,nano-orders/shape!=$shape" --ignore-not-found >/dev/null
 fi
 say "kubectl apply -k ${manifests#"$ROOT"/}"
 kc apply -k "$manifests"

@@ -94,6 +94,7 @@ class App:
     runtime_config_mount: str = ""
     port: int | None = None
     probe_path: str | None = None
+    sweep: tuple[str, str] | None = None  # (method, path) the shape's CronJob sends this HTTP app
 
 
 @dataclass
@@ -182,6 +183,8 @@ def read_cluster() -> Cluster:
             if app.name not in spin_deployments or app.name not in spinapps:
                 continue
             problems += read_app(app, spin_deployments[app.name], spinapps[app.name], config)
+        problems += read_sweep(shape, apps, by_kind(k8s, "CronJob"), by_kind(spinkube, "CronJob"),
+                               config["NAMESPACE"])
     if problems:
         raise Failure("the manifests do not agree:\n  " + "\n  ".join(problems))
     assert runtime_config is not None
@@ -247,6 +250,40 @@ def read_app(app: App, deployment: dict, spinapp: dict, config: dict[str, str]) 
             app.probe_path = paths.pop()
     elif ports:
         problems.append(f"{where}: not an HTTP app, yet it declares ports {ports}")
+    return problems
+
+
+def read_sweep(shape: str, apps: list[App], k8s: dict[str, dict], spinkube: dict[str, dict],
+               namespace: str) -> list[str]:
+    """The shape's CronJob calls `/sweep` of its HTTP app, through that app's Service, on a route the
+    app's spin.toml has; the same one in deploy/k8s and deploy/spinkube. Remembers the request, which
+    the check then sends itself."""
+    if not k8s and not spinkube:
+        return []
+    if k8s.keys() != spinkube.keys() or len(k8s) != 1:
+        return [f"{shape}: CronJobs {sorted(k8s)} (deploy/k8s) and {sorted(spinkube)} (deploy/spinkube); "
+                "expected the same one sweep job"]
+    (name,) = k8s
+    containers = [o["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+                  for o in (k8s[name], spinkube[name])]
+    if containers[0] != containers[1] or len(containers[0]) != 1:
+        return [f"{shape}: CronJob {name} differs between deploy/k8s and deploy/spinkube"]
+    argv = containers[0][0].get("command", []) + containers[0][0].get("args", [])
+    urls = [a for a in argv if a.startswith("http://")]
+    method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
+    http_apps = [a for a in apps if a.http]
+    if argv[:1] != ["curl"] or len(urls) != 1 or len(http_apps) != 1:
+        return [f"{shape}: CronJob {name} runs {argv}; expected curl with one http:// URL of the shape's HTTP app"]
+    app, url = http_apps[0], urllib.parse.urlsplit(urls[0])
+    problems = []
+    if url.hostname != f"{app.name}.{namespace}.svc.cluster.local" or (url.port or 80) != SHIM_DEFAULT_HTTP_PORT:
+        problems.append(f"{shape}: CronJob {name} calls {urls[0]}, not the Service {app.name} on port "
+                        f"{SHIM_DEFAULT_HTTP_PORT}")
+    routes = [t.get("route") for t in tomllib.loads(app.manifest.read_text()).get("trigger", {}).get("http", [])]
+    if url.path not in routes:
+        problems.append(f"{shape}: CronJob {name} calls {url.path}, which {app.manifest.relative_to(ROOT)} "
+                        f"does not route (routes: {routes})")
+    app.sweep = (method, url.path)
     return problems
 
 
@@ -709,7 +746,7 @@ class Run:
             assert port
             problems = contract(port, label)
             load_problems, _ = load(port, label)
-            problems += load_problems
+            problems += load_problems + self.sweep_after_load(app, port, label)
             keys_after = int(self.redis_cli("DBSIZE"))
             if store == "redis" and keys_after - keys_before < ORDERS:
                 problems.append(f"Redis holds {keys_after - keys_before} new keys, fewer than the {ORDERS} "
@@ -730,6 +767,7 @@ class Run:
         assert port
         problems = contract(port, label)
         problems += load(port, label)[0]
+        problems += self.sweep_after_load(order_app, port, label)
         self.ctrd.remove(oid)
         self.ctrd.remove(fid)
         self.record(label, problems)
@@ -748,6 +786,7 @@ class Run:
         problems += contract(port, label)
         if not problems:
             problems += load(port, label)[0]
+            problems += self.sweep_after_load(order_app, port, label)
         if not problems:
             problems += self.mqtt_broker_restart(order_app, fulfilment, fid, port, topic)
         self.ctrd.remove(oid)
@@ -815,34 +854,47 @@ class Run:
         stranded = [loc for loc in deaf if loc not in fulfilled]
         sweep = self.sweep(order_app, port, placed_at)
         if sweep is not None:
-            log(f"{label}: POST /sweep -> {sweep[0]} {sweep[1][:200]!r}")
+            log(f"{label}: the CronJob's {' '.join(order_app.sweep or ())} -> {sweep[0]} {sweep[1][:200]!r}")
         rescued = wait_fulfilled(port, stranded, 15 if sweep is not None else 3)
         log(f"{label}: of the {len(stranded)} orders placed while the trigger was deaf, {len(rescued)} "
-            f"fulfilled after the restart{' and the sweep' if sweep is not None else ' (no sweeper route in this build)'}")
+            f"fulfilled after the restart{' and the sweep' if sweep is not None else ' (the shape has no sweep CronJob)'}")
         if sweep is not None and (sweep[0] // 100 != 2 or len(rescued) != len(stranded)):
             # With a sweeper, restart + sweep is the whole recovery: nothing may stay behind.
-            problems.append(f"{label}: after the restart and POST /sweep ({sweep[0]}), "
+            problems.append(f"{label}: after the restart and the sweep ({sweep[0]}), "
                             f"{len(stranded) - len(rescued)} of {len(stranded)} stranded orders are still not fulfilled")
         after, _ = load(port, f"{label}, after the recovery", 50)
         return problems + after
 
-    def sweep(self, order_app: App, port: int, placed_at: float) -> tuple[int, bytes] | None:
-        """POST /sweep, as a cluster's caller would, when the app's manifest routes it (the outbox
-        sweeper), once its grace period has passed for orders placed at `placed_at`; None without one."""
-        manifest = tomllib.loads(order_app.manifest.read_text())
-        routes = [t.get("route") for t in manifest.get("trigger", {}).get("http", [])]
-        if "/sweep" not in routes:
+    def sweep(self, order_app: App, port: int, placed_at: float | None = None) -> tuple[int, bytes] | None:
+        """The request of the shape's sweep CronJob (`curl -X POST`: no body, no content type), once the
+        app's grace period has passed for orders placed at `placed_at`; None when the shape has none."""
+        if order_app.sweep is None:
             return None
-        declared = manifest.get("variables", {})
-        grace_ms = int(self.variable(order_app, "sweep_grace_ms")) if "sweep_grace_ms" in declared else 0
-        time.sleep(max(0.0, placed_at + grace_ms / 1000 + 0.5 - time.monotonic()))
-        # As `curl -X POST` (deploy/README.md) sends it: no body, no content type.
-        headers = {}
-        token = self.variable(order_app, "sweep_token") if "sweep_token" in declared else ""
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        status, _, body = request(port, "POST", "/sweep", None, headers)
+        declared = tomllib.loads(order_app.manifest.read_text()).get("variables", {})
+        if placed_at is not None and "sweep_grace_ms" in declared:
+            grace_s = int(self.variable(order_app, "sweep_grace_ms")) / 1000
+            time.sleep(max(0.0, placed_at + grace_s + 0.5 - time.monotonic()))
+        if "sweep_token" in declared and self.variable(order_app, "sweep_token"):
+            raise Failure(f"{order_app.name}: sweep_token is set, but the CronJob sends no Authorization header")
+        method, path = order_app.sweep
+        status, _, body = request(port, method, path)
         return status, body
+
+    def sweep_after_load(self, order_app: App, port: int, label: str) -> list[str]:
+        """After a load with nothing lost, the CronJob's sweep answers 200 with its JSON report and
+        finds nothing to publish again."""
+        done = self.sweep(order_app, port)
+        if done is None:
+            return []
+        status, body = done
+        try:
+            report = json.loads(body)
+        except ValueError:
+            report = {}
+        log(f"{label}: the CronJob's {' '.join(order_app.sweep or ())} -> {status} {body[:200]!r}")
+        if status != 200 or not isinstance(report, dict) or report.get("failed") != 0:
+            return [f"the CronJob's sweep -> {status} {body[:200]!r} (want 200 and a report with failed 0)"]
+        return []
 
     def pair(self, shape: str) -> tuple[App, App]:
         apps = self.cluster.apps[shape]
@@ -916,7 +968,8 @@ def main() -> int:
         print(f"shim check FAILED: {failure}", flush=True)
         return 1
     log(f"manifests agree: {sum(len(a) for a in cluster.apps.values())} apps, images as in deploy/config.env, "
-        f"runtime config at {SHIM_RUNTIME_CONFIG_PATH}, HTTP on port {SHIM_DEFAULT_HTTP_PORT}")
+        f"runtime config at {SHIM_RUNTIME_CONFIG_PATH}, HTTP on port {SHIM_DEFAULT_HTTP_PORT}, sweep CronJobs "
+        f"on routes the apps have")
     runs = ROOT / "target/shim-check"
     runs.mkdir(parents=True, exist_ok=True)
     work = runs / f"{os.getpid()}-{int(time.time())}"
