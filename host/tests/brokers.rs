@@ -1,38 +1,42 @@
-//! Everything that needs a real broker: the Redis key-value backend, outbound Redis/MQTT/HTTP
-//! with `allowed_outbound_hosts`, and the Redis and MQTT triggers. Each test starts its own
-//! `redis-server` / `mosquitto` on a free loopback port.
+//! Everything that needs a real broker, on nanohost and on real Spin 3.6.3 (one table, the host
+//! a parameter): the Redis key-value backend, outbound Redis/MQTT/HTTP with
+//! `allowed_outbound_hosts`, and the Redis and MQTT triggers. Each case starts its own
+//! `redis-server` / `mosquitto` on a free loopback port and its own app.
 
 mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nanohost::{HostOptions, RunningHost};
+use support::harness::{self, case, Case, HostKind};
+use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::http::get_text;
 use support::{Mosquitto, Redis, TempDir};
 
-async fn start(manifest: PathBuf, runtime_config: Option<PathBuf>) -> RunningHost {
-    RunningHost::start(HostOptions {
-        manifest,
-        runtime_config,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        variables: Vec::new(),
-    })
+async fn start(
+    host: HostKind,
+    label: &str,
+    manifest: PathBuf,
+    runtime_config: Option<PathBuf>,
+) -> App {
+    let dir = AppDir::new(&format!("{}-{label}", host.name()));
+    App::start(
+        host,
+        &AppSpec::new(manifest).runtime_config(runtime_config),
+        &dir,
+    )
     .await
-    .unwrap_or_else(|e| panic!("host starts: {e:#}"))
 }
 
-async fn get(host: &RunningHost, path: &str) -> (u16, String) {
-    let url = format!("{}{path}", support::base(host.http_addr().unwrap()));
-    let resp = reqwest::get(&url).await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.text().await.unwrap())
+async fn get(app: &App, path: &str) -> (u16, String) {
+    get_text(&app.base(), path).await
 }
 
 /// Polls until `path` answers 200 with `want`; the deadline only bounds a broken run.
-async fn eventually(host: &RunningHost, path: &str, want: &str) {
+async fn eventually(app: &App, path: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = get(host, path).await;
+        let (status, body) = get(app, path).await;
         if status == 200 && body == want {
             return;
         }
@@ -48,7 +52,7 @@ async fn eventually(host: &RunningHost, path: &str, want: &str) {
 /// optional trigger sections.
 fn app(dir: &TempDir, redis_port: u16, mqtt_port: u16, triggers: &str) -> PathBuf {
     dir.file(
-        "spin.toml",
+        "brokers.toml",
         &format!(
             r#"spin_manifest_version = 2
 [application]
@@ -71,12 +75,11 @@ allowed_outbound_hosts = ["redis://127.0.0.1:{{{{ redis_port }}}}", "mqtt://127.
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn key_value_on_a_real_redis() {
+async fn key_value_on_a_real_redis(kind: HostKind) {
     let redis = Redis::start();
     let dir = TempDir::new("kv-redis");
-    let rc = redis.runtime_config(&dir);
-    let host = start(app(&dir, 1, 1, ""), Some(rc)).await;
+    let rc = redis.runtime_config(&dir.path);
+    let host = start(kind, "kv-redis", app(&dir, 1, 1, ""), Some(rc)).await;
     assert_eq!(
         get(&host, "/p/kv?store=default&op=set&key=k1&value=v1").await,
         (200, "ok".into())
@@ -103,15 +106,14 @@ async fn key_value_on_a_real_redis() {
         (200, "ok".into())
     );
     assert_eq!(get(&host, "/p/kv?store=default&op=get&key=k1").await.0, 404);
-    host.shutdown().await.unwrap();
+    host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn outbound_hosts_are_enforced() {
+async fn outbound_hosts_are_enforced(kind: HostKind) {
     let redis = Redis::start();
     let mqtt = Mosquitto::start();
     let dir = TempDir::new("outbound");
-    let host = start(app(&dir, redis.port, mqtt.port, ""), None).await;
+    let host = start(kind, "outbound", app(&dir, redis.port, mqtt.port, ""), None).await;
     let other = support::free_port();
 
     // Allowed Redis works.
@@ -140,13 +142,18 @@ async fn outbound_hosts_are_enforced() {
     // MQTT: allowed broker publishes; anything else is `connection-failed(... not permitted)`.
     let (status, body) = get(
         &host,
-        &format!("/p/mqtt?addr={}&topic=t&payload=x", mqtt.url()),
+        &format!(
+            "/p/mqtt?addr={}%3Fclient_id%3Dprobe-allowed&topic=t&payload=x",
+            mqtt.url()
+        ),
     )
     .await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, body) = get(
         &host,
-        &format!("/p/mqtt?addr=mqtt://127.0.0.1:{other}&topic=t&payload=x"),
+        &format!(
+            "/p/mqtt?addr=mqtt://127.0.0.1:{other}%3Fclient_id%3Dprobe-other&topic=t&payload=x"
+        ),
     )
     .await;
     assert_eq!(status, 500);
@@ -156,7 +163,7 @@ async fn outbound_hosts_are_enforced() {
     );
 
     // HTTP: 127.0.0.1 on any port is allowed (here: the host itself), localhost is not.
-    let me = host.http_addr().unwrap();
+    let me = host.addr();
     let (status, body) = get(&host, &format!("/p/http?url=http://{me}/p/var/nope")).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("500 "), "{body}");
@@ -167,11 +174,10 @@ async fn outbound_hosts_are_enforced() {
     .await;
     assert_eq!(status, 500);
     assert!(body.contains("HttpRequestDenied"), "{body}");
-    host.shutdown().await.unwrap();
+    host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_and_mqtt_triggers_deliver_messages() {
+async fn redis_and_mqtt_triggers_deliver_messages(kind: HostKind) {
     let redis = Redis::start();
     let mqtt = Mosquitto::start();
     let dir = TempDir::new("triggers");
@@ -197,7 +203,17 @@ component = "probe"
 "#,
         mqtt = mqtt.url()
     );
-    let host = start(app(&dir, redis.port, mqtt.port, &triggers), None).await;
+    let mut host = start(
+        kind,
+        "triggers",
+        app(&dir, redis.port, mqtt.port, &triggers),
+        None,
+    )
+    .await;
+    host.wait_for("the Redis and MQTT subscriptions", || {
+        redis.subscribers("probe-in") >= 1 && mqtt.subscriptions("probe/#") >= 1
+    })
+    .await;
 
     // A message published by an outside client reaches the Redis trigger's handler.
     let client = redis::Client::open(redis.url()).unwrap();
@@ -222,7 +238,7 @@ component = "probe"
 
     // MQTT: the component publishes via outbound MQTT; the trigger gets it with its topic.
     let path = format!(
-        "/p/mqtt?addr={}&topic=probe/orders&payload=hello%20mqtt",
+        "/p/mqtt?addr={}%3Fclient_id%3Dprobe-publisher&topic=probe/orders&payload=hello%20mqtt",
         mqtt.url()
     );
     assert_eq!(get(&host, &path).await, (200, "ok".into()));
@@ -233,15 +249,17 @@ component = "probe"
     )
     .await;
 
-    host.shutdown().await.unwrap();
+    host.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mqtt_publish_fails_while_the_broker_is_gone() {
+async fn mqtt_publish_fails_while_the_broker_is_gone(kind: HostKind) {
     let mqtt = Mosquitto::start();
     let dir = TempDir::new("mqtt-down");
-    let host = start(app(&dir, 1, mqtt.port, ""), None).await;
-    let path = format!("/p/mqtt?addr={}&topic=t&payload=x", mqtt.url());
+    let host = start(kind, "mqtt-down", app(&dir, 1, mqtt.port, ""), None).await;
+    let path = format!(
+        "/p/mqtt?addr={}%3Fclient_id%3Dprobe-down&topic=t&payload=x",
+        mqtt.url()
+    );
     assert_eq!(get(&host, &path).await, (200, "ok".into()));
     drop(mqtt);
     // The pooled client notices the closed socket; publishing then fails instead of queueing.
@@ -258,5 +276,78 @@ async fn mqtt_publish_fails_while_the_broker_is_gone() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    host.shutdown().await.unwrap();
+    host.stop().await;
+}
+
+/// Spin hands an outbound MQTT address to rumqttc's `MqttOptions::parse_url`, which wants a
+/// `client_id`: without one, `open` is `invalid-address` even for an allowed broker.
+async fn an_mqtt_address_without_client_id_is_refused(kind: HostKind) {
+    let mqtt = Mosquitto::start();
+    let dir = TempDir::new("mqtt-client-id");
+    let host = start(kind, "mqtt-client-id", app(&dir, 1, mqtt.port, ""), None).await;
+    let (status, body) = get(
+        &host,
+        &format!("/p/mqtt?addr={}&topic=t&payload=x", mqtt.url()),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("InvalidAddress"), "{body}");
+    host.stop().await;
+}
+
+/// Where nanohost is known to differ from Spin 3.6.3 today (see `harness::known_difference`).
+fn known_difference(host: HostKind, case: &str) -> Option<String> {
+    let why = match case {
+        "an_mqtt_address_without_client_id_is_refused" => {
+            "nanohost adds `client_id=nanohost` to an outbound MQTT address that has none; \
+             Spin refuses it with `invalid-address` (issue 14 item 2)"
+        }
+        _ => return None,
+    };
+    harness::known_difference(host, Some(why))
+}
+
+/// Spin runs `[[trigger.mqtt]]` only with the trigger plugin installed.
+fn needs_mqtt_trigger(host: HostKind) -> Option<String> {
+    if host != HostKind::Spin || host.unavailable().is_some() {
+        return None;
+    }
+    hosts::mqtt_trigger_plugin().err()
+}
+
+fn main() {
+    let mut cases: Vec<Case> = Vec::new();
+    for host in HostKind::ALL {
+        cases.push(case(host, "key_value_on_a_real_redis", move || {
+            key_value_on_a_real_redis(host)
+        }));
+        cases.push(case(host, "outbound_hosts_are_enforced", move || {
+            outbound_hosts_are_enforced(host)
+        }));
+        cases.push(
+            case(
+                host,
+                "redis_and_mqtt_triggers_deliver_messages",
+                move || redis_and_mqtt_triggers_deliver_messages(host),
+            )
+            .skip_if(needs_mqtt_trigger(host)),
+        );
+        cases.push(case(
+            host,
+            "mqtt_publish_fails_while_the_broker_is_gone",
+            move || mqtt_publish_fails_while_the_broker_is_gone(host),
+        ));
+        cases.push(
+            case(
+                host,
+                "an_mqtt_address_without_client_id_is_refused",
+                move || an_mqtt_address_without_client_id_is_refused(host),
+            )
+            .skip_if(known_difference(
+                host,
+                "an_mqtt_address_without_client_id_is_refused",
+            )),
+        );
+    }
+    harness::run(cases)
 }

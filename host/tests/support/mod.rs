@@ -1,8 +1,13 @@
-//! Shared helpers for nanohost's integration tests: real brokers on free loopback ports, and
-//! the paths of the wasm fixtures. Nothing here mocks Redis or MQTT.
+//! Shared helpers for nanohost's integration tests: real brokers on free loopback ports, the
+//! paths of the wasm fixtures, the app under test on either host (`host`), the harness that runs
+//! one table of cases on both hosts (`harness`), and HTTP helpers (`http`). Nothing here mocks
+//! Redis or MQTT.
 #![allow(dead_code)]
 
-use std::io::Write;
+pub mod harness;
+pub mod host;
+pub mod http;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,20 +21,35 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of a wasm component built by `cargo xtask build`, e.g. `wasm("probe")`.
-/// Panics with a clear message if it has not been built.
-pub fn wasm(name: &str) -> PathBuf {
+/// The cargo target directory (`CARGO_TARGET_DIR` or `target/` in the workspace).
+pub fn target_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let target = if target.is_absolute() {
+    if target.is_absolute() {
         target
     } else {
         workspace_root().join(target)
-    };
-    let path = target
+    }
+}
+
+/// The path of a wasm component built by `cargo xtask build`, e.g. `wasm("probe")`.
+/// Panics with a clear message if it has not been built.
+pub fn wasm(name: &str) -> PathBuf {
+    let path = target_dir()
         .join("wasm32-wasip2/release")
         .join(format!("{}.wasm", name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo xtask build` first",
+        path.display()
+    );
+    path
+}
+
+/// A composed app from `cargo xtask build`, e.g. `composed("order-app")`.
+pub fn composed(name: &str) -> PathBuf {
+    let path = target_dir().join(format!("composed/{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: run `cargo xtask build` first",
@@ -79,7 +99,11 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = free_port();
+        Redis::start_on(free_port())
+    }
+
+    /// On a given port: a test that restarts Redis brings it back where the apps look for it.
+    pub fn start_on(port: u16) -> Redis {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -103,13 +127,20 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// A Spin runtime config in `dir` that keeps the `default` key-value store in this Redis.
-    pub fn runtime_config(&self, dir: &TempDir) -> PathBuf {
-        let config = format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            self.url()
+    /// A Spin runtime config in `dir` that keeps the `default` key-value store in this Redis:
+    /// the project's `runtime-config.redis.toml` with this server's address put in.
+    pub fn runtime_config(&self, dir: &Path) -> PathBuf {
+        let template = std::fs::read_to_string(workspace_root().join("runtime-config.redis.toml"))
+            .expect("read runtime-config.redis.toml");
+        assert!(
+            template.contains("redis://127.0.0.1:6379"),
+            "runtime-config.redis.toml no longer names redis://127.0.0.1:6379"
         );
-        dir.file("runtime-config.toml", &config)
+        let config = template.replace("redis://127.0.0.1:6379", &self.url());
+        std::fs::create_dir_all(dir).expect("create the runtime config's folder");
+        let path = dir.join("runtime-config.toml");
+        std::fs::write(&path, config).expect("write runtime config");
+        path
     }
 
     /// A blocking connection, for a test that looks at what the apps stored.
@@ -117,6 +148,21 @@ impl Redis {
         redis::Client::open(self.url())
             .and_then(|c| c.get_connection())
             .expect("connect to the test's redis-server")
+    }
+
+    /// How many keys the apps stored.
+    pub fn key_count(&self) -> i64 {
+        redis::cmd("DBSIZE").query(&mut self.connection()).unwrap()
+    }
+
+    /// How many clients are subscribed to `channel`.
+    pub fn subscribers(&self, channel: &str) -> i64 {
+        let reply: (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query(&mut self.connection())
+            .unwrap();
+        reply.1
     }
 }
 
@@ -127,10 +173,13 @@ impl Drop for Redis {
     }
 }
 
-/// A `mosquitto` broker on a free loopback port, killed on drop.
+/// A `mosquitto` broker on a free loopback port, killed on drop. It logs subscriptions to a
+/// file, so that a test can wait until a trigger has subscribed (an MQTT broker has no
+/// `PUBSUB NUMSUB`).
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
+    log: PathBuf,
     _dir: TempDir,
 }
 
@@ -138,18 +187,21 @@ impl Mosquitto {
     pub fn start() -> Mosquitto {
         let port = free_port();
         let dir = TempDir::new("mosquitto");
-        let conf = dir.path.join("mosquitto.conf");
-        let mut f = std::fs::File::create(&conf).expect("write mosquitto.conf");
-        writeln!(
-            f,
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nlog_dest none"
-        )
-        .unwrap();
-        drop(f);
+        let log = dir.path.join("mosquitto.log");
+        let conf = dir.file(
+            "mosquitto.conf",
+            &format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 set_tcp_nodelay true\nlog_dest stdout\nlog_type subscribe\nlog_type error\n"
+            ),
+        );
+        // To stdout, not `log_dest file`: started as root, mosquitto drops to its own user, which
+        // may not write here.
+        let out = std::fs::File::create(&log).expect("create mosquitto.log");
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
-            .stdout(Stdio::null())
+            .stdout(out)
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is not installed (apt-get install mosquitto)");
@@ -157,12 +209,22 @@ impl Mosquitto {
         Mosquitto {
             child,
             port,
+            log,
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// How many subscriptions to exactly `topic` the broker has logged.
+    pub fn subscriptions(&self, topic: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.split_whitespace().last() == Some(topic))
+            .count()
     }
 }
 
@@ -173,7 +235,7 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A directory removed on drop.
+/// A directory under `target/host-tests/`, removed on drop.
 pub struct TempDir {
     pub path: PathBuf,
 }
@@ -182,11 +244,9 @@ impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "nanohost-{prefix}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path =
+            harness::run_dir().join(format!("{prefix}-{}", N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }

@@ -1,0 +1,440 @@
+//! The app under test, on either host: nanohost (in this process, or its binary when
+//! `NANOHOST_TEST_BINARY=1`) or real `spin up` as a child process. The test cases only see an
+//! address and a log; which host serves is a parameter.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nanohost::{HostOptions, RunningHost};
+
+/// Spin compiles every component on start; a cold wasmtime cache on a busy 2-core machine can
+/// take tens of seconds. A healthy start needs a few.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostKind {
+    Nanohost,
+    Spin,
+}
+
+impl HostKind {
+    pub const ALL: [HostKind; 2] = [HostKind::Nanohost, HostKind::Spin];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HostKind::Nanohost => "nanohost",
+            HostKind::Spin => "spin",
+        }
+    }
+
+    /// Why this host cannot run here, if it cannot.
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            HostKind::Nanohost => None,
+            HostKind::Spin => spin_binary()
+                .err()
+                .map(|why| format!("no Spin binary: {why}")),
+        }
+    }
+}
+
+/// The Spin binary: `SPIN_BIN`, else `spin` on `PATH`, else `../shared/tools/spin/spin` next to
+/// the workspace. Err says where it looked.
+pub fn spin_binary() -> Result<PathBuf, String> {
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|v| !v.is_empty()) {
+                let bin = PathBuf::from(bin);
+                return if bin.is_file() {
+                    Ok(bin)
+                } else {
+                    Err(format!("SPIN_BIN={} is not a file", bin.display()))
+                };
+            }
+            if let Some(path) = std::env::var_os("PATH") {
+                for dir in std::env::split_paths(&path) {
+                    let candidate = dir.join("spin");
+                    if candidate.is_file() {
+                        return Ok(candidate);
+                    }
+                }
+            }
+            let shared = super::workspace_root().join("../shared/tools/spin/spin");
+            if shared.is_file() {
+                return Ok(shared);
+            }
+            Err(format!(
+                "SPIN_BIN is unset, no `spin` on PATH, no {}",
+                shared.display()
+            ))
+        })
+        .clone()
+}
+
+/// Spin's data dir for the tests (plugins live there), so that nothing is installed into, or
+/// read from, the user's `~/.local/share/spin`.
+pub fn spin_data_dir() -> PathBuf {
+    let dir = super::target_dir().join("host-tests/spin-data");
+    std::fs::create_dir_all(&dir).expect("create Spin's data dir");
+    dir
+}
+
+/// Installs the MQTT trigger plugin (spin-trigger-mqtt v0.7.2, the one containerd-shim-spin
+/// v0.24.0 embeds) into the tests' Spin data dir, once. Err says why the MQTT cases cannot run on
+/// Spin.
+pub fn mqtt_trigger_plugin() -> Result<(), String> {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let data = spin_data_dir();
+            if data.join("plugins/trigger-mqtt").is_dir() {
+                return Ok(());
+            }
+            let script = super::workspace_root().join("../shared/tools/spin/install-trigger-mqtt");
+            if !script.is_file() {
+                return Err(format!(
+                    "no trigger-mqtt plugin in {} and no {} to install it",
+                    data.display(),
+                    script.display()
+                ));
+            }
+            let out = Command::new("bash")
+                .arg(&script)
+                .env("SPIN_DATA_DIR", &data)
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} failed: {}",
+                    script.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+        })
+        .clone()
+}
+
+/// What to run: a manifest (copied into the app's folder before the start, so that the hosts'
+/// state such as Spin's `.spin/sqlite_key_value.db` lands there and not in the repository), an
+/// optional runtime config, and variables (`--variable`).
+#[derive(Clone, Debug)]
+pub struct AppSpec {
+    pub manifest: PathBuf,
+    pub runtime_config: Option<PathBuf>,
+    pub variables: Vec<(String, String)>,
+    /// Run nanohost as its binary (`nanohost up`, state in `.spin` next to the manifest, as
+    /// `spin up` keeps it) even when the tests run it in process otherwise.
+    pub nanohost_binary: bool,
+}
+
+impl AppSpec {
+    pub fn new(manifest: impl Into<PathBuf>) -> AppSpec {
+        AppSpec {
+            manifest: manifest.into(),
+            runtime_config: None,
+            variables: Vec::new(),
+            nanohost_binary: false,
+        }
+    }
+
+    pub fn nanohost_binary(mut self) -> AppSpec {
+        self.nanohost_binary = true;
+        self
+    }
+
+    pub fn runtime_config(mut self, path: Option<PathBuf>) -> AppSpec {
+        self.runtime_config = path;
+        self
+    }
+
+    pub fn variable(mut self, name: &str, value: impl Into<String>) -> AppSpec {
+        self.variables.push((name.to_string(), value.into()));
+        self
+    }
+}
+
+/// The folder an app runs in: its manifest copy, its state (`.spin/`), its host's log. Kept
+/// across a restart when the test wants the state to survive.
+pub struct AppDir {
+    pub path: PathBuf,
+}
+
+impl AppDir {
+    pub fn new(label: &str) -> AppDir {
+        let path = super::harness::run_dir().join(label);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the app's folder");
+        AppDir { path }
+    }
+}
+
+/// The manifest with every relative `source = "..."` made absolute, written into `dir`.
+fn stage_manifest(manifest: &Path, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(manifest)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", manifest.display()));
+    let base = manifest.parent().expect("a manifest has a folder");
+    let staged: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            match trimmed
+                .strip_prefix("source = \"")
+                .and_then(|rest| rest.strip_suffix('"'))
+            {
+                Some(source) if !Path::new(source).is_absolute() => {
+                    let absolute = base.join(source);
+                    let absolute = absolute.canonicalize().unwrap_or_else(|e| {
+                        panic!(
+                            "{} (source of {}): {e}; run `cargo xtask build` first",
+                            absolute.display(),
+                            manifest.display()
+                        )
+                    });
+                    format!("source = \"{}\"", absolute.display())
+                }
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, staged.join("\n") + "\n").expect("write the staged manifest");
+    path
+}
+
+/// Logs of the apps alive now, printed when a case fails.
+static LIVE_LOGS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+
+pub fn live_logs() -> Vec<(String, PathBuf)> {
+    LIVE_LOGS.lock().unwrap().clone()
+}
+
+enum Running {
+    InProcess(Option<RunningHost>),
+    Process(Child),
+}
+
+/// An app being served. Dropping it stops it: a child host is terminated and reaped.
+pub struct App {
+    pub kind: HostKind,
+    pub label: String,
+    /// The HTTP address, when the app has HTTP triggers.
+    pub addr: Option<SocketAddr>,
+    pub log: Option<PathBuf>,
+    running: Running,
+}
+
+impl App {
+    /// Starts `spec` on `kind` in `dir`. Returns once the HTTP listener accepts connections (for
+    /// an app without HTTP triggers: once the host runs; wait for its subscription with
+    /// [`App::wait_for`]).
+    // The host's options grow (the lead adds some); the tests take the defaults for the rest.
+    #[allow(clippy::needless_update)]
+    pub async fn start(kind: HostKind, spec: &AppSpec, dir: &AppDir) -> App {
+        let label = dir.path.file_name().unwrap().to_string_lossy().into_owned();
+        let manifest = stage_manifest(&spec.manifest, &dir.path);
+        let has_http = std::fs::read_to_string(&manifest)
+            .unwrap()
+            .contains("[[trigger.http]]");
+        let in_process = kind == HostKind::Nanohost
+            && !spec.nanohost_binary
+            && std::env::var("NANOHOST_TEST_BINARY").as_deref() != Ok("1");
+        if in_process {
+            let host = RunningHost::start(HostOptions {
+                manifest,
+                runtime_config: spec.runtime_config.clone(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                variables: spec.variables.clone(),
+                // Where `spin up` keeps it: the default store's file survives a restart in `dir`.
+                state_dir: nanohost::app::StateDir::Path(dir.path.join(".spin")),
+                ..HostOptions::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("nanohost cannot start {label}: {e:#}"));
+            return App {
+                kind,
+                label,
+                addr: host.http_addr(),
+                log: None,
+                running: Running::InProcess(Some(host)),
+            };
+        }
+
+        let port = super::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = match kind {
+            HostKind::Spin => {
+                let mut cmd = Command::new(spin_binary().expect("a Spin binary"));
+                cmd.arg("up").arg("--from").arg(&manifest);
+                cmd.arg("--state-dir").arg(dir.path.join(".spin"));
+                if has_http {
+                    cmd.args(["--listen", &listen]);
+                }
+                if let Some(config) = &spec.runtime_config {
+                    cmd.arg("--runtime-config-file").arg(config);
+                }
+                // Spin reads these from the environment too; the test's arguments must win.
+                for name in [
+                    "RUNTIME_CONFIG_FILE",
+                    "SPIN_HTTP_LISTEN_ADDR",
+                    "SPIN_LOG_DIR",
+                    "SPIN_ALWAYS_BUILD",
+                ] {
+                    cmd.env_remove(name);
+                }
+                cmd.env("SPIN_DATA_DIR", spin_data_dir());
+                cmd
+            }
+            HostKind::Nanohost => {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanohost"));
+                cmd.arg("up").arg("--manifest").arg(&manifest);
+                cmd.args(["--listen", &listen]);
+                if let Some(config) = &spec.runtime_config {
+                    cmd.arg("--runtime-config").arg(config);
+                }
+                cmd
+            }
+        };
+        for (name, value) in &spec.variables {
+            cmd.arg("--variable").arg(format!("{name}={value}"));
+        }
+        let log = dir.path.join(format!("{}.log", kind.name()));
+        let out = File::create(&log).expect("create the host's log");
+        let err = out.try_clone().unwrap();
+        // Its own process group: Spin runs plugin triggers (MQTT) as child processes, and
+        // stopping the group stops them too.
+        cmd.current_dir(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {kind:?} for {label}: {e}"));
+        LIVE_LOGS
+            .lock()
+            .unwrap()
+            .push((format!("{} {label}", kind.name()), log.clone()));
+        let mut app = App {
+            kind,
+            label,
+            addr: has_http.then(|| listen.parse().unwrap()),
+            log: Some(log),
+            running: Running::Process(child),
+        };
+        if has_http {
+            app.wait_for("its HTTP listener", || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .await;
+        }
+        app
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("the app has HTTP triggers")
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Polls `ready` until it holds; panics with the host's log if the host exits or the start
+    /// deadline passes.
+    pub async fn wait_for(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if ready() {
+                return;
+            }
+            if let Running::Process(child) = &mut self.running {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{} serving {} exited with {status} before {what} was ready:\n{}",
+                        self.kind.name(),
+                        self.label,
+                        self.log_tail(40)
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} serving {}: {what} not ready after {START_DEADLINE:?}:\n{}",
+                self.kind.name(),
+                self.label,
+                self.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The last `lines` lines of the host's log (a child host only).
+    pub fn log_tail(&self, lines: usize) -> String {
+        match &self.log {
+            Some(path) => tail(path, lines),
+            None => "(nanohost in process: no separate log)".to_string(),
+        }
+    }
+
+    /// Stops the host as Ctrl-C would and waits for it.
+    pub async fn stop(mut self) {
+        match &mut self.running {
+            Running::InProcess(host) => {
+                if let Some(host) = host.take() {
+                    host.shutdown().await.unwrap();
+                }
+            }
+            Running::Process(_) => self.terminate(),
+        }
+    }
+
+    fn terminate(&mut self) {
+        let Running::Process(child) = &mut self.running else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill")
+            .args(["-INT", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.terminate();
+        if let Some(log) = &self.log {
+            LIVE_LOGS.lock().unwrap().retain(|(_, path)| path != log);
+        }
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let from = all.len().saturating_sub(lines);
+    format!("--- {} ---\n{}", path.display(), all[from..].join("\n"))
+}
