@@ -59,6 +59,15 @@ impl Conn {
         Ok(location.trim_start_matches("/order/").to_string())
     }
 
+    /// `GET path`; the status code (the body is read and dropped).
+    pub async fn get(&mut self, path: &str) -> Result<u16> {
+        let req = Request::get(path)
+            .header(hyper::header::HOST, self.addr.to_string())
+            .body(Full::new(Bytes::new()))?;
+        let (status, _, _) = self.request(req).await?;
+        Ok(status)
+    }
+
     /// `GET /order/{id}`; true when it reports `fulfilled`.
     pub async fn is_fulfilled(&mut self, id: &str) -> Result<bool> {
         let req = Request::get(format!("/order/{id}"))

@@ -5,10 +5,13 @@
 //! with a micro-benchmark, and writes `report.md`, `results.json` and `latency.svg`.
 //! `cargo xtask bench` builds everything and calls it.
 
+mod chains;
 mod client;
 mod harness;
 mod load;
 mod micro;
+mod openloop;
+mod peers;
 mod procs;
 mod report;
 
@@ -57,12 +60,19 @@ pub struct RunArgs {
     /// Which shapes, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = Shape::all())]
     shapes: Vec<Shape>,
+    /// Which phases, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = Phase::all())]
+    phases: Vec<Phase>,
     /// Orders in the throughput phase and in the 64-client loss phase.
     #[arg(long)]
     requests: Option<u64>,
     /// Connections in the throughput phase.
     #[arg(long)]
     concurrency: Option<u64>,
+    /// The order app's manifest in the peers phase, e.g. a copy of an older build to keep its
+    /// figures as a baseline (default: spin.toml).
+    #[arg(long, default_value = "spin.toml")]
+    order_app: PathBuf,
     /// Where to write the results (default: bench/results/<UTC timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -122,6 +132,42 @@ impl std::fmt::Display for Shape {
     }
 }
 
+/// The parts of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// nanohost beside `wasmtime serve` (trivial component) and real Spin (order app).
+    Peers,
+    /// Per shape: accept, end to end, closed-loop throughput, lost orders.
+    Shapes,
+    /// Per shape: fixed arrival rates, latency from the intended send time.
+    OpenLoop,
+    /// The composed hop alone, from the host.
+    Micro,
+    /// Chains of N pass-through components: instantiation and call time against N; the hop
+    /// against payload size.
+    Chains,
+}
+
+impl Phase {
+    fn all() -> Vec<Phase> {
+        vec![
+            Phase::Peers,
+            Phase::Shapes,
+            Phase::OpenLoop,
+            Phase::Micro,
+            Phase::Chains,
+        ]
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.to_possible_value().expect("no skipped variants");
+        f.write_str(v.get_name())
+    }
+}
+
 /// How much load each phase gets.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -137,6 +183,19 @@ pub struct Settings {
     pub poll_interval_us: u64,
     /// `NANOHOST_*` tuning variables passed on to the hosts (none: nanohost's defaults).
     pub host_env: Vec<(String, String)>,
+    pub phases: Vec<Phase>,
+    pub peers: peers::PeerSettings,
+    /// Open loop: the offered rates, in order, orders/s.
+    pub open_rates: Vec<f64>,
+    pub open_seconds: f64,
+    pub open_connections: u64,
+    /// Details length of the open-loop sweep's orders, and of the per-hop run at 1,000/s.
+    pub open_details_bytes: usize,
+    pub hop_rate: f64,
+    pub hop_details_bytes: usize,
+    /// Chains: fresh instances per N, and call pairs per payload size.
+    pub chain_iterations: u64,
+    pub chain_pairs: u64,
 }
 
 impl Settings {
@@ -162,7 +221,36 @@ impl Settings {
             host_env: std::env::vars()
                 .filter(|(k, _)| k.starts_with("NANOHOST_"))
                 .collect(),
+            phases: args.phases.clone(),
+            peers: peers::PeerSettings::new(mode),
+            open_rates: if args.smoke {
+                vec![100.0, 200.0]
+            } else {
+                vec![500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0]
+            },
+            open_seconds: match mode {
+                "smoke" => 0.3,
+                "quick" => 1.5,
+                _ => 4.0,
+            },
+            open_connections: if args.smoke { 4 } else { 64 },
+            open_details_bytes: 32,
+            hop_rate: if args.smoke { 100.0 } else { 1000.0 },
+            hop_details_bytes: 1024,
+            chain_iterations: match mode {
+                "smoke" => 20,
+                "quick" => 500,
+                _ => 3000,
+            },
+            chain_pairs: match mode {
+                "smoke" => 50,
+                "quick" => 5000,
+                _ => 20_000,
+            },
         }
+    }
+    fn has(&self, p: Phase) -> bool {
+        self.phases.contains(&p)
     }
     fn per_shape(&self) -> u64 {
         self.warm_up + 2 * self.sequential + self.throughput_orders + self.loss_orders
@@ -179,6 +267,16 @@ pub struct ShapeResult {
     pub throughput: load::Throughput,
     pub loss: load::Throughput,
     /// Networked shapes: hop timed inside the harness (publish → trigger), by message.
+    pub hop: Option<HopResult>,
+    pub open_loop: Option<OpenLoopResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenLoopResult {
+    pub sweep: openloop::Sweep,
+    /// The run at `hop_rate` with `hop_details_bytes` orders.
+    pub at_hop_rate: openloop::RatePoint,
+    /// Networked shapes: the hop during that run, per message.
     pub hop: Option<HopResult>,
 }
 
@@ -249,9 +347,15 @@ fn run(args: RunArgs) -> Result<()> {
         settings.mode,
         out.display()
     );
+    let tools = peers::Tools::find(&root);
 
-    let shapes = args.shapes.clone();
-    let needs_redis = shapes.iter().any(|s| *s != Shape::Composed);
+    let run_shapes = settings.has(Phase::Shapes) || settings.has(Phase::OpenLoop);
+    let shapes = if run_shapes {
+        args.shapes.clone()
+    } else {
+        Vec::new()
+    };
+    let needs_redis = settings.has(Phase::Peers) || shapes.iter().any(|s| *s != Shape::Composed);
     let needs_mqtt = shapes.contains(&Shape::Mqtt);
     let redis = needs_redis.then(procs::start_redis).transpose()?;
     let mosquitto = needs_mqtt
@@ -277,11 +381,38 @@ fn run(args: RunArgs) -> Result<()> {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
             .expect("valid template"),
     );
+    let say = |line: String| {
+        if pb.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            pb.println(line);
+        }
+    };
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
 
     let started = Instant::now();
+    let peer_runs = if settings.has(Phase::Peers) {
+        pb.set_message("hosts side by side");
+        let runs = run_peers(
+            &root,
+            &out,
+            &settings,
+            &tools,
+            redis_url.as_deref().context("Redis for the peers phase")?,
+            &redis_config,
+            &args.order_app,
+            &client_rt,
+        )?;
+        for r in &runs {
+            say(peer_line(r));
+        }
+        runs
+    } else {
+        Vec::new()
+    };
+
     let mut results = Vec::new();
     for &shape in &shapes {
         let r = run_shape(
@@ -296,37 +427,73 @@ fn run(args: RunArgs) -> Result<()> {
             &pb,
         )
         .with_context(|| format!("shape {shape}"))?;
-        let line = format!(
-            "{shape:>18}: accept p50 {:.0} µs, end-to-end p50 {:.0} µs, {:.0} orders/s at {} connections, lost {}",
-            r.accept.p50_us,
-            r.end_to_end.latency.p50_us,
-            r.throughput.orders_per_s,
-            r.throughput.concurrency,
-            r.throughput.lost + r.loss.lost + r.end_to_end.lost
-        );
-        if pb.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            pb.println(line);
+        if settings.has(Phase::Shapes) {
+            say(format!(
+                "{shape:>18}: accept p50 {:.0} µs, end-to-end p50 {:.0} µs, {:.0} orders/s at {} connections, lost {}",
+                r.accept.p50_us,
+                r.end_to_end.latency.p50_us,
+                r.throughput.orders_per_s,
+                r.throughput.concurrency,
+                r.throughput.lost + r.loss.lost + r.end_to_end.lost
+            ));
+        }
+        if let Some(o) = &r.open_loop {
+            let pts: Vec<String> = o
+                .sweep
+                .points
+                .iter()
+                .map(|p| format!("{:.0}/s p99 {:.0} µs", p.offered, p.latency.p99_us))
+                .collect();
+            say(format!("{shape:>18}: open loop {}", pts.join(", ")));
         }
         results.push(r);
     }
     drop(mosquitto);
     drop(redis);
 
-    pb.set_message("micro-benchmark of the composed hop");
-    let events_wasm = micro::compose(&root, "events-fulfil")?;
-    let fulfil_wasm = micro::compose(&root, "fulfil-only")?;
-    let mut micros = Vec::new();
-    for concurrency_support in [false, true] {
-        micros.push(client_rt.block_on(micro::run(
+    let (mut micros, mut micros_1k, mut direct) = (Vec::new(), Vec::new(), None);
+    if settings.has(Phase::Micro) {
+        pb.set_message("micro-benchmark of the composed hop");
+        let events_wasm = micro::compose(&root, "events-fulfil")?;
+        let fulfil_wasm = micro::compose(&root, "fulfil-only")?;
+        for concurrency_support in [false, true] {
+            micros.push(client_rt.block_on(micro::run(
+                &events_wasm,
+                &fulfil_wasm,
+                concurrency_support,
+                settings.micro_iterations,
+                micro::DETAILS,
+            ))?);
+        }
+        // Dapr's per-hop figures are for 1 KB payloads.
+        let kb = "x".repeat(settings.hop_details_bytes);
+        micros_1k.push(client_rt.block_on(micro::run(
             &events_wasm,
             &fulfil_wasm,
-            concurrency_support,
+            false,
             settings.micro_iterations,
+            &kb,
         ))?);
+        direct = Some(micro::direct(settings.micro_iterations)?);
     }
-    let direct = micro::direct(settings.micro_iterations)?;
+    let chains = if settings.has(Phase::Chains) {
+        pb.set_message("chains of pass-through components");
+        let composed = chains::compose_all(&root, &out)?;
+        let c = client_rt.block_on(chains::run(
+            &composed,
+            settings.chain_iterations,
+            settings.chain_pairs,
+        ))?;
+        for p in &c.points {
+            say(format!(
+                "chain N={:>2}: instantiate p50 {:.1} µs, call p50 {:.1} µs",
+                p.n, p.instantiate.p50_us, p.call.p50_us
+            ));
+        }
+        Some(c)
+    } else {
+        None
+    };
     pb.inc(1);
     pb.finish_and_clear();
 
@@ -336,19 +503,195 @@ fn run(args: RunArgs) -> Result<()> {
         settings,
         profile: args.profile.clone(),
         machine,
-        versions: report::versions(),
+        versions: report::versions(&root, &tools),
+        peers: peer_runs,
+        spin_before: report::spin_before(&root),
         shapes: results,
         micro: micros,
+        micro_1k: micros_1k,
         direct,
+        chains,
         seconds: started.elapsed().as_secs_f64(),
     };
     report.write(&out)?;
     eprintln!(
-        "nano-bench: wrote {}/report.md, results.json, latency.svg ({:.0} s)",
+        "nano-bench: wrote {}/report.md, results.json, latency.svg, open-loop.svg ({:.0} s)",
         out.display(),
         report.seconds
     );
     Ok(())
+}
+
+fn peer_line(r: &peers::PeerRun) -> String {
+    match (&r.one_connection, &r.loaded, &r.skipped) {
+        (Some(one), Some(l), _) => format!(
+            "{:>16} | {}: p50 {:.0} µs (1 conn.), {:.0} req/s at {} conn.",
+            r.host, r.workload, one.latency.p50_us, l.per_s, l.connections
+        ),
+        (_, _, Some(why)) => format!("{:>16} | {}: skipped: {why}", r.host, r.workload),
+        _ => format!("{:>16} | {}: no result", r.host, r.workload),
+    }
+}
+
+/// The runtime config that gives nanohost an in-memory `default` store.
+fn nanohost_memory_config(out: &Path) -> Result<PathBuf> {
+    let path = out.join("runtime-config.nanohost-memory.toml");
+    std::fs::write(&path, "[key_value_store.default]\ntype = \"spin\"\n")?;
+    Ok(path)
+}
+
+/// Spin's in-memory SQLite store: `type = "spin"` with no `path`.
+fn spin_memory_config(out: &Path) -> Result<PathBuf> {
+    let path = out.join("runtime-config.spin-memory.toml");
+    std::fs::write(&path, "[key_value_store.default]\ntype = \"spin\"\n")?;
+    Ok(path)
+}
+
+/// nanohost beside `wasmtime serve` and real Spin, one server at a time.
+fn run_peers(
+    root: &Path,
+    out: &Path,
+    s: &Settings,
+    tools: &peers::Tools,
+    redis_url: &str,
+    redis_config: &Path,
+    order_app: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Vec<peers::PeerRun>> {
+    use peers::{drive, skipped, Work};
+    let ps = &s.peers;
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut runs = Vec::new();
+
+    let trivial = "trivial component (spin-sdk 5.2, GET /)";
+    let hello = root.join("target/wasm32-wasip2/release/bench_hello.wasm");
+    if !hello.exists() {
+        let why = format!(
+            "{} is not built (cargo xtask bench builds it)",
+            hello.display()
+        );
+        runs.push(skipped("nanohost", trivial, why.clone()));
+        runs.push(skipped("wasmtime serve", trivial, why));
+    } else {
+        let port = procs::free_port()?;
+        let manifest = PathBuf::from("bench/fixtures/hello/spin.toml");
+        let h = procs::Harness::start(
+            &[(manifest.clone(), Some(port))],
+            None,
+            &[],
+            &out.join("host-peer-hello.log"),
+            root,
+        )?;
+        runs.push(drive(
+            rt,
+            "nanohost",
+            trivial,
+            format!("nanohost up --manifest {}", manifest.display()),
+            addr(port),
+            Work::Hello,
+            ps,
+        ));
+        h.stop();
+        match &tools.wasmtime {
+            Ok(bin) => {
+                let port = procs::free_port()?;
+                let cmd = peers::wasmtime_serve(bin, &hello, port);
+                let line = peers::describe(&cmd, root);
+                match procs::start_server(
+                    cmd,
+                    port,
+                    "wasmtime serve",
+                    &out.join("wasmtime-serve.log"),
+                ) {
+                    Ok(server) => {
+                        runs.push(drive(
+                            rt,
+                            "wasmtime serve",
+                            trivial,
+                            line,
+                            addr(port),
+                            Work::Hello,
+                            ps,
+                        ));
+                        drop(server);
+                    }
+                    Err(e) => runs.push(skipped(
+                        "wasmtime serve",
+                        trivial,
+                        format!("did not start: {e:#}"),
+                    )),
+                }
+            }
+            Err(why) => runs.push(skipped("wasmtime serve", trivial, why.clone())),
+        }
+    }
+
+    let manifest = root.join(order_app);
+    let stores = [
+        (
+            "order app (POST /order), in-memory store",
+            nanohost_memory_config(out)?,
+            spin_memory_config(out)?,
+        ),
+        (
+            "order app (POST /order), store in Redis",
+            redis_config.to_path_buf(),
+            redis_config.to_path_buf(),
+        ),
+    ];
+    let _ = redis_url;
+    for (workload, nano_config, spin_config) in stores {
+        let port = procs::free_port()?;
+        let h = procs::Harness::start(
+            &[(manifest.clone(), Some(port))],
+            Some(&nano_config),
+            &[],
+            &out.join("host-peer-order-app.log"),
+            root,
+        )?;
+        runs.push(drive(
+            rt,
+            "nanohost",
+            workload,
+            format!(
+                "nanohost up --manifest {} --runtime-config {}",
+                order_app.display(),
+                nano_config
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            ),
+            addr(port),
+            Work::Place,
+            ps,
+        ));
+        h.stop();
+        match &tools.spin {
+            Ok(bin) => {
+                let port = procs::free_port()?;
+                let state = out.join("spin-state");
+                let cmd = peers::spin_up(bin, &manifest, port, &spin_config, &state);
+                let line = peers::describe(&cmd, root);
+                match procs::start_server(cmd, port, "spin up", &out.join("spin.log")) {
+                    Ok(server) => {
+                        runs.push(drive(
+                            rt,
+                            "spin",
+                            workload,
+                            line,
+                            addr(port),
+                            Work::Place,
+                            ps,
+                        ));
+                        drop(server);
+                    }
+                    Err(e) => runs.push(skipped("spin", workload, format!("did not start: {e:#}"))),
+                }
+            }
+            Err(why) => runs.push(skipped("spin", workload, why.clone())),
+        }
+    }
+    Ok(runs)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,9 +766,13 @@ fn run_shape(
     let mut harness = procs::Harness::start(&apps, config, &env, &log, root)?;
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();
 
+    let closed = s.has(Phase::Shapes);
     let result = rt.block_on(async {
         pb.set_message(format!("{shape}: warming up"));
         load::warm_up(addr, s.warm_up, s.concurrency, pb).await?;
+        if !closed {
+            return anyhow::Ok(Default::default());
+        }
         pb.set_message(format!("{shape}: accept latency, 1 connection"));
         let accept = load::accept(addr, s.sequential, pb).await?;
         pb.set_message(format!("{shape}: end-to-end latency, 1 client"));
@@ -445,9 +792,39 @@ fn run_shape(
         anyhow::Ok((accept, end_to_end, hops, throughput, loss))
     });
     let (accept, end_to_end, hops, throughput, loss) = result?;
+    let open_loop = if s.has(Phase::OpenLoop) {
+        pb.set_message(format!("{shape}: open loop"));
+        let sweep = rt.block_on(openloop::sweep(
+            addr,
+            &s.open_rates,
+            s.open_seconds,
+            s.open_connections,
+            s.open_details_bytes,
+        ))?;
+        pb.set_message(format!(
+            "{shape}: open loop at {:.0}/s, {} B orders, hop timed",
+            s.hop_rate, s.hop_details_bytes
+        ));
+        harness.command("hop-on")?;
+        let at_hop_rate = rt.block_on(openloop::run_rate(
+            addr,
+            s.hop_rate,
+            s.open_seconds.max(1.0).min(5.0),
+            s.open_connections,
+            s.hop_details_bytes,
+        ))?;
+        let hops = harness.command("hop-off")?;
+        Some(OpenLoopResult {
+            sweep,
+            at_hop_rate,
+            hop: shape.networked().then(|| hop_result(&hops)),
+        })
+    } else {
+        None
+    };
     harness.stop();
 
-    let hop = shape.networked().then(|| hop_result(&hops));
+    let hop = (closed && shape.networked()).then(|| hop_result(&hops));
     Ok(ShapeResult {
         shape,
         description: description.to_string(),
@@ -456,6 +833,7 @@ fn run_shape(
         throughput,
         loss,
         hop,
+        open_loop,
     })
 }
 

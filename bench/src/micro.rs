@@ -13,7 +13,7 @@
 //! adds. A direct Rust call of the same rule (`fulfilment::fulfil` on `order_domain::
 //! MemoryStore`) shows the floor without any component model.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,7 +25,7 @@ use wasmtime::{Engine, Store};
 
 use nanohost::allowed_hosts::AllowedHosts;
 use nanohost::expressions::Resolver;
-use nanohost::key_value::{KvBackend, MemoryStore};
+use nanohost::key_value::{KeyValueApp, StoreConfig};
 use nanohost::state::{ComponentCtx, HostState, Shared};
 
 use crate::load::{histogram, summarize, Summary};
@@ -58,11 +58,16 @@ mod fulfil_app {
     });
 }
 
+/// The order's details in the default run.
+pub const DETAILS: &str = "2 x espresso";
+
 pub const ORDER_ID: &str = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
 
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Micro {
     pub concurrency_support: bool,
+    /// Bytes of the order's details.
+    pub details_bytes: usize,
     pub iterations: u64,
     /// (a) `events.order-placed` through events-local into fulfilment.
     pub order_placed: Summary,
@@ -80,7 +85,7 @@ pub struct Direct {
 }
 
 /// The engine nanohost uses (`nanohost::engine::config`), with `concurrency_support` as asked.
-fn engine(concurrency_support: bool) -> Result<Engine> {
+pub(crate) fn engine(concurrency_support: bool) -> Result<Engine> {
     let limits = nanohost::Limits {
         max_instances: 16,
         ..nanohost::Limits::default()
@@ -90,25 +95,29 @@ fn engine(concurrency_support: bool) -> Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
-/// A store with an embedded key-value store labelled `default`, as `spin.toml` gives it.
-fn store(engine: &Engine) -> Result<Store<HostState>> {
+/// What a component of `spin.toml` gets: an in-memory (SQLite) key-value store labelled
+/// `default`. Made once and shared by the stores that should see the same data.
+pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
     let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
-    let ctx = Arc::new(ComponentCtx {
+    let configs = BTreeMap::from([("default".to_string(), StoreConfig::Spin { path: None })]);
+    let labels = ["default".to_string()];
+    let kv = KeyValueApp::new(&configs, labels.clone())?;
+    Ok(Arc::new(ComponentCtx {
         id: "bench".into(),
         allowed_hosts: AllowedHosts::parse(&[], &resolver)?,
-        kv_stores: HashMap::from([(
-            "default".to_string(),
-            KvBackend::Memory(Arc::new(MemoryStore::default())),
-        )]),
-        kv_known: HashSet::from(["default".to_string()]),
+        key_value: kv.component(&labels),
         variables: HashMap::new(),
         environment: Vec::new(),
         max_memory_bytes: 128 << 20,
         shared: Arc::new(Shared::default()),
-    });
-    let mut store = Store::new(engine, HostState::new(ctx));
+    }))
+}
+
+/// A new store (one per instance, as nanohost makes one per request) on `ctx`.
+pub(crate) fn store(engine: &Engine, ctx: &Arc<ComponentCtx>) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(ctx.clone()));
     store.set_epoch_deadline(u64::MAX / 2);
-    Ok(store)
+    store
 }
 
 /// Composes `bench/compositions/<name>.wac` with the `composition` crate.
@@ -123,18 +132,19 @@ pub async fn run(
     fulfil_wasm: &[u8],
     concurrency_support: bool,
     iterations: u64,
+    details: &str,
 ) -> Result<Micro> {
     let engine = engine(concurrency_support)?;
     let linker = nanohost::app::linker(&engine)?;
 
     // (a)
     let component = Component::new(&engine, events_wasm)?;
-    let mut store_a = store(&engine)?;
+    let mut store_a = store(&engine, &ctx()?);
     let app = events_app::EventsApp::instantiate_async(&mut store_a, &component, &linker).await?;
     use events_app::exports::nano::orders::types::{Order, OrderRecord, OrderStatus};
     let order = Order {
         id: ORDER_ID.into(),
-        details: "2 x espresso".into(),
+        details: details.into(),
         placed_at: 1,
         idempotency_key: None,
     };
@@ -169,13 +179,13 @@ pub async fn run(
 
     // (b)
     let component = Component::new(&engine, fulfil_wasm)?;
-    let mut store_b = store(&engine)?;
+    let mut store_b = store(&engine, &ctx()?);
     let app = fulfil_app::FulfilApp::instantiate_async(&mut store_b, &component, &linker).await?;
     use fulfil_app::exports::nano::orders::types as fstore;
     let record = fstore::OrderRecord {
         order: fstore::Order {
             id: ORDER_ID.into(),
-            details: "2 x espresso".into(),
+            details: details.into(),
             placed_at: 1,
             idempotency_key: None,
         },
@@ -203,6 +213,7 @@ pub async fn run(
     let (a, b) = (summarize(&ha), summarize(&hb));
     Ok(Micro {
         concurrency_support,
+        details_bytes: details.len(),
         iterations,
         hop_ns: (a.p50_us - b.p50_us) * 1000.0,
         order_placed: a,
@@ -218,7 +229,7 @@ pub fn direct(iterations: u64) -> Result<Direct> {
         .save(&OrderRecord {
             order: Order {
                 id: ORDER_ID.into(),
-                details: "2 x espresso".into(),
+                details: DETAILS.into(),
                 placed_at: 1,
                 idempotency_key: None,
             },

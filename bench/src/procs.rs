@@ -197,3 +197,35 @@ impl Drop for Harness {
         let _ = self.child.wait();
     }
 }
+
+/// A peer server (real Spin, `wasmtime serve`) run as its own process, its output in `log`.
+/// Waits until it accepts connections on `port`.
+pub fn start_server(mut cmd: Command, port: u16, what: &str, log: &Path) -> Result<Guard> {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    wait_until_accepting(port, &mut child, what)
+        .with_context(|| format!("see {} for its output", log.display()))?;
+    Ok(Guard { child, port })
+}
+
+/// A program found as the tests find it: the environment variable, then `PATH`, then the
+/// given fallback files. `None` when it is nowhere.
+pub fn find_tool(env: &str, name: &str, fallbacks: &[PathBuf]) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| fallbacks.iter().find(|p| p.is_file()).cloned())
+}

@@ -54,8 +54,9 @@ enum Cmd {
     },
     /// Build, then run every test: unit, composition, host, end to end, deploy checks.
     Test,
-    /// Build in release mode, then run the same load against every shape (composed, MQTT,
-    /// Redis, HTTP) and write bench/results/<UTC time>/{report.md,results.json,latency.svg}.
+    /// Build (native-release profile), then run the host peers, the same load against every
+    /// shape (composed, MQTT, Redis, HTTP), open-loop sweeps and the micro-benchmarks, and write
+    /// bench/results/<UTC time>/{report.md,results.json,*.svg}.
     Bench(BenchArgs),
 }
 
@@ -151,20 +152,36 @@ fn build(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The benchmark's own wasm fixtures (bench/fixtures), built like the components.
+const BENCH_WASM_CRATES: &[&str] = &["bench-hello", "bench-chain-pass", "bench-chain-handler"];
+
+/// The `wasmtime serve` the benchmark compares nanohost with: the wasmtime nanohost embeds.
+const WASMTIME_CLI: &str = "wasmtime-cli@48.0.8";
+
 /// Builds `nano-bench` (which links the nanohost library: the harness that runs the apps is
-/// nanohost's `RunningHost`) and runs it. Release mode, except for `--smoke`.
+/// nanohost's `RunningHost`) and its fixtures, and runs it. `native-release` profile (optimised
+/// for speed, unlike the size-optimised wasm `release`), except for `--smoke` (debug).
 fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
     if build_wasm {
         build(root)?;
     }
     let smoke = args.has("--smoke");
     let debug = smoke || args.has("--help") || args.has("-h");
+    let mut fixtures = cargo(root);
+    fixtures.args(["build", "--release", "--target", "wasm32-wasip2"]);
+    for krate in BENCH_WASM_CRATES {
+        fixtures.args(["-p", krate]);
+    }
+    run(&mut fixtures)?;
+    if !debug {
+        ensure_wasmtime_cli();
+    }
     let mut cmd = cargo(root);
     cmd.args(["build", "-p", "nano-bench"]);
-    let profile = if debug { "debug" } else { "release" };
+    let profile = if debug { "debug" } else { "native-release" };
     if !debug {
-        eprintln!("building nano-bench in release mode (the first time takes several minutes)");
-        cmd.arg("--release");
+        eprintln!("building nano-bench with the native-release profile (the first time takes several minutes)");
+        cmd.args(["--profile", profile]);
     }
     run(&mut cmd)?;
 
@@ -182,6 +199,29 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
     bench.args(&args.args);
     bench.arg("--command-line").arg(line.join(" "));
     run(&mut bench)
+}
+
+/// Installs `wasmtime` (the CLI, for `wasmtime serve`) when none is found; if that fails the
+/// benchmark skips that peer and says why.
+fn ensure_wasmtime_cli() {
+    let found = std::env::var_os("WASMTIME_BIN").is_some()
+        || Command::new("wasmtime")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        || std::env::var_os("HOME")
+            .map(|h| Path::new(&h).join(".cargo/bin/wasmtime").is_file())
+            .unwrap_or(false);
+    if found {
+        return;
+    }
+    eprintln!("installing {WASMTIME_CLI} for `wasmtime serve` (about 10-20 minutes, once)");
+    let status = Command::new("nice")
+        .args(["-n", "19", "cargo", "install", "--locked", WASMTIME_CLI])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        eprintln!("could not install {WASMTIME_CLI}: the benchmark skips `wasmtime serve`");
+    }
 }
 
 /// Runs the shape's apps on nanohost until Ctrl-C. A networked shape is two apps, so two hosts.
