@@ -1,41 +1,37 @@
-//! HTTP route matching as Spin does it.
+//! HTTP route matching as Spin 3.6.3 does it (its `spin-http-routes` crate): the same
+//! `routefinder` router, fed the same way, so precedence is routefinder's (segment by segment from
+//! the left, a literal beats `:param` beats a trailing wildcard) rather than a rule of our own.
 //!
-//! A route is an exact path (`/order`), a path with named segments (`/order/:id`), or either
-//! followed by a trailing wildcard (`/order/...`, `/...`). The most specific route wins: one
-//! without a wildcard beats one with; then more literal segments beat fewer; then more segments
-//! beat fewer. A trailing `/` on the request path is ignored.
+//! A route is a path with optional `:name` segments and an optional trailing `/...` (or `/*`).
+//! Spin's test table is ported as data in `routes/spin_cases.toml`.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use routefinder::{RouteSpec, Segment};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-}
+use crate::manifest::{HttpRoute, PrivateRoute};
 
-#[derive(Debug, Clone)]
-struct Route<T> {
-    raw: String,
-    segments: Vec<Segment>,
-    wildcard: bool,
-    target: T,
-}
+/// Paths Spin's HTTP trigger answers itself before routing (`health`, `info`), so a route under
+/// them is never reached.
+pub const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
 
 /// The outcome of routing a request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch<'a, T> {
     pub target: &'a T,
-    /// The route as written in the manifest, e.g. `/order/...` (`spin-raw-component-route`,
-    /// and `spin-matched-route` since the base path is always `/`).
+    /// The route as written in the manifest (`spin-raw-component-route`).
     pub raw_route: &'a str,
-    /// The part of the path matched by a trailing wildcard, with its leading `/`, or empty.
+    /// The route as Spin routes it (`spin-matched-route`): made absolute, one trailing `/`
+    /// removed, so `/` is the empty string.
+    pub matched_route: &'a str,
+    /// The part of the path under a trailing wildcard, with its leading `/`, and with the
+    /// request's trailing `/` if it had one; empty for an exact route.
     pub path_info: String,
-    /// Named segments, in order.
+    /// Named segments, in route order.
     pub params: Vec<(&'a str, String)>,
 }
 
 impl<T> RouteMatch<'_, T> {
-    /// `spin-component-route`: the route without its trailing `/...`.
+    /// `spin-component-route`: the raw route without its trailing `/...`.
     pub fn component_route(&self) -> &str {
         self.raw_route
             .strip_suffix("/...")
@@ -43,178 +39,181 @@ impl<T> RouteMatch<'_, T> {
     }
 }
 
-/// Checks a route string from the manifest.
-pub fn validate_route(route: &str) -> Result<()> {
-    parse(route).map(|_| ())
+/// The header Spin passes a named segment in: `:order_id` → `spin-path-match-order-id` (Spin
+/// builds `SPIN_PATH_MATCH_ORDER_ID` and turns it into a header name with `_` → `-`).
+pub fn param_header(name: &str) -> String {
+    format!(
+        "spin-path-match-{}",
+        name.to_ascii_lowercase().replace('_', "-")
+    )
 }
 
-fn parse(route: &str) -> Result<(Vec<Segment>, bool)> {
-    if !route.starts_with('/') {
-        bail!("route {route:?} must start with `/`");
+/// The path a `[[trigger.http]]` route is served on: `None` for `{ private = true }`, which only
+/// service chaining reaches.
+pub fn routable(route: &HttpRoute) -> Result<Option<&str>> {
+    match route {
+        HttpRoute::Path(p) => Ok(Some(p)),
+        HttpRoute::Private(PrivateRoute { private: true }) => Ok(None),
+        HttpRoute::Private(_) => {
+            bail!("route must be a string pattern or '{{ private = true }}'")
+        }
     }
-    let trimmed = route.trim_end_matches('/');
-    let (body, wildcard) = match trimmed.strip_suffix("/...") {
-        Some(b) => (b, true),
-        None if trimmed == "..." => ("", true),
-        None => (trimmed, false),
+}
+
+/// Checks a route string from the manifest: what Spin accepts, less a wildcard before the end,
+/// which routefinder accepts and then panics on at the first request.
+pub fn validate_route(route: &str) -> Result<()> {
+    parse(&based(route)).map(|_| ())
+}
+
+/// Spin's `sanitize_with_base("/", route)`.
+fn based(route: &str) -> String {
+    let absolute = if route.starts_with('/') {
+        route.to_string()
+    } else {
+        format!("/{route}")
     };
-    let mut segments = Vec::new();
-    for seg in body.split('/').skip(1) {
-        if seg.is_empty() {
-            bail!("route {route:?} has an empty segment");
-        }
-        if seg == "..." {
-            bail!("route {route:?}: `...` is only allowed at the end");
-        }
-        match seg.strip_prefix(':') {
-            Some("") => bail!("route {route:?} has a `:` segment with no name"),
-            Some(name) => segments.push(Segment::Param(name.to_string())),
-            None => segments.push(Segment::Literal(seg.to_string())),
+    match absolute.strip_suffix('/') {
+        Some(s) => s.to_string(),
+        None => absolute,
+    }
+}
+
+/// Spin's `Router::parse_route`: the routefinder spec and whether it ends in a wildcard.
+fn parse(based: &str) -> Result<(RouteSpec, bool)> {
+    let (spec, wildcard) = if let Some(prefix) = based.strip_suffix("/...") {
+        (format!("{prefix}/*"), true)
+    } else {
+        (based.to_string(), based.ends_with("/*"))
+    };
+    let spec = RouteSpec::try_from(spec.as_str())
+        .map_err(|e| anyhow!("error parsing route {based:?}: {e}"))?;
+    let segments = spec.segments();
+    if let Some(i) = segments.iter().position(|s| matches!(s, Segment::Wildcard)) {
+        if i + 1 != segments.len() {
+            bail!("route {based:?}: a wildcard is only allowed at the end");
         }
     }
-    Ok((segments, wildcard))
+    Ok((spec, wildcard))
+}
+
+#[derive(Debug)]
+struct Handler<T> {
+    target: T,
+    raw_route: String,
+    matched_route: String,
+    wildcard: bool,
 }
 
 /// A table of routes, searched per request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Router<T> {
-    routes: Vec<Route<T>>,
+    router: routefinder::Router<Handler<T>>,
+    duplicates: Vec<String>,
 }
 
 impl<T> Router<T> {
-    /// Builds a router. A route that appears twice is an error (Spin warns and ignores the
-    /// second; an error is kinder than a silently dead trigger).
+    /// Builds a router. A route written twice keeps its first place and its last target, and
+    /// the earlier one is never used: Spin warns about it and starts, and so does nanohost.
     pub fn new(routes: impl IntoIterator<Item = (String, T)>) -> Result<Router<T>> {
-        let mut out: Vec<Route<T>> = Vec::new();
+        let mut unique: Vec<(String, T)> = Vec::new();
+        let mut duplicates = Vec::new();
         for (raw, target) in routes {
-            let (segments, wildcard) = parse(&raw)?;
-            if out
-                .iter()
-                .any(|r| r.segments == segments && r.wildcard == wildcard)
-            {
-                bail!("route {raw:?} is defined twice");
+            match unique.iter_mut().find(|(r, _)| *r == raw) {
+                Some(slot) => {
+                    slot.1 = target;
+                    duplicates.push(raw);
+                }
+                None => unique.push((raw, target)),
             }
-            out.push(Route {
-                raw,
-                segments,
-                wildcard,
-                target,
-            });
         }
-        // Most specific first, so the first match wins.
-        out.sort_by_key(|r| {
-            let literals = r
-                .segments
-                .iter()
-                .filter(|s| matches!(s, Segment::Literal(_)))
-                .count();
-            (
-                r.wildcard,
-                usize::MAX - literals,
-                usize::MAX - r.segments.len(),
-            )
-        });
-        Ok(Router { routes: out })
+        for route in &duplicates {
+            tracing::warn!(
+                route = %route,
+                "this route is defined more than once; only its last [[trigger.http]] is used"
+            );
+        }
+        let mut router = routefinder::Router::new();
+        let mut reserved = false;
+        for (raw, target) in unique {
+            let matched_route = based(&raw);
+            let (spec, wildcard) = parse(&matched_route)?;
+            reserved |= matched_route.starts_with(WELL_KNOWN_PREFIX);
+            router
+                .add(
+                    spec,
+                    Handler {
+                        target,
+                        raw_route: raw,
+                        matched_route,
+                        wildcard,
+                    },
+                )
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        if reserved {
+            tracing::warn!("routes under {WELL_KNOWN_PREFIX} are answered by the host and never reach a component");
+        }
+        Ok(Router { router, duplicates })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.router.is_empty()
+    }
+
+    /// The routes that are defined more than once (each repeat once).
+    pub fn duplicates(&self) -> &[String] {
+        &self.duplicates
+    }
+
+    /// Whether a route lies under [`WELL_KNOWN_PREFIX`].
+    pub fn contains_reserved_route(&self) -> bool {
+        self.router
+            .iter()
+            .any(|(_, h)| h.matched_route.starts_with(WELL_KNOWN_PREFIX))
+    }
+
+    /// The routes as written, most specific first (the order they are tried in).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.router
+            .iter()
+            .map(|(_, h)| (h.raw_route.as_str(), &h.target))
     }
 
     pub fn route(&self, path: &str) -> Option<RouteMatch<'_, T>> {
-        let path = path.trim_end_matches('/');
-        'routes: for r in &self.routes {
-            let mut rest = path;
-            let mut params = Vec::new();
-            for seg in &r.segments {
-                let Some(after) = rest.strip_prefix('/') else {
-                    continue 'routes;
-                };
-                let (this, tail) = after.split_at(after.find('/').unwrap_or(after.len()));
-                match seg {
-                    Segment::Literal(l) if l == this => {}
-                    Segment::Param(name) if !this.is_empty() => {
-                        params.push((name.as_str(), this.to_string()))
-                    }
-                    _ => continue 'routes,
-                }
-                rest = tail;
-            }
-            if !rest.is_empty() && !r.wildcard {
-                continue;
-            }
-            return Some(RouteMatch {
-                target: &r.target,
-                raw_route: &r.raw,
-                path_info: rest.to_string(),
-                params,
-            });
+        if path.starts_with(WELL_KNOWN_PREFIX) {
+            return None;
         }
-        None
+        let m = self.router.best_match(path)?;
+        let handler = m.handler();
+        let captures = m.captures();
+        let names = m.route().segments().iter().filter_map(|s| match s {
+            Segment::Param(name) => Some(&**name),
+            _ => None,
+        });
+        let params = names
+            .zip(captures.params())
+            .map(|(name, c)| (name, c.value().to_string()))
+            .collect();
+        // routefinder ignores a trailing `/`; Spin keeps it in the path info.
+        let path_info = match (handler.wildcard, captures.wildcard()) {
+            (true, Some(rest)) => match (rest.is_empty(), path.ends_with('/')) {
+                (true, false) => String::new(),
+                (true, true) => "/".to_string(),
+                (false, false) => format!("/{rest}"),
+                (false, true) => format!("/{rest}/"),
+            },
+            _ => String::new(),
+        };
+        Some(RouteMatch {
+            target: &handler.target,
+            raw_route: &handler.raw_route,
+            matched_route: &handler.matched_route,
+            path_info,
+            params,
+        })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn router(routes: &[&str]) -> Router<String> {
-        Router::new(routes.iter().map(|r| (r.to_string(), r.to_string()))).unwrap()
-    }
-
-    #[test]
-    fn exact_beats_wildcard_and_longest_prefix_wins() {
-        let r = router(&["/...", "/order/...", "/order", "/order/special"]);
-        assert_eq!(r.route("/order").unwrap().target, "/order");
-        assert_eq!(r.route("/order/").unwrap().target, "/order");
-        assert_eq!(r.route("/order/special").unwrap().target, "/order/special");
-        let m = r.route("/order/123").unwrap();
-        assert_eq!(m.target, "/order/...");
-        assert_eq!(m.path_info, "/123");
-        assert_eq!(m.component_route(), "/order");
-        let m = r.route("/other/x").unwrap();
-        assert_eq!(m.target, "/...");
-        assert_eq!(m.path_info, "/other/x");
-        assert_eq!(m.component_route(), "");
-        assert_eq!(r.route("/").unwrap().target, "/...");
-    }
-
-    #[test]
-    fn wildcard_matches_its_own_prefix_with_empty_path_info() {
-        let r = router(&["/api/..."]);
-        let m = r.route("/api").unwrap();
-        assert_eq!(m.path_info, "");
-        assert_eq!(m.raw_route, "/api/...");
-        assert!(r.route("/apix").is_none());
-        assert!(r.route("/").is_none());
-    }
-
-    #[test]
-    fn exact_routes_do_not_match_longer_paths() {
-        let r = router(&["/order", "/"]);
-        assert!(r.route("/order/1").is_none());
-        assert_eq!(r.route("/").unwrap().target, "/");
-        assert!(r.route("/x").is_none());
-    }
-
-    #[test]
-    fn named_segments() {
-        let r = router(&["/order/:id", "/order/latest", "/user/:uid/..."]);
-        assert_eq!(r.route("/order/latest").unwrap().target, "/order/latest");
-        let m = r.route("/order/42").unwrap();
-        assert_eq!(m.params, vec![("id", "42".to_string())]);
-        let m = r.route("/user/7/a/b").unwrap();
-        assert_eq!(m.params, vec![("uid", "7".to_string())]);
-        assert_eq!(m.path_info, "/a/b");
-        assert_eq!(m.component_route(), "/user/:uid");
-    }
-
-    #[test]
-    fn bad_routes_are_rejected() {
-        assert!(validate_route("order").is_err());
-        assert!(validate_route("/a//b").is_err());
-        assert!(validate_route("/a/.../b").is_err());
-        assert!(validate_route("/a/:").is_err());
-        assert!(Router::new(vec![("/a".to_string(), 1), ("/a/".to_string(), 2)]).is_err());
-    }
-}
+mod tests;

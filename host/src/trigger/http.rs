@@ -19,7 +19,6 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::app::App;
-use crate::manifest::HttpRoute;
 use crate::routes::Router;
 use crate::state::{ComponentCtx, HostState};
 
@@ -90,8 +89,8 @@ impl HttpTrigger {
                     handlers.len() - 1
                 }
             };
-            if let HttpRoute::Path(p) = &t.route {
-                routes.push((p.clone(), idx));
+            if let Some(p) = crate::routes::routable(&t.route)? {
+                routes.push((p.to_string(), idx));
             }
         }
         if handlers.is_empty() {
@@ -395,13 +394,13 @@ fn set_spin_headers(
     };
     set("spin-full-url", &full_url);
     set("spin-path-info", &m.path_info);
-    set("spin-matched-route", m.raw_route);
+    set("spin-matched-route", m.matched_route);
     set("spin-base-path", "/");
     set("spin-raw-component-route", m.raw_route);
     set("spin-component-route", m.component_route());
     set("spin-client-addr", &client.to_string());
     for (name, value) in &m.params {
-        let header = format!("spin-path-match-{}", name.to_ascii_lowercase());
+        let header = crate::routes::param_header(name);
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(header), HeaderValue::from_str(value)) {
             headers.insert(n, v);
         }
