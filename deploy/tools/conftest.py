@@ -4,8 +4,6 @@ The tree under test is $DEPLOY_ROOT (the repository root by default), so the tes
 of the tree can run this suite on the copy. The nanohost binary is $NANOHOST (default
 target/debug/nanohost; deploy/check.sh builds it).
 """
-from __future__ import annotations
-
 import functools
 import json
 import os

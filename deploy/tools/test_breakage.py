@@ -1,6 +1,4 @@
-"""The checks can fail: break a copy of the tree and run test_manifests.py on it."""
-from __future__ import annotations
-
+"""The checks can fail: break a copy of the tree, run test_manifests.py on it, see the right cases fail."""
 import os
 import re
 import shutil
@@ -10,92 +8,71 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, DEPLOY, NANOHOST, ROOT
+from conftest import APPS, DEPLOY, NANOHOST, ROOT, SHAPE_DIRS
 
-HERE = Path(__file__).resolve().parent
+MQTT_APP = next(a["manifest"] for a in APPS if a["shape"] == "mqtt" and a["http"] == "yes")
+MQTT_WORKER = next(a["manifest"] for a in APPS if a["shape"] == "mqtt" and a["http"] == "no")
+# id: (file, text to replace or None to rename the file away, replacement, `-k` selection, cases that must fail)
+BREAKS = {
+    "spin-manifest-renamed": (MQTT_WORKER, None, None, "spin or stage", {
+        f"test_spin_manifest_fits_apps_tsv[{MQTT_WORKER}]",
+        f"test_stage_rewrites_sources_into_target_composed[{MQTT_WORKER}]",
+        f"test_spin_app_in_cluster[k8s/overlays/mqtt:{MQTT_WORKER}]",
+        f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_WORKER}]"}),
+    "k8s-manifest-renamed": ("deploy/k8s/overlays/redis/fulfilment-redis.yaml", None, None, "renders or images", {
+        "test_renders[k8s/overlays/redis]", "test_images_of_shape[k8s/overlays/redis]"}),
+    "spinapp-without-image": ("deploy/spinkube/mqtt/spinapps.yaml", "  image: ", "  # image: ", "crds", {
+        "test_spinkube_objects_match_operator_crds[spinkube/mqtt]"}),
+    "spinapp-unknown-field": ("deploy/spinkube/redis/spinapps.yaml", "  replicas:", "  replica:", "crds", {
+        "test_spinkube_objects_match_operator_crds[spinkube/redis]"}),
+    "deployment-without-selector": ("deploy/k8s/overlays/composed/order-app.yaml", "  selector:", "  selector_:",
+                                    "kubernetes_schema", {"test_core_objects_match_kubernetes_schema[k8s/overlays/composed]"}),
+    "host-not-allowed": (MQTT_APP, 'allowed_outbound_hosts = ["{{ mqtt_address }}"]',
+                         'allowed_outbound_hosts = ["mqtt://mosquitto.elsewhere:1883"]', "in_cluster", {
+                             f"test_spin_app_in_cluster[k8s/overlays/mqtt:{MQTT_APP}]",
+                             f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_APP}]"}),
+    "variable-not-set": ("deploy/spinkube/redis/spinapps.yaml", "- name: redis_address", "- name: redis_addr",
+                         "in_cluster or admission", {
+                             f"test_spin_app_in_cluster[spinkube/redis:{a['manifest']}]"
+                             for a in APPS if a["shape"] == "redis"}),
+    "wrong-service-port": ("deploy/k8s/base/redis.yaml", "port: 6379", "port: 6380", "addresses", {
+        f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
+}
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
-    """A copy of deploy/ and of the Spin manifests deploy/apps.tsv names, and a runner of the suite on it."""
-    pristine = tmp_path_factory.mktemp("pristine")
-    shutil.copytree(DEPLOY, pristine / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+def pristine(tmp_path_factory):
+    """A copy of deploy/ and of the Spin manifests deploy/apps.tsv names."""
+    root = tmp_path_factory.mktemp("pristine")
+    shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     for a in APPS:
-        (pristine / a["manifest"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / a["manifest"], pristine / a["manifest"])
-
-    def run(root: Path, select: str = "") -> tuple[int, set[str]]:
-        env = {**os.environ, "DEPLOY_ROOT": str(root), "NANOHOST": str(NANOHOST)}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
-                               str(HERE / "test_manifests.py"), *(["-k", select] if select else [])],
-                              capture_output=True, text=True, env=env, cwd=root, timeout=300)
-        return proc.returncode, set(re.findall(r"^FAILED \S+::(\S+)", proc.stdout, re.MULTILINE))
-
-    return pristine, run
+        (root / a["manifest"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / a["manifest"], root / a["manifest"])
+    return root
 
 
-@pytest.fixture
-def copy(tree, tmp_path):
-    pristine, run = tree
-    shutil.copytree(pristine, tmp_path / "repo")
-    return tmp_path / "repo", run
+def failures(root: Path, select: str = "") -> tuple[int, set[str]]:
+    env = {**os.environ, "DEPLOY_ROOT": str(root), "NANOHOST": str(NANOHOST)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
+                           str(Path(__file__).parent / "test_manifests.py"), *(["-k", select] if select else [])],
+                          capture_output=True, text=True, env=env, cwd=root, timeout=300)
+    return proc.returncode, set(re.findall(r"^FAILED \S+::(\S+)", proc.stdout, re.MULTILINE))
 
 
-def test_the_copy_passes(tree):
-    pristine, run = tree
-    assert run(pristine) == (0, set())
+def test_the_copy_passes(pristine):
+    assert failures(pristine) == (0, set())
 
 
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{path} no longer contains {old!r}: update this test"
-    path.write_text(text.replace(old, new, 1))
-
-
-def test_a_renamed_spin_manifest_fails(copy):
-    root, run = copy
-    app = next(a for a in APPS if a["shape"] == "mqtt" and a["http"] == "no")
-    (root / app["manifest"]).rename(root / (app["manifest"] + ".old"))
-    code, failed = run(root, "spin or stage")
-    assert code != 0
-    assert {f"test_spin_manifest_fits_apps_tsv[{app['manifest']}]",
-            f"test_stage_rewrites_sources_into_target_composed[{app['manifest']}]",
-            f"test_spin_app_in_cluster[spinkube/mqtt:{app['manifest']}]"} <= failed, failed
-
-
-def test_a_renamed_kubernetes_manifest_fails(copy):
-    root, run = copy
-    (root / "deploy/k8s/overlays/redis/fulfilment-redis.yaml").rename(root / "deploy/k8s/overlays/redis/x.yml")
-    code, failed = run(root, "renders or images")
-    assert code != 0 and {"test_renders[k8s/overlays/redis]", "test_images_of_shape[k8s/overlays/redis]"} <= failed
-
-
-def test_a_spinapp_without_its_image_fails_the_crd_schema(copy):
-    root, run = copy
-    edit(root / "deploy/spinkube/mqtt/spinapps.yaml", "  image: ", "  # image: ")
-    code, failed = run(root, "crds")
-    assert code != 0 and failed == {"test_spinkube_objects_match_operator_crds[spinkube/mqtt]"}
-
-
-def test_an_unknown_spinapp_field_fails_the_crd_schema(copy):
-    root, run = copy
-    edit(root / "deploy/spinkube/redis/spinapps.yaml", "  replicas:", "  replica:")
-    code, failed = run(root, "crds")
-    assert code != 0 and failed == {"test_spinkube_objects_match_operator_crds[spinkube/redis]"}
-
-
-def test_a_deployment_without_its_selector_fails_the_kubernetes_schema(copy):
-    root, run = copy
-    edit(root / "deploy/k8s/overlays/composed/order-app.yaml", "  selector:", "  selector_:")
-    code, failed = run(root, "kubernetes_schema")
-    assert code != 0 and failed == {"test_core_objects_match_kubernetes_schema[k8s/overlays/composed]"}
-
-
-def test_an_address_outside_the_allowed_hosts_fails(copy):
-    root, run = copy
-    app = next(a for a in APPS if a["shape"] == "mqtt" and a["http"] == "yes")
-    edit(root / app["manifest"], 'allowed_outbound_hosts = ["{{ mqtt_address }}"]',
-         'allowed_outbound_hosts = ["mqtt://mosquitto.elsewhere:1883"]')
-    code, failed = run(root, "in_cluster")
-    assert code != 0 and failed == {f"test_spin_app_in_cluster[{d}:{app['manifest']}]"
-                                    for d in ("k8s/overlays/mqtt", "spinkube/mqtt")}
+@pytest.mark.parametrize("name", BREAKS)
+def test_a_break_fails_its_cases(name, pristine, tmp_path):
+    path, old, new, select, expected = BREAKS[name]
+    root = tmp_path / "repo"
+    shutil.copytree(pristine, root)
+    if old is None:
+        (root / path).rename(root / (path + ".old"))
+    else:
+        text = (root / path).read_text()
+        assert old in text, f"{path} no longer contains {old!r}: update this case"
+        (root / path).write_text(text.replace(old, new))
+    code, failed = failures(root, select)
+    assert code != 0 and failed == expected

@@ -1,11 +1,10 @@
 """What the kustomizations render and how it fits the Spin apps, one case per (file, check)."""
-from __future__ import annotations
-
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -18,27 +17,28 @@ sys.path.insert(0, str(DEPLOY / "oci"))
 import stage  # noqa: E402
 
 K8S_VERSION = "1.35.0"  # the k3d node image runs k3s v1.35.2
-CRDS = Path(__file__).resolve().parent / "crds"
 SPINKUBE_API = "core.spinkube.dev/v1alpha1"
 CLUSTER_SCOPED = {"Namespace", "RuntimeClass", "ClusterRole", "ClusterRoleBinding", "IngressClass", "StorageClass"}
-PUBLIC_IMAGES = {"redis:7.4-alpine", "eclipse-mosquitto:2.0.21"}
 DEFAULT_PORTS = {"mqtt": 1883, "redis": 6379, "http": 80, "https": 443}
-URL = re.compile(r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>[^:/?#]+)(:(?P<port>\d+))?")
 LOOPBACK = re.compile(r"//(127\.|localhost\b)")
 SPIN_VARIABLE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SPINKUBE_DIRS = [d for d in KUSTOMIZATIONS if d.startswith("spinkube/")]
+CLUSTER_APPS = [(d, a) for a in APPS for s, d in SHAPE_DIRS if s == a["shape"]]
 
 
 def of_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
-def deployments(objects: list[dict]):
+def pods(objects: list[dict]) -> list[tuple[dict, dict, dict]]:
     """(Deployment, pod spec, pod labels) of every Deployment."""
-    for o in of_kind(objects, "Deployment").values():
-        template = o["spec"]["template"]
-        yield o, template["spec"], template.get("metadata", {}).get("labels", {})
+    return [(o, o["spec"]["template"]["spec"], o["spec"]["template"].get("metadata", {}).get("labels", {}))
+            for o in of_kind(objects, "Deployment").values()]
+
+
+def is_spin_pod(spec: dict) -> bool:
+    return any(c["image"].startswith(CONFIG["REGISTRY_NAME"]) for c in spec["containers"])
 
 
 def services(objects: list[dict]) -> dict[str, set[int]]:
@@ -48,44 +48,36 @@ def services(objects: list[dict]) -> dict[str, set[int]]:
 
 
 def runtime_config(objects: list[dict]) -> str:
-    secret = of_kind(objects, "Secret").get("spin-runtime-config")
-    assert secret, "no Secret spin-runtime-config"
-    text = (secret.get("stringData") or {}).get("runtime-config.toml")
-    assert text is not None, "Secret spin-runtime-config has no stringData key runtime-config.toml"
+    secret = of_kind(objects, "Secret").get("spin-runtime-config", {})
+    text = secret.get("stringData", {}).get("runtime-config.toml")
+    assert text is not None, "no Secret spin-runtime-config with stringData key runtime-config.toml"
     return text
 
 
 def k8s_variables(objects: list[dict], app: str) -> dict[str, str]:
     """The Spin variables Kubernetes gives `app`: SPIN_VARIABLE_* env or SpinApp spec.variables."""
-    found = {}
-    for o, spec, _ in deployments(objects):
-        if o["metadata"]["name"] == app:
-            for env in (e for c in spec["containers"] for e in c.get("env") or []):
-                if env["name"].startswith("SPIN_VARIABLE_"):
-                    found[env["name"][len("SPIN_VARIABLE_"):].lower()] = env.get("value", "")
-    spinapp = of_kind(objects, "SpinApp").get(app)
-    for var in spinapp["spec"].get("variables") or [] if spinapp else []:
-        found[var["name"]] = var.get("value", "")
-    return found
+    found = {e["name"].removeprefix("SPIN_VARIABLE_").lower(): e.get("value", "")
+             for o, spec, _ in pods(objects) if o["metadata"]["name"] == app
+             for c in spec["containers"] for e in c.get("env", []) if e["name"].startswith("SPIN_VARIABLE_")}
+    spinapp = of_kind(objects, "SpinApp").get(app, {"spec": {}})
+    return found | {v["name"]: v.get("value", "") for v in spinapp["spec"].get("variables", [])}
 
 
 def address_problem(value: str, known: dict[str, set[int]]) -> str | None:
-    """None when scheme://host:port is an in-cluster address of a rendered Service and one of its ports."""
-    m = URL.match(value)
-    if not m or LOOPBACK.search(value):
+    """None when scheme://host:port names a rendered Service in this namespace and one of its ports."""
+    url = urlsplit(value)
+    if not url.hostname or LOOPBACK.search(value):
         return f"{value!r} is not an in-cluster address"
-    parts = m["host"].removesuffix(".svc.cluster.local").split(".")
-    if len(parts) > 2 or (len(parts) == 2 and parts[1] != CONFIG["NAMESPACE"]):
-        return f"{value}: host is not <service>[.{CONFIG['NAMESPACE']}[.svc.cluster.local]]"
-    port = int(m["port"] or DEFAULT_PORTS.get(m["scheme"], 0))
-    if parts[0] not in known:
-        return f"{value}: no Service {parts[0]}"
-    return None if port in known[parts[0]] else f"{value}: Service {parts[0]} does not expose port {port}"
+    name, _, ns = url.hostname.removesuffix(".svc.cluster.local").partition(".")
+    port = url.port or DEFAULT_PORTS.get(url.scheme)
+    if ns not in ("", CONFIG["NAMESPACE"]) or port not in known.get(name, set()):
+        return f"{value}: no Service {name} with port {port} in namespace {CONFIG['NAMESPACE']}"
+    return None
 
 
-def crd_schema(kind: str) -> dict:
-    """The operator's openAPIV3Schema, strict as `kubectl apply` is: unknown fields are errors."""
-    crd = yaml.safe_load((CRDS / f"core.spinkube.dev_{kind.lower()}s.yaml").read_text())
+def crd_validator(kind: str) -> jsonschema.Draft7Validator:
+    """The operator's openAPIV3Schema, strict as `kubectl apply` is: an unknown field is an error."""
+    crd = yaml.safe_load((Path(__file__).parent / f"crds/core.spinkube.dev_{kind.lower()}s.yaml").read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == SPINKUBE_API.split("/")[1])
 
     def strict(node):
@@ -94,16 +86,11 @@ def crd_schema(kind: str) -> dict:
         if not isinstance(node, dict):
             return node
         node = {k: strict(v) for k, v in node.items()}
-        if "properties" in node and "additionalProperties" not in node \
-                and not node.get("x-kubernetes-preserve-unknown-fields"):
+        if "properties" in node and not {"additionalProperties", "x-kubernetes-preserve-unknown-fields"} & set(node):
             node["additionalProperties"] = False
         return node
 
-    return strict(version["schema"]["openAPIV3Schema"])
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the kustomizations
+    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
@@ -114,128 +101,124 @@ def test_renders(directory):
 @pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for base in ("k8s", "spinkube")
                                         for p in (DEPLOY / base).rglob("*.yaml") if p.name != "kustomization.yaml"))
 def test_file_is_in_a_kustomization(path):
-    used = {(d / r).resolve() for d in (DEPLOY / k for k in KUSTOMIZATIONS)
-            for r in yaml.safe_load((d / "kustomization.yaml").read_text()).get("resources") or []}
+    used = {(DEPLOY / k / r).resolve() for k in KUSTOMIZATIONS
+            for r in yaml.safe_load((DEPLOY / k / "kustomization.yaml").read_text()).get("resources", [])}
     assert (DEPLOY / path).resolve() in used, f"deploy/{path} is in no kustomization"
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
 def test_core_objects_match_kubernetes_schema(directory):
     problems = []
-    for o in render(directory):
-        if not o["apiVersion"].startswith("core.spinkube.dev/"):
-            try:
-                kubernetes_validate.validate(o, K8S_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as err:
-                problems.append(f"{o['kind']} {o['metadata']['name']}: {err.message} at {list(err.path)}")
+    for o in (o for o in render(directory) if not o["apiVersion"].startswith("core.spinkube.dev/")):
+        try:
+            kubernetes_validate.validate(o, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            problems.append(f"{o['kind']} {o['metadata']['name']}: {err.message} at {list(err.path)}")
     assert not problems
 
 
 @pytest.mark.parametrize("directory", SPINKUBE_DIRS)
 def test_spinkube_objects_match_operator_crds(directory):
     problems = []
-    for o in render(directory):
-        if o["apiVersion"].startswith("core.spinkube.dev/"):
-            where = f"{o['kind']} {o['metadata']['name']}"
-            if o["apiVersion"] != SPINKUBE_API or o["kind"] not in ("SpinApp", "SpinAppExecutor"):
-                problems.append(f"{where}: not a {SPINKUBE_API} SpinApp or SpinAppExecutor")
-                continue
-            validator = jsonschema.Draft7Validator(crd_schema(o["kind"]))
-            problems += [f"{where}: {e.message} at {'.'.join(map(str, e.path))}" for e in validator.iter_errors(o)]
-            if not DNS_LABEL.match(o["metadata"]["name"]):
-                problems.append(f"{where}: metadata.name must be a DNS-1123 label (it names a Service)")
+    for o in (o for o in render(directory) if o["apiVersion"].startswith("core.spinkube.dev/")):
+        where = f"{o['kind']} {o['metadata']['name']}"
+        if o["apiVersion"] != SPINKUBE_API or o["kind"] not in ("SpinApp", "SpinAppExecutor"):
+            problems.append(f"{where}: not a {SPINKUBE_API} SpinApp or SpinAppExecutor")
+            continue
+        problems += [f"{where}: {e.message} at {e.json_path}" for e in crd_validator(o["kind"]).iter_errors(o)]
+        if not DNS_LABEL.match(o["metadata"]["name"]):
+            problems.append(f"{where}: metadata.name must be a DNS-1123 label (it names a Service)")
     assert not problems
 
 
 @pytest.mark.parametrize("directory", SPINKUBE_DIRS)
 def test_spinapps_pass_operator_admission(directory):
-    """spin-operator v0.6.1's validating webhook (internal/webhook/spinapp_validating.go) and this deploy's rules."""
-    objects = render(directory)
-    executors, problems = of_kind(objects, "SpinAppExecutor"), []
+    """spin-operator v0.6.1's validating webhook (internal/webhook/spinapp_validating.go), and this deploy's rules."""
+    objects, problems = render(directory), []
+    executors = of_kind(objects, "SpinAppExecutor")
     for name, e in executors.items():
         rc = e["spec"].get("deploymentConfig", {}).get("runtimeClassName")
         if e["spec"].get("createDeployment") and rc not in of_kind(objects, "RuntimeClass"):
             problems.append(f"SpinAppExecutor {name}: RuntimeClass {rc} is not in this kustomization")
-    for name, app in of_kind(objects, "SpinApp").items():
-        spec = app["spec"]
-        if spec.get("executor") != "containerd-shim-spin" or "containerd-shim-spin" not in executors:
+    for name, spec in ((n, a["spec"]) for n, a in of_kind(objects, "SpinApp").items()):
+        executor = executors.get(spec.get("executor", ""), {}).get("spec")
+        if spec.get("executor") != "containerd-shim-spin" or executor is None:
             problems.append(f"{name}: executor must be the SpinAppExecutor containerd-shim-spin of this namespace")
-        elif not executors["containerd-shim-spin"]["spec"].get("createDeployment") \
-                and (spec.get("podAnnotations") or spec.get("deploymentAnnotations")):
+        elif not executor.get("createDeployment") and (spec.get("podAnnotations") or spec.get("deploymentAnnotations")):
             problems.append(f"{name}: annotations need an executor that creates Deployments")
-        if spec.get("enableAutoscaling") and spec.get("replicas"):
-            problems.append(f"{name}: replicas cannot be set when autoscaling is enabled")
-        if not spec.get("enableAutoscaling") and spec.get("replicas", 1) < 1:
-            problems.append(f"{name}: replicas must be > 0")
-        for var in spec.get("variables") or []:
-            if not SPIN_VARIABLE.match(var["name"]) or ("value" in var and "valueFrom" in var):
-                problems.append(f"{name}: variable {var['name']!r}: not a Spin variable name, or value and valueFrom")
-        secret = spec.get("runtimeConfig", {}).get("loadFromSecret")
-        if secret and secret not in of_kind(objects, "Secret"):
-            problems.append(f"{name}: runtimeConfig.loadFromSecret {secret} is not in this kustomization")
+        auto = spec.get("enableAutoscaling", False)
+        if (auto and spec.get("replicas")) or (not auto and spec.get("replicas", 1) < 1):
+            problems.append(f"{name}: replicas must be > 0, and unset when autoscaling is enabled")
+        problems += [f"{name}: variable {v['name']!r}: not a Spin variable name, or both value and valueFrom"
+                     for v in spec.get("variables", [])
+                     if not SPIN_VARIABLE.match(v["name"]) or {"value", "valueFrom"} <= set(v)]
+        if spec.get("runtimeConfig", {}).get("loadFromSecret") != "spin-runtime-config":
+            problems.append(f"{name}: runtimeConfig.loadFromSecret is not the Secret spin-runtime-config")
     assert not problems
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
-def test_wiring(directory):
-    """Namespace, RuntimeClass, the shim's runtime config mount, Services behind selectors, Ingress, addresses."""
+def test_namespace_and_runtime_class(directory):
+    objects, ns = render(directory), CONFIG["NAMESPACE"]
+    assert [f"{o['kind']} {o['metadata']['name']}" for o in objects
+            if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != ns] == [], f"not in namespace {ns}"
+    assert ns in of_kind(objects, "Namespace")
+    assert all(c.get("handler") == "spin" for c in of_kind(objects, "RuntimeClass").values()), "shim handler: spin"
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_spin_pods_run_on_the_shim(directory):
+    """Spin apps on the RuntimeClass with command ["/"] and the runtime config at /runtime-config.toml."""
     objects, problems = render(directory), []
-    known, ns = services(objects), CONFIG["NAMESPACE"]
-    problems += [f"{o['kind']} {o['metadata']['name']} is in namespace {o['metadata'].get('namespace')!r}"
-                 for o in objects if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != ns]
-    if ns not in of_kind(objects, "Namespace"):
-        problems.append(f"no Namespace {ns}")
-    classes = of_kind(objects, "RuntimeClass")
-    problems += [f"RuntimeClass {n} has handler {c.get('handler')!r}, the shim's is 'spin'"
-                 for n, c in classes.items() if c.get("handler") != "spin"]
-    templates = list(deployments(objects))
-    for o, spec, labels in templates:
-        where = f"Deployment {o['metadata']['name']}"
+    for o, spec, labels in pods(objects):
+        where, rc = f"Deployment {o['metadata']['name']}", spec.get("runtimeClassName")
         if any(labels.get(k) != v for k, v in o["spec"]["selector"].get("matchLabels", {}).items()):
             problems.append(f"{where}: selector does not match its pod labels")
-        rc = spec.get("runtimeClassName")
-        if not any(c["image"].startswith(CONFIG["REGISTRY_NAME"]) for c in spec["containers"]):
+        if not is_spin_pod(spec):
             problems += [f"{where}: an ordinary container with runtimeClassName {rc}"] if rc else []
             continue
-        if rc != CONFIG["RUNTIME_CLASS"] or rc not in classes:
+        if rc != CONFIG["RUNTIME_CLASS"] or rc not in of_kind(objects, "RuntimeClass"):
             problems.append(f"{where}: a Spin app needs runtimeClassName {CONFIG['RUNTIME_CLASS']} (defined here)")
-        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for c in spec["containers"]:
-            if c.get("command") != ["/"]:
-                problems.append(f"{where}: container {c['name']} should have command [\"/\"]")
-            mount = next((m for m in c.get("volumeMounts") or [] if m["mountPath"] == "/runtime-config.toml"), {})
+            mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == "/runtime-config.toml"), {})
             secret = volumes.get(mount.get("name"), {}).get("secret", {}).get("secretName")
-            if mount.get("subPath") != "runtime-config.toml" or secret != "spin-runtime-config":
-                problems.append(f"{where}: Secret spin-runtime-config is not mounted at /runtime-config.toml")
-    for name, svc in of_kind(objects, "Service").items():
-        selector = svc["spec"].get("selector") or {}
-        targets = [spec for _, spec, labels in templates
-                   if selector and all(labels.get(k) == v for k, v in selector.items())]
-        if not targets:
-            problems.append(f"Service {name} selects no pod template")
-        for port in svc["spec"].get("ports", []):
-            named = {p.get("name") for spec in targets for c in spec["containers"] for p in c.get("ports") or []}
-            if isinstance(port.get("targetPort"), str) and port["targetPort"] not in named:
-                problems.append(f"Service {name} targets port {port['targetPort']!r}, which its pods do not name")
-    for name, ing in of_kind(objects, "Ingress").items():
-        for path in (p for r in ing["spec"].get("rules", []) for p in r.get("http", {}).get("paths", [])):
-            svc = path["backend"]["service"]
-            if svc["port"].get("number") not in known.get(svc["name"], set()):
-                problems.append(f"Ingress {name} -> {svc['name']}:{svc['port']}, which no Service exposes")
-    if of_kind(objects, "Secret") or templates or of_kind(objects, "SpinApp"):
-        stores = tomllib.loads(runtime_config(objects)).get("key_value_store", {})
-        if stores.get("default", {}).get("type") != "redis":
-            problems.append("key_value_store.default must be the shared Redis")
-        addresses = [(f"key_value_store.{label}", s.get("url", "")) for label, s in stores.items()
-                     if s.get("type") == "redis"]
-        apps = {o["metadata"]["name"] for o, _, _ in templates} | set(of_kind(objects, "SpinApp"))
-        addresses += [(app, v) for app in apps for v in k8s_variables(objects, app).values() if "://" in v]
-        problems += [f"{who}: {p}" for who, value in addresses if (p := address_problem(value, known))]
+            if c.get("command") != ["/"] or mount.get("subPath") != "runtime-config.toml" \
+                    or secret != "spin-runtime-config":
+                problems.append(f"{where}: needs command [\"/\"] and spin-runtime-config at /runtime-config.toml")
     assert not problems
 
 
-# ------------------------------------------------------------------------------------------------------------
-# images, k3d, packaging
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS)
+def test_services_and_ingress_have_targets(directory):
+    objects, problems = render(directory), []
+    for name, svc in of_kind(objects, "Service").items():
+        selector = svc["spec"].get("selector", {})
+        targets = [spec for _, spec, labels in pods(objects) if selector.items() <= labels.items()]
+        named = {p.get("name") for spec in targets for c in spec["containers"] for p in c.get("ports", [])}
+        if not selector or not targets:
+            problems.append(f"Service {name} selects no pod template")
+        problems += [f"Service {name} targets port {p['targetPort']!r}, which its pods do not name"
+                     for p in svc["spec"]["ports"]
+                     if isinstance(p.get("targetPort"), str) and p["targetPort"] not in named]
+    for name, ing in of_kind(objects, "Ingress").items():
+        for svc in (p["backend"]["service"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]):
+            if svc["port"].get("number") not in services(objects).get(svc["name"], set()):
+                problems.append(f"Ingress {name} -> {svc['name']}:{svc['port']}, which no Service exposes")
+    assert not problems
+
+
+@pytest.mark.parametrize("directory", [d for d in KUSTOMIZATIONS if "/base" not in d])
+def test_addresses_are_in_cluster_services(directory):
+    """The runtime config's stores and every URL Kubernetes hands an app name a Service and port here."""
+    objects = render(directory)
+    stores = tomllib.loads(runtime_config(objects)).get("key_value_store", {})
+    assert stores.get("default", {}).get("type") == "redis", "key_value_store.default must be the shared Redis"
+    addresses = [(f"key_value_store.{k}", s.get("url", "")) for k, s in stores.items() if s["type"] == "redis"]
+    apps = {o["metadata"]["name"] for o, spec, _ in pods(objects) if is_spin_pod(spec)}
+    apps |= set(of_kind(objects, "SpinApp"))
+    addresses += [(app, v) for app in apps for v in k8s_variables(objects, app).values() if "://" in v]
+    assert [f"{who}: {p}" for who, v in addresses if (p := address_problem(v, services(objects)))] == []
 
 
 def test_lib_sh_builds_the_images_of_apps_tsv():
@@ -247,25 +230,21 @@ def test_lib_sh_builds_the_images_of_apps_tsv():
 
 @pytest.mark.parametrize("shape,directory", SHAPE_DIRS, ids=[d for _, d in SHAPE_DIRS])
 def test_images_of_shape(shape, directory):
-    """Each app of the shape runs from the image deploy/oci builds for it, under its own name; nothing else."""
-    want = {image_ref(a["app"]): a["app"] for a in APPS if a["shape"] == shape}
-    seen, problems = set(), []
+    """Each app of the shape runs the image deploy/oci builds for it, under its name; other images are pinned."""
+    want, seen, problems = {image_ref(a["app"]): a["app"] for a in APPS if a["shape"] == shape}, set(), []
     for o in render(directory):
+        where = f"{o['kind']} {o['metadata']['name']}"
         images = [o["spec"]["image"]] if o["kind"] == "SpinApp" else \
             [c["image"] for c in o["spec"]["template"]["spec"]["containers"]] if o["kind"] == "Deployment" else []
-        for image in set(images) - PUBLIC_IMAGES:
-            where = f"{o['kind']} {o['metadata']['name']}"
-            if want.get(image) != o["metadata"]["name"]:
-                problems.append(f"{where}: image {image} is not the one deploy/oci builds for an app of this name")
-            elif o["metadata"].get("labels", {}).get("nano-orders/shape") != shape:
-                problems.append(f"{where}: label nano-orders/shape is not {shape}")
+        for image in images:
             seen.add(image)
-    problems += [f"app image {image} is deployed by nothing" for image in sorted(set(want) - seen)]
-    assert not problems
-
-
-def test_public_images_are_pinned():
-    assert all(":" in i and not i.endswith(":latest") for i in PUBLIC_IMAGES)
+            if image.startswith(CONFIG["REGISTRY_NAME"]) and want.get(image) != o["metadata"]["name"]:
+                problems.append(f"{where}: image {image} is not the one deploy/oci builds for an app of this name")
+            elif image in want and o["metadata"].get("labels", {}).get("nano-orders/shape") != shape:
+                problems.append(f"{where}: label nano-orders/shape is not {shape}")
+            elif image not in want and (":" not in image or image.endswith(":latest")):
+                problems.append(f"{where}: public image {image} is not pinned to a version")
+    assert not problems + [f"app image {i} is deployed by nothing" for i in sorted(set(want) - seen)]
 
 
 def test_k3d_config_matches_config_env():
@@ -282,8 +261,8 @@ def test_k3d_config_matches_config_env():
 def test_dockerfile_puts_spin_toml_and_wasm_where_the_shim_looks():
     lines = [ln.strip() for ln in (DEPLOY / "oci/Dockerfile").read_text().splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
-    assert lines[0] == "FROM scratch"
     copies = [ln.split()[1:] for ln in lines if ln.startswith("COPY")]
+    assert lines[0] == "FROM scratch"
     assert ["spin.toml", "/spin.toml"] in copies and ["target/composed/", "/target/composed/"] in copies
 
 
@@ -295,17 +274,13 @@ def test_stage_rewrites_sources_into_target_composed(app, tmp_path):
     assert {c["source"] for c in staged["component"].values()} <= set(sources)
 
 
-# ------------------------------------------------------------------------------------------------------------
-# the Spin apps, read by nanohost
-
-
 @pytest.mark.parametrize("app", APPS, ids=[a["manifest"] for a in APPS])
 def test_spin_manifest_fits_apps_tsv(app):
     report = nanohost_check(ROOT / app["manifest"], {})
     triggers = {t["type"] for t in report["triggers"]}
-    assert report["application"] == app["app"]
     sources = {(ROOT / app["manifest"]).parent.joinpath(c["source"] or "/").resolve()
                for c in report["components"].values()}
+    assert report["application"] == app["app"]
     assert ROOT / f"target/composed/{app['app']}.wasm" in sources, "the app's own build output is no component"
     assert all(s.parent == ROOT / "target/composed" for s in sources), f"sources outside target/composed: {sources}"
     assert ("http" in triggers) == (app["http"] == "yes"), "http trigger vs deploy/apps.tsv"
@@ -315,23 +290,18 @@ def test_spin_manifest_fits_apps_tsv(app):
         assert app["shape"] in triggers, f"no [[trigger.{app['shape']}]]"
 
 
-CLUSTER_APPS = [(d, a) for a in APPS for s, d in SHAPE_DIRS if s == a["shape"]]
-
-
 @pytest.mark.parametrize("directory,app", CLUSTER_APPS, ids=[f"{d}:{a['manifest']}" for d, a in CLUSTER_APPS])
 def test_spin_app_in_cluster(directory, app, tmp_path):
     """With the variables Kubernetes sets: every address in-cluster, reachable and allowed; stores defined."""
     objects = render(directory)
     (tmp_path / "runtime-config.toml").write_text(runtime_config(objects))
-    report = nanohost_check(ROOT / app["manifest"], k8s_variables(objects, app["app"]),
-                            tmp_path / "runtime-config.toml")
+    variables = k8s_variables(objects, app["app"])
+    report = nanohost_check(ROOT / app["manifest"], variables, tmp_path / "runtime-config.toml")
     known, problems = services(objects), []
-    for name, var in report["variables"].items():
-        if not var["set"] and LOOPBACK.search(var["value"] or ""):
-            problems.append(f"variable {name} defaults to {var['value']}, not the broker inside a pod")
-    for t in report["triggers"]:
-        if t.get("address") and (p := address_problem(t["address"], known)):
-            problems.append(f"{t['type']} trigger: {p}")
+    problems += [f"variable {n} defaults to {v['value']}, not the broker inside a pod"
+                 for n, v in report["variables"].items() if not v["set"] and LOOPBACK.search(v["value"] or "")]
+    problems += [f"{t['type']} trigger: {p}" for t in report["triggers"]
+                 if t.get("address") and (p := address_problem(t["address"], known))]
     for cid, c in report["components"].items():
         problems += [f"{cid}: may not reach {u['url']} ({u['variable']}); allowed_outbound_hosts: "
                      f"{c['allowed_outbound_hosts']}" for u in c["urls"] if not u["allowed"]]

