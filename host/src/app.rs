@@ -46,6 +46,8 @@ pub struct App {
     pub components: HashMap<String, LoadedComponent>,
     pub shared: Arc<Shared>,
     pub limits: Limits,
+    /// The first fatal error of a trigger (a lost Redis subscription): the host stops on it.
+    failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// Everything Spin offers a component, linked once and shared by every instantiation (the
@@ -190,7 +192,34 @@ impl App {
             components,
             shared,
             limits,
+            failure: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// Ends the app with `why` (logged now; `RunningHost::failed` returns it).
+    pub fn fail(&self, why: String) {
+        tracing::error!("{why}");
+        self.failure.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Resolves with the first fatal error.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failure.subscribe();
+        loop {
+            if let Some(why) = rx.borrow_and_update().clone() {
+                return why;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn component(&self, id: &str) -> &LoadedComponent {
@@ -198,8 +227,15 @@ impl App {
     }
 
     /// A fresh store for one request or message.
-    pub fn store(&self, ctx: &Arc<ComponentCtx>) -> wasmtime::Store<HostState> {
-        let mut store = wasmtime::Store::new(&self.engine, HostState::new(ctx.clone()));
+    pub fn store(
+        &self,
+        ctx: &Arc<ComponentCtx>,
+        chaining: &crate::outbound_http::ServiceChaining,
+    ) -> wasmtime::Store<HostState> {
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            HostState::with_chaining(ctx.clone(), chaining.clone()),
+        );
         store.limiter(|s| &mut s.limits);
         crate::engine::apply_deadline(&mut store, self.limits.timeout);
         store

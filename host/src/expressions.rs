@@ -106,6 +106,12 @@ impl Resolver {
         if !missing.is_empty() {
             bail!("required variable(s) not set: {}", missing.join(", "));
         }
+        // From here on, no log line or error message shows a secret's value.
+        for name in &secret {
+            if let Some(v) = values.get(name) {
+                crate::redact::register_secret(v);
+            }
+        }
         Ok(Resolver { values, secret })
     }
 

@@ -69,6 +69,7 @@ impl Default for HostOptions {
 
 /// A host serving an app in the background of the current tokio runtime.
 pub struct RunningHost {
+    app: Arc<app::App>,
     http_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -101,19 +102,21 @@ impl RunningHost {
         let mut tasks = Vec::new();
 
         let mut http_addr = None;
-        if let Some(http) = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone())? {
+        let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone())?;
+        let chaining = http.as_ref().map(|h| h.chaining()).unwrap_or_default();
+        if let Some(http) = http {
             let listener = tokio::net::TcpListener::bind(opts.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", opts.listen))?;
             let addr = listener.local_addr()?;
             http_addr = Some(addr);
             tracing::info!("serving HTTP on http://{addr}");
-            let http = Arc::new(http);
-            let _ = app.shared.http.set(Arc::downgrade(&http));
             tasks.push(tokio::spawn(http.serve(listener, shutdown_rx.clone())));
         }
-        tasks.extend(trigger::redis::start(app.clone(), shutdown_rx.clone()).await?);
-        tasks.extend(trigger::mqtt::start(app.clone(), shutdown_rx.clone()).await?);
+        tasks.extend(
+            trigger::redis::start(app.clone(), chaining.clone(), shutdown_rx.clone()).await?,
+        );
+        tasks.extend(trigger::mqtt::start(app.clone(), chaining, shutdown_rx.clone()).await?);
         if tasks.is_empty() {
             anyhow::bail!(
                 "{} has no triggers: nothing to run",
@@ -121,11 +124,18 @@ impl RunningHost {
             );
         }
         Ok(RunningHost {
+            app,
             http_addr,
             shutdown,
             tasks,
             ticker: Some(ticker),
         })
+    }
+
+    /// Resolves when a trigger failed for good (a lost Redis subscription, as on Spin), with
+    /// the reason; the caller should stop the host and exit with an error.
+    pub async fn failed(&self) -> String {
+        self.app.failed().await
     }
 
     /// The bound address when the app has HTTP triggers.

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| nanohost::redact::Stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
 /// One line, no backtrace: the message chain joined with ": ".
 fn fail(e: anyhow::Error) -> ExitCode {
     let msg = format!("{e:#}").replace('\n', " ");
+    let msg = nanohost::redact::secrets(&msg);
     eprintln!("error: {msg}");
     ExitCode::FAILURE
 }
@@ -123,9 +124,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         eprintln!("nanohost: running (Ctrl-C to stop)");
     }
-    stop_signal().await?;
+    let failure = tokio::select! {
+        r = stop_signal() => { r?; None }
+        why = host.failed() => Some(why),
+    };
     eprintln!("nanohost: shutting down");
-    host.shutdown().await
+    host.shutdown().await?;
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes, systemd and `cargo xtask up` send): both stop the host
@@ -133,8 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn stop_signal() -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             r = tokio::signal::ctrl_c() => r?,
             _ = term.recv() => {}

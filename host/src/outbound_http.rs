@@ -10,11 +10,33 @@ use crate::state::ComponentCtx;
 
 pub struct OutboundHttp {
     component: Arc<ComponentCtx>,
+    chaining: ServiceChaining,
 }
 
 impl OutboundHttp {
-    pub fn new(component: Arc<ComponentCtx>) -> OutboundHttp {
-        OutboundHttp { component }
+    pub fn new(component: Arc<ComponentCtx>, chaining: ServiceChaining) -> OutboundHttp {
+        OutboundHttp {
+            component,
+            chaining,
+        }
+    }
+}
+
+/// Where an instance's service-chained requests go: the app's HTTP trigger, handed to every
+/// instance when its store is made. Weak, because the trigger owns the app that owns the
+/// components; the trigger hands out a reference to itself that it made at construction, so
+/// there is no moment when chaining is silently unavailable.
+#[derive(Clone, Default)]
+pub struct ServiceChaining(Option<std::sync::Weak<crate::trigger::http::HttpTrigger>>);
+
+impl ServiceChaining {
+    /// No HTTP trigger in this app: every chained request is `destination-not-found`, as Spin.
+    pub fn none() -> ServiceChaining {
+        ServiceChaining(None)
+    }
+
+    pub fn to(trigger: std::sync::Weak<crate::trigger::http::HttpTrigger>) -> ServiceChaining {
+        ServiceChaining(Some(trigger))
     }
 }
 
@@ -61,7 +83,7 @@ impl WasiHttpHooks for OutboundHttp {
             .and_then(|h| h.strip_suffix(".spin.internal"))
             .map(str::to_string)
         {
-            let http = self.component.shared.http.get().and_then(|w| w.upgrade());
+            let http = self.chaining.0.as_ref().and_then(|w| w.upgrade());
             return Box::new(async move {
                 let resp = match http {
                     Some(http) => http.chain(&target, request).await,

@@ -58,7 +58,12 @@ pub struct MqttConnection {
 impl MqttConnection {
     /// Queues the message, then turns the event loop until the acknowledgement the QoS calls
     /// for. The instance's time limit bounds the wait.
-    pub async fn publish(&mut self, topic: String, qos: QoS, payload: Vec<u8>) -> Result<(), Error> {
+    pub async fn publish(
+        &mut self,
+        topic: String,
+        qos: QoS,
+        payload: Vec<u8>,
+    ) -> Result<(), Error> {
         self.client
             .publish(topic, qos, false, payload)
             .await
@@ -129,5 +134,43 @@ impl v2::HostConnection for HostState {
     async fn drop(&mut self, c: Resource<MqttConnection>) -> wasmtime::Result<()> {
         self.table.delete(c)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::options;
+    use std::time::Duration;
+
+    /// Addresses as Spin 3.6.3 takes them (rumqttc `parse_url`): `(address, accepted)`.
+    const ADDRESSES: &[(&str, bool)] = &[
+        ("mqtt://127.0.0.1:1883?client_id=orders-1", true),
+        ("mqtt://broker?client_id=a", true),
+        ("tcp://broker:1883?client_id=a", true),
+        // No client id: Spin's `open` says invalid-address, and every publish fails.
+        ("mqtt://127.0.0.1:1883", false),
+        ("mqtt://127.0.0.1:1883?clean_session=true", false),
+        ("http://broker:1883?client_id=a", false),
+        ("broker:1883", false),
+    ];
+
+    #[test]
+    fn addresses_are_parsed_as_spin_parses_them() {
+        for (address, accepted) in ADDRESSES {
+            let r = options(address, "", "", Duration::from_secs(30));
+            assert_eq!(r.is_ok(), *accepted, "{address}: {:?}", r.err());
+        }
+    }
+
+    #[test]
+    fn refusals_do_not_show_passwords() {
+        let e = options(
+            "mqtt://user:hunter2@broker:1883",
+            "",
+            "",
+            Duration::from_secs(30),
+        )
+        .unwrap_err();
+        assert!(!format!("{e:#}").contains("hunter2"), "{e:#}");
     }
 }

@@ -35,7 +35,12 @@ pub async fn connect(url: &str) -> anyhow::Result<ConnectionManager> {
         .get_connection_manager_with_config(config)
         .await
         // The redis error's Display already includes its I/O cause: no `context` chain.
-        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {}", crate::redact::message(&e.to_string())))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to Redis at {shown}: {}",
+                crate::redact::message(&e.to_string())
+            )
+        })
 }
 
 /// Connections by address, shared across instances. Nothing is locked while connecting: two

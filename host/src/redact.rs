@@ -14,7 +14,11 @@ pub fn url(text: &str) -> String {
                 let pairs: Vec<(String, String)> = u
                     .query_pairs()
                     .map(|(k, v)| {
-                        let v = if is_secret_name(&k) { "***".into() } else { v.into_owned() };
+                        let v = if is_secret_name(&k) {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
                         (k.into_owned(), v)
                     })
                     .collect();
@@ -30,9 +34,60 @@ pub fn url(text: &str) -> String {
 /// libraries that quote the address they were given.
 pub fn message(text: &str) -> String {
     text.split(' ')
-        .map(|w| if w.contains("://") { url(w) } else { w.to_string() })
+        .map(|w| {
+            if w.contains("://") {
+                url(w)
+            } else {
+                w.to_string()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Values of `secret = true` variables seen so far, longest first (so a secret that contains
+/// another is masked whole).
+static SECRETS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Masks `value` in everything [`secrets`] and [`Stderr`] handle from now on. Values shorter
+/// than 4 bytes are ignored: masking every "1" would make logs unreadable and hide nothing.
+pub fn register_secret(value: &str) {
+    if value.len() < 4 {
+        return;
+    }
+    let mut all = SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|s| s == value) {
+        all.push(value.to_string());
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// `text` with every registered secret value replaced by `***`.
+pub fn secrets(text: &str) -> std::borrow::Cow<'_, str> {
+    let all = SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if !all.iter().any(|s| text.contains(s.as_str())) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = text.to_string();
+    for s in all.iter() {
+        out = out.replace(s.as_str(), "***");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Standard error with secrets masked: the log writer of `nanohost up`. tracing's formatter
+/// writes each event with one `write_all`, so a secret is never split across two writes.
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(secrets(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 fn is_secret_name(name: &str) -> bool {
@@ -64,12 +119,18 @@ mod tests {
     const CASES: &[(&str, &str)] = &[
         ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
         ("redis://:hunter2@redis:6379", "redis://:***@redis:6379"),
-        ("redis://app:hunter2@redis:6379/0", "redis://app:***@redis:6379/0"),
+        (
+            "redis://app:hunter2@redis:6379/0",
+            "redis://app:***@redis:6379/0",
+        ),
         (
             "mqtt://broker:1883?client_id=a&password=hunter2",
             "mqtt://broker:1883?client_id=a&password=***",
         ),
-        ("mqtt://broker:1883?client_id=a", "mqtt://broker:1883?client_id=a"),
+        (
+            "mqtt://broker:1883?client_id=a",
+            "mqtt://broker:1883?client_id=a",
+        ),
         ("not a url", "not a url"),
         ("redis://u:hunter2@[bad", "redis://u:***@[bad"),
     ];
@@ -81,6 +142,14 @@ mod tests {
             assert_eq!(&out, expected, "{input}");
             assert!(!out.contains("hunter2"));
         }
+    }
+
+    #[test]
+    fn registered_secrets_are_masked() {
+        register_secret("s3cr3t-value");
+        register_secret("ab"); // too short to mask
+        assert_eq!(secrets("token=s3cr3t-value; ab"), "token=***; ab");
+        assert_eq!(secrets("nothing here"), "nothing here");
     }
 
     #[test]

@@ -15,8 +15,6 @@ use crate::outbound_http::OutboundHttp;
 #[derive(Default)]
 pub struct Shared {
     pub redis: crate::outbound_redis::Pool,
-    /// The HTTP trigger, for service chaining; weak because the trigger owns the app.
-    pub http: std::sync::OnceLock<std::sync::Weak<crate::trigger::http::HttpTrigger>>,
 }
 
 /// What one `[component.<id>]` may do, resolved at start-up.
@@ -43,7 +41,17 @@ pub struct HostState {
 }
 
 impl HostState {
+    /// An instance's state without service chaining (outbound `*.spin.internal` requests are
+    /// then `destination-not-found`).
     pub fn new(component: Arc<ComponentCtx>) -> HostState {
+        HostState::with_chaining(component, crate::outbound_http::ServiceChaining::none())
+    }
+
+    /// An instance's state whose outbound `http://<id>.spin.internal` requests go to `chaining`.
+    pub fn with_chaining(
+        component: Arc<ComponentCtx>,
+        chaining: crate::outbound_http::ServiceChaining,
+    ) -> HostState {
         let mut wasi = WasiCtx::builder();
         wasi.inherit_stdout().inherit_stderr();
         for (k, v) in &component.environment {
@@ -56,7 +64,7 @@ impl HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(component.max_memory_bytes)
                 .build(),
-            hooks: OutboundHttp::new(component.clone()),
+            hooks: OutboundHttp::new(component.clone(), chaining),
             key_value: crate::key_value::KeyValueInstance::new(component.key_value.clone()),
             component,
         }

@@ -224,7 +224,10 @@ fn ensure_wasmtime_cli() {
     }
 }
 
-/// Runs the shape's apps on nanohost until Ctrl-C. A networked shape is two apps, so two hosts.
+/// Runs the shape's apps on nanohost until Ctrl-C or SIGTERM. A networked shape is two apps, so
+/// two hosts; both are stopped (SIGTERM, then SIGKILL after 10 s) whatever stops this command.
+/// While they run, the order app's outbox is swept every [`SWEEP_EVERY`], as the CronJob does on
+/// Kubernetes.
 fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
     let host_binary = root.join("target/debug/nanohost");
     let host = |manifest: &str, config: Option<&Path>| {
@@ -236,24 +239,138 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
         }
         cmd
     };
-    let name = match shape {
-        Shape::Composed => return run(&mut host("spin.toml", runtime_config.as_deref())),
-        Shape::Mqtt => "mqtt",
-        Shape::Redis => "redis",
+    let stop = stop_requested()?;
+    let mut children = Vec::new();
+    let order_app = match shape {
+        Shape::Composed => {
+            let mut cmd = host("spin.toml", runtime_config.as_deref());
+            children.push(Host::spawn("order app", &mut cmd)?);
+            "composed"
+        }
+        Shape::Mqtt | Shape::Redis => {
+            let name = if shape == Shape::Mqtt {
+                "mqtt"
+            } else {
+                "redis"
+            };
+            // Both apps must see one store, so a networked shape always has a Redis-backed one.
+            let config = runtime_config.unwrap_or_else(|| root.join("runtime-config.redis.toml"));
+            setup::networked_prerequisites(shape == Shape::Mqtt)?;
+            let fulfilment = format!("apps/fulfilment-{name}/spin.toml");
+            children.push(Host::spawn(
+                "fulfilment app",
+                &mut host(&fulfilment, Some(&config)),
+            )?);
+            let order = format!("apps/order-app-{name}/spin.toml");
+            children.push(Host::spawn("order app", &mut host(&order, Some(&config)))?);
+            name
+        }
     };
-    // Both apps must see one store, so a networked shape always has a Redis-backed one.
-    let config = runtime_config.unwrap_or_else(|| root.join("runtime-config.redis.toml"));
-    setup::networked_prerequisites(shape == Shape::Mqtt)?;
-    let mut fulfilment = host(&format!("apps/fulfilment-{name}/spin.toml"), Some(&config))
-        .spawn()
-        .context("cannot start the fulfilment app")?;
-    let result = run(&mut host(
-        &format!("apps/order-app-{name}/spin.toml"),
-        Some(&config),
-    ));
-    let _ = fulfilment.kill();
-    let _ = fulfilment.wait();
+    eprintln!(
+        "xtask: {order_app} shape running; the outbox is swept every {} s",
+        SWEEP_EVERY.as_secs()
+    );
+    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+    let result = loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break Ok(());
+        }
+        if let Some(ended) = children.iter_mut().find_map(|c| c.ended()) {
+            break ended;
+        }
+        if std::time::Instant::now() >= next_sweep {
+            sweep(listen);
+            next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    for child in &mut children {
+        child.stop();
+    }
     result
+}
+
+/// How often `cargo xtask up` asks the order app to re-announce orders stuck in `accepted`.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `POST /sweep` on the order app; its answer is only logged when it is not a 200.
+fn sweep(listen: &str) {
+    use std::io::{Read, Write};
+    let request = format!(
+        "POST /sweep HTTP/1.1\r\nHost: {listen}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let answer = std::net::TcpStream::connect(listen).and_then(|mut s| {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    });
+    match answer {
+        Ok(a) if a.starts_with("HTTP/1.1 200") => {}
+        Ok(a) => eprintln!("xtask: sweep answered {}", a.lines().next().unwrap_or("")),
+        Err(e) => eprintln!("xtask: sweep failed: {e}"),
+    }
+}
+
+/// A child nanohost that is stopped gracefully whatever ends `up`.
+struct Host {
+    what: &'static str,
+    child: std::process::Child,
+}
+
+impl Host {
+    fn spawn(what: &'static str, cmd: &mut Command) -> Result<Host> {
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start the {what}"))?;
+        Ok(Host { what, child })
+    }
+
+    /// `Some` once the host has exited by itself: that ends `up` for every host.
+    fn ended(&mut self) -> Option<Result<()>> {
+        match self.child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) if status.success() => Some(Ok(())),
+            Ok(Some(status)) => Some(Err(anyhow::anyhow!("the {} stopped ({status})", self.what))),
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // SIGTERM: nanohost finishes in-flight requests and exits.
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A flag set by SIGINT or SIGTERM (ctrlc's `termination` feature covers both).
+fn stop_requested() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    ctrlc::set_handler(move || set.store(true, std::sync::atomic::Ordering::Relaxed))
+        .context("cannot install the Ctrl-C/SIGTERM handler")?;
+    Ok(flag)
 }
 
 fn cargo(root: &Path) -> Command {

@@ -52,15 +52,26 @@ impl spin_kv::HostStore for KeyValueInstance {
         Ok(self.store(&s)?.set(&key, &value).await.map_err(spin_err))
     }
 
-    async fn delete(&mut self, s: Resource<Store>, key: String) -> WResult<Result<(), spin_kv::Error>> {
+    async fn delete(
+        &mut self,
+        s: Resource<Store>,
+        key: String,
+    ) -> WResult<Result<(), spin_kv::Error>> {
         Ok(self.store(&s)?.delete(&key).await.map_err(spin_err))
     }
 
-    async fn exists(&mut self, s: Resource<Store>, key: String) -> WResult<Result<bool, spin_kv::Error>> {
+    async fn exists(
+        &mut self,
+        s: Resource<Store>,
+        key: String,
+    ) -> WResult<Result<bool, spin_kv::Error>> {
         Ok(self.store(&s)?.exists(&key).await.map_err(spin_err))
     }
 
-    async fn get_keys(&mut self, s: Resource<Store>) -> WResult<Result<Vec<String>, spin_kv::Error>> {
+    async fn get_keys(
+        &mut self,
+        s: Resource<Store>,
+    ) -> WResult<Result<Vec<String>, spin_kv::Error>> {
         Ok(self.store(&s)?.get_keys().await.map_err(spin_err))
     }
 
@@ -100,11 +111,19 @@ impl store::HostBucket for KeyValueInstance {
         Ok(self.store(&b)?.set(&key, &value).await.map_err(wasi_err))
     }
 
-    async fn delete(&mut self, b: Resource<Store>, key: String) -> WResult<Result<(), store::Error>> {
+    async fn delete(
+        &mut self,
+        b: Resource<Store>,
+        key: String,
+    ) -> WResult<Result<(), store::Error>> {
         Ok(self.store(&b)?.delete(&key).await.map_err(wasi_err))
     }
 
-    async fn exists(&mut self, b: Resource<Store>, key: String) -> WResult<Result<bool, store::Error>> {
+    async fn exists(
+        &mut self,
+        b: Resource<Store>,
+        key: String,
+    ) -> WResult<Result<bool, store::Error>> {
         Ok(self.store(&b)?.exists(&key).await.map_err(wasi_err))
     }
 
@@ -140,7 +159,11 @@ impl atomics::Host for KeyValueInstance {
         key: String,
         delta: i64,
     ) -> WResult<Result<i64, store::Error>> {
-        Ok(self.store(&b)?.increment(&key, delta).await.map_err(wasi_err))
+        Ok(self
+            .store(&b)?
+            .increment(&key, delta)
+            .await
+            .map_err(wasi_err))
     }
 
     /// Spin's semantics: without a `current` first, the swap is a plain write.
@@ -187,7 +210,10 @@ impl atomics::HostCas for KeyValueInstance {
             .map_err(|_| store::Error::Other("cas table full".into())))
     }
 
-    async fn current(&mut self, c: Resource<Cas>) -> WResult<Result<Option<Vec<u8>>, store::Error>> {
+    async fn current(
+        &mut self,
+        c: Resource<Cas>,
+    ) -> WResult<Result<Option<Vec<u8>>, store::Error>> {
         let cas = self.table.get(&c)?;
         let value = match cas.store.get(&cas.key).await {
             Ok(v) => v,

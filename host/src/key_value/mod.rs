@@ -51,7 +51,9 @@ pub enum StoreConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    Redis { url: String },
+    Redis {
+        url: String,
+    },
 }
 
 impl StoreConfig {
@@ -95,12 +97,13 @@ pub fn effective_configs(
             }
         }
     }
-    all.entry("default".into()).or_insert_with(|| StoreConfig::Spin {
-        path: locations
-            .state_dir
-            .as_ref()
-            .map(|d| d.join("sqlite_key_value.db")),
-    });
+    all.entry("default".into())
+        .or_insert_with(|| StoreConfig::Spin {
+            path: locations
+                .state_dir
+                .as_ref()
+                .map(|d| d.join("sqlite_key_value.db")),
+        });
     all
 }
 

@@ -29,12 +29,8 @@ return 1";
 
 impl RedisStore {
     pub fn new(url: &str) -> anyhow::Result<RedisStore> {
-        let client = redis::Client::open(url).map_err(|e| {
-            anyhow::anyhow!(
-                "invalid Redis URL {:?}: {e}",
-                crate::redact::url(url)
-            )
-        })?;
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("invalid Redis URL {:?}: {e}", crate::redact::url(url)))?;
         Ok(RedisStore {
             client,
             conn: Default::default(),
@@ -58,19 +54,35 @@ impl RedisStore {
         self.conn().await?.get(key).await.map_err(BackendError::new)
     }
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        self.conn().await?.set(key, value).await.map_err(BackendError::new)
+        self.conn()
+            .await?
+            .set(key, value)
+            .await
+            .map_err(BackendError::new)
     }
     pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.conn().await?.del(key).await.map_err(BackendError::new)
     }
     pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        self.conn().await?.exists(key).await.map_err(BackendError::new)
+        self.conn()
+            .await?
+            .exists(key)
+            .await
+            .map_err(BackendError::new)
     }
     pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
-        self.conn().await?.keys("*").await.map_err(BackendError::new)
+        self.conn()
+            .await?
+            .keys("*")
+            .await
+            .map_err(BackendError::new)
     }
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        self.conn().await?.incr(key, delta).await.map_err(BackendError::new)
+        self.conn()
+            .await?
+            .incr(key, delta)
+            .await
+            .map_err(BackendError::new)
     }
     pub async fn swap_if(
         &self,

@@ -22,9 +22,8 @@ impl SqliteStore {
         let conn = match path {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        anyhow::anyhow!("cannot create {}: {e}", dir.display())
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
                 }
                 Connection::open(path)
                     .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?
@@ -56,7 +55,10 @@ impl SqliteStore {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         self.conn()
             .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")
-            .and_then(|mut s| s.query_row(params![self.name, key], |r| r.get(0)).optional())
+            .and_then(|mut s| {
+                s.query_row(params![self.name, key], |r| r.get(0))
+                    .optional()
+            })
             .map_err(BackendError::new)
     }
 
@@ -109,9 +111,11 @@ impl SqliteStore {
             .map_err(BackendError::new)?;
         let current = match current {
             None => 0,
-            Some(bytes) => i64::from_le_bytes(bytes.try_into().map_err(|_| {
-                BackendError(format!("the value of {key:?} is not a counter"))
-            })?),
+            Some(bytes) => i64::from_le_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| BackendError(format!("the value of {key:?} is not a counter")))?,
+            ),
         };
         let next = current
             .checked_add(delta)

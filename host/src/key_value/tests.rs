@@ -73,9 +73,16 @@ fn increments_are_atomic_across_threads() {
         .flat_map(|t| t.join().unwrap())
         .collect();
     seen.sort();
-    assert_eq!(seen, (1..=400).collect::<Vec<_>>(), "every caller saw its own value");
+    assert_eq!(
+        seen,
+        (1..=400).collect::<Vec<_>>(),
+        "every caller saw its own value"
+    );
     // Spin's encoding: 8 little-endian bytes.
-    assert_eq!(store.get("claim:k").unwrap(), Some(400i64.to_le_bytes().to_vec()));
+    assert_eq!(
+        store.get("claim:k").unwrap(),
+        Some(400i64.to_le_bytes().to_vec())
+    );
 }
 
 #[test]

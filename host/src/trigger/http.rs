@@ -52,6 +52,8 @@ impl Default for ListenerLimits {
 }
 
 pub struct HttpTrigger {
+    /// Itself, for the service chaining of the instances it makes.
+    me: std::sync::Weak<HttpTrigger>,
     app: Arc<App>,
     limits: ListenerLimits,
     /// Permits for requests running in a component.
@@ -63,7 +65,8 @@ pub struct HttpTrigger {
 }
 
 impl HttpTrigger {
-    pub fn new(app: Arc<App>, limits: ListenerLimits) -> Result<Option<HttpTrigger>> {
+    /// `None` if the app has no HTTP routes.
+    pub fn new(app: Arc<App>, limits: ListenerLimits) -> Result<Option<Arc<HttpTrigger>>> {
         let mut handlers = Vec::new();
         let mut routes = Vec::new();
         let mut by_component: std::collections::HashMap<String, usize> = Default::default();
@@ -96,14 +99,21 @@ impl HttpTrigger {
         if handlers.is_empty() {
             return Ok(None);
         }
-        Ok(Some(HttpTrigger {
+        let router = Router::new(routes)?;
+        Ok(Some(Arc::new_cyclic(|me| HttpTrigger {
+            me: me.clone(),
             app,
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
             limits,
-            router: Router::new(routes)?,
+            router,
             handlers,
             by_component,
-        }))
+        })))
+    }
+
+    /// What the instances of this app get for service chaining.
+    pub fn chaining(&self) -> crate::outbound_http::ServiceChaining {
+        crate::outbound_http::ServiceChaining::to(self.me.clone())
     }
 
     /// Accepts connections until `shutdown` flips, then lets open connections finish their
@@ -253,7 +263,7 @@ impl HttpTrigger {
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
             return resp;
         };
-        let mut store = self.app.store(&handler.ctx);
+        let mut store = self.app.store(&handler.ctx, &self.chaining());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()
@@ -328,9 +338,12 @@ impl std::error::Error for TimeLimitExceeded {}
 /// 503, the client may retry; any other trap is a 500. Spin answers both with an empty 500.
 fn failure_response(err: &anyhow::Error) -> Response<HyperOutgoingBody> {
     let timed_out = err.downcast_ref::<TimeLimitExceeded>().is_some()
-        || err
-            .chain()
-            .any(|c| matches!(c.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)));
+        || err.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<wasmtime::Trap>(),
+                Some(wasmtime::Trap::Interrupt)
+            )
+        });
     if timed_out {
         json_error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -16,12 +16,17 @@ use crate::state::{ComponentCtx, HostState};
 
 struct Handler {
     ctx: Arc<ComponentCtx>,
+    chaining: crate::outbound_http::ServiceChaining,
     pre: MqttTriggerPre<HostState>,
     topic: String,
     qos: QoS,
 }
 
-pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec<JoinHandle<()>>> {
+pub async fn start(
+    app: Arc<App>,
+    chaining: crate::outbound_http::ServiceChaining,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
     let Some(cfg) = app.manifest.application.trigger.mqtt.clone() else {
         return Ok(Vec::new());
     };
@@ -58,6 +63,7 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
         }
         handlers.push(Arc::new(Handler {
             ctx: loaded.ctx.clone(),
+            chaining: chaining.clone(),
             pre,
             topic,
             qos,
@@ -162,7 +168,10 @@ async fn run(
                 crate::hop::record(crate::hop::Point::Received, &p.payload);
                 let topic = p.topic.clone();
                 let payload = p.payload.clone();
-                for h in handlers.iter().filter(|h| rumqttc::matches(&topic, &h.topic)) {
+                for h in handlers
+                    .iter()
+                    .filter(|h| rumqttc::matches(&topic, &h.topic))
+                {
                     let (app, h, topic, payload) =
                         (app.clone(), h.clone(), topic.clone(), payload.clone());
                     tokio::spawn(async move {
@@ -185,7 +194,7 @@ async fn run(
 }
 
 async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<()> {
-    let mut store = app.store(&h.ctx);
+    let mut store = app.store(&h.ctx, &h.chaining);
     let metadata = Metadata {
         topic: topic.to_string(),
     };

@@ -16,6 +16,7 @@ use crate::state::{ComponentCtx, HostState};
 
 struct Handler {
     ctx: Arc<ComponentCtx>,
+    chaining: crate::outbound_http::ServiceChaining,
     pre: RedisTriggerPre<HostState>,
 }
 
@@ -24,7 +25,11 @@ type Channels = HashMap<String, Vec<Arc<Handler>>>;
 
 /// Connects to every Redis server the triggers name and subscribes; errors if one cannot be
 /// reached, so a wrong address fails at start-up.
-pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec<JoinHandle<()>>> {
+pub async fn start(
+    app: Arc<App>,
+    chaining: crate::outbound_http::ServiceChaining,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
     let mut by_address: BTreeMap<String, Channels> = BTreeMap::new();
     let mut pres: HashMap<String, Arc<Handler>> = HashMap::new();
     for t in &app.manifest.trigger.redis {
@@ -41,6 +46,7 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
                     .with_context(|| format!("component {id:?} cannot be a Redis trigger handler (does it export fermyon:spin/inbound-redis?)"))?;
                 let h = Arc::new(Handler {
                     ctx: loaded.ctx.clone(),
+                    chaining: chaining.clone(),
                     pre,
                 });
                 pres.insert(id.to_string(), h.clone());
@@ -78,8 +84,9 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
     for (address, channels) in by_address {
         let pubsub = subscribe(&address, &channels).await?;
         tracing::info!(
-            "Redis trigger subscribed to {:?} on {address}",
-            channels.keys().collect::<Vec<_>>()
+            "Redis trigger subscribed to {:?} on {}",
+            channels.keys().collect::<Vec<_>>(),
+            crate::redact::url(&address)
         );
         tasks.push(tokio::spawn(run(
             app.clone(),
@@ -93,22 +100,26 @@ pub async fn start(app: Arc<App>, shutdown: watch::Receiver<bool>) -> Result<Vec
 }
 
 async fn subscribe(address: &str, channels: &Channels) -> Result<redis::aio::PubSub> {
-    let client = redis::Client::open(address)
-        .with_context(|| format!("invalid Redis address {address:?}"))?;
+    let shown = crate::redact::url(address);
+    let client =
+        redis::Client::open(address).with_context(|| format!("invalid Redis address {shown:?}"))?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
         .map_err(|_| anyhow::anyhow!("timed out"))
         .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| format!("Redis trigger cannot connect to {address}"))?;
+        .with_context(|| format!("Redis trigger cannot connect to {shown}"))?;
     for ch in channels.keys() {
         pubsub
             .subscribe(ch)
             .await
-            .with_context(|| format!("cannot subscribe to {ch:?} on {address}"))?;
+            .with_context(|| format!("cannot subscribe to {ch:?} on {shown}"))?;
     }
     Ok(pubsub)
 }
 
+/// Delivers messages until shutdown. A lost connection ends the app, as in Spin 3.6.3, whose
+/// Redis trigger returns "disconnected from <address>" and takes `spin up` down with it: a
+/// process manager (Kubernetes, systemd) restarts it. Resubscribing here would hide that.
 async fn run(
     app: Arc<App>,
     address: String,
@@ -116,54 +127,38 @@ async fn run(
     pubsub: redis::aio::PubSub,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut pubsub = Some(pubsub);
+    let mut stream = pubsub.into_on_message();
     loop {
-        let ps = match pubsub.take() {
-            Some(p) => p,
-            None => match subscribe(&address, &channels).await {
-                Ok(p) => {
-                    tracing::info!("Redis trigger re-subscribed on {address}");
-                    p
-                }
-                Err(e) => {
-                    tracing::warn!("{e:#}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = shutdown.changed() => return,
-                    }
-                }
-            },
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = shutdown.changed() => return,
         };
-        let mut stream = ps.into_on_message();
-        loop {
-            let msg = tokio::select! {
-                m = stream.next() => m,
-                _ = shutdown.changed() => return,
-            };
-            let Some(msg) = msg else {
-                tracing::warn!("Redis trigger lost its connection to {address}; reconnecting");
-                break;
-            };
-            let Some(handlers) = channels.get(msg.get_channel_name()) else {
-                continue;
-            };
-            crate::hop::record(crate::hop::Point::Received, msg.get_payload_bytes());
-            let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
-            for h in handlers {
-                let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
-                let channel = msg.get_channel_name().to_string();
-                tokio::spawn(async move {
-                    if let Err(e) = deliver(&app, &h, &payload).await {
-                        tracing::error!(component = %h.ctx.id, %channel, "Redis message handler failed: {e:#}");
-                    }
-                });
-            }
+        let Some(msg) = msg else {
+            app.fail(format!(
+                "Redis trigger disconnected from {}",
+                crate::redact::url(&address)
+            ));
+            return;
+        };
+        let Some(handlers) = channels.get(msg.get_channel_name()) else {
+            continue;
+        };
+        crate::hop::record(crate::hop::Point::Received, msg.get_payload_bytes());
+        let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
+        for h in handlers {
+            let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
+            let channel = msg.get_channel_name().to_string();
+            tokio::spawn(async move {
+                if let Err(e) = deliver(&app, &h, &payload).await {
+                    tracing::error!(component = %h.ctx.id, %channel, "Redis message handler failed: {e:#}");
+                }
+            });
         }
     }
 }
 
 async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
-    let mut store = app.store(&h.ctx);
+    let mut store = app.store(&h.ctx, &h.chaining);
     let run = async {
         let inst = h.pre.instantiate_async(&mut store).await?;
         crate::hop::record(crate::hop::Point::HandlerStart, payload);
