@@ -31,7 +31,7 @@ impl Guest for EventsMqtt {
             placed_at: order.placed_at,
         });
         let unavailable =
-            |e: spin_sdk::mqtt::Error| Error::Unavailable(format!("MQTT broker {address}: {e}"));
+            |e: spin_sdk::mqtt::Error| Error::Unavailable(format!("MQTT publish failed: {e}"));
         Connection::open(&address_with_id, &username, &password, KEEP_ALIVE_SECS)
             .map_err(unavailable)?
             .publish(&topic, &payload, Qos::AtLeastOnce)

@@ -24,7 +24,7 @@ impl Guest for EventsRedis {
             placed_at: order.placed_at,
         });
         let unavailable =
-            |e: spin_sdk::redis::Error| Error::Unavailable(format!("Redis {address}: {e}"));
+            |e: spin_sdk::redis::Error| Error::Unavailable(format!("Redis publish failed: {e}"));
         Connection::open(&address)
             .map_err(unavailable)?
             .publish(&channel, &payload)
