@@ -9,10 +9,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.dont_write_bytecode = True  # keep deploy/ free of __pycache__ also when pytest is run by hand
 
 ROOT = Path(os.environ.get("DEPLOY_ROOT", Path(__file__).resolve().parents[2])).resolve()
 DEPLOY = ROOT / "deploy"

@@ -98,15 +98,17 @@ pub fn check(
 
     let mut explicit = HashMap::new();
     for (name, value) in variables {
+        // `up` only warns (Spin ignores such a value); for a check it means the deployment and the
+        // manifest disagree on a name, so the value the deployment meant to set never arrives.
         if !manifest.variables.contains_key(name) {
-            report
-                .errors
-                .push(format!("variable {name:?} is set but [variables] does not declare it"));
+            report.errors.push(format!(
+                "variable {name:?} is set but [variables] does not declare it"
+            ));
         }
         explicit.insert(env_name(name), value.clone());
     }
     let lookup = |k: &str| explicit.get(k).cloned().or_else(|| env(k));
-    let resolver = match Resolver::new(&manifest.variables, &lookup) {
+    let resolver = match Resolver::new(&manifest.variables, lookup) {
         Ok(r) => r,
         Err(e) => {
             report.errors.push(format!("{e:#}"));
@@ -157,9 +159,12 @@ pub fn check(
             channel: resolve("[[trigger.redis]] channel".into(), &t.channel),
         });
     }
-    let mqtt_address = manifest.application.trigger.mqtt.as_ref().and_then(|m| {
-        resolve("[application.trigger.mqtt] address".into(), &m.address)
-    });
+    let mqtt_address = manifest
+        .application
+        .trigger
+        .mqtt
+        .as_ref()
+        .and_then(|m| resolve("[application.trigger.mqtt] address".into(), &m.address));
     for t in &manifest.trigger.mqtt {
         triggers.push(TriggerReport {
             kind: "mqtt",
@@ -226,7 +231,9 @@ pub fn main(
     runtime_config: Option<&Path>,
     variables: &[(String, String)],
 ) -> std::process::ExitCode {
-    let report = check(manifest, runtime_config, variables, |k| std::env::var(k).ok());
+    let report = check(manifest, runtime_config, variables, |k| {
+        std::env::var(k).ok()
+    });
     match serde_json::to_string_pretty(&report) {
         Ok(json) => println!("{json}"),
         Err(e) => {
@@ -320,7 +327,11 @@ password = "{{ password }}"
     #[test]
     fn undeclared_and_missing_variables_are_errors() {
         let r = run(MQTT_APP, &[("nope", "x")]);
-        assert!(r.errors.iter().any(|e| e.contains("\"nope\"")), "{:?}", r.errors);
+        assert!(
+            r.errors.iter().any(|e| e.contains("\"nope\"")),
+            "{:?}",
+            r.errors
+        );
         let required = MQTT_APP.replace(
             r#"mqtt_address = { default = "mqtt://127.0.0.1:1883" }"#,
             "mqtt_address = { required = true }",
@@ -341,7 +352,11 @@ password = "{{ password }}"
         );
         assert!(r.errors.iter().any(|e| e.contains("component \"c\"")));
         let r = run(&MQTT_APP.replace("{{ password }}", "{{ undeclared }}"), &[]);
-        assert!(r.errors.iter().any(|e| e.contains("undeclared")), "{:?}", r.errors);
+        assert!(
+            r.errors.iter().any(|e| e.contains("undeclared")),
+            "{:?}",
+            r.errors
+        );
     }
 
     #[test]
