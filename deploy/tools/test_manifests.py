@@ -1,4 +1,5 @@
 """What the kustomizations render and how it fits the Spin apps, one case per (file, check)."""
+import functools
 import re
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def address_problem(value: str, known: dict[str, set[int]]) -> str | None:
     return None
 
 
+@functools.cache
 def crd_validator(kind: str) -> jsonschema.Draft7Validator:
     """The operator's openAPIV3Schema, strict as `kubectl apply` is: an unknown field is an error."""
     crd = yaml.safe_load((Path(__file__).parent / f"crds/core.spinkube.dev_{kind.lower()}s.yaml").read_text())
