@@ -17,7 +17,7 @@ mod bindings {
 pub use bindings::nano::orders::store as wit_store;
 pub use bindings::nano::orders::types;
 pub use types::{Error, Order, OrderId, OrderRecord, OrderStatus, Timestamp};
-pub use wit_store::PendingOrder;
+pub use wit_store::{KeyClaim, PendingOrder};
 
 mod ids;
 mod memory;

@@ -1,7 +1,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 
-use crate::{Error, OrderRecord, OrderStatus, PendingOrder, Store};
+use crate::{Error, KeyClaim, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp};
 
 /// An in-memory [`Store`] for unit tests that keeps the same layout rules as the kv-store adapter
 /// (outbox entry before an accepted record, removed after a fulfilled one), with switches that make
@@ -11,6 +11,7 @@ pub struct MemoryStore {
     records: RefCell<HashMap<String, OrderRecord>>,
     keys: RefCell<HashMap<String, String>>,
     claims: RefCell<HashMap<String, i64>>,
+    claim_notes: RefCell<HashMap<String, Timestamp>>,
     /// (since, id): ordered as the adapter lists them, oldest first.
     outbox: RefCell<BTreeSet<(u64, String)>>,
     /// Every call fails.
@@ -49,6 +50,17 @@ impl MemoryStore {
             .insert((entry.since, entry.id.clone()));
     }
 
+    /// Writes the record and its outbox entry but not its key index, as a writer that died (or a
+    /// failed save whose cleanup failed) between the two leaves it.
+    pub fn put_half_stored(&self, record: &OrderRecord) {
+        self.outbox
+            .borrow_mut()
+            .insert((record.order.placed_at, record.order.id.clone()));
+        self.records
+            .borrow_mut()
+            .insert(record.order.id.clone(), record.clone());
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.down.get() {
             return Err(Error::Unavailable("store is down".into()));
@@ -80,6 +92,7 @@ impl Store for MemoryStore {
     fn release_key(&self, idempotency_key: &str) -> Result<(), Error> {
         self.check()?;
         self.claims.borrow_mut().remove(idempotency_key);
+        self.claim_notes.borrow_mut().remove(idempotency_key);
         Ok(())
     }
 
@@ -141,6 +154,29 @@ impl Store for MemoryStore {
         self.outbox
             .borrow_mut()
             .remove(&(entry.since, entry.id.clone()));
+        Ok(())
+    }
+
+    fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
+        self.check()?;
+        let mut keys: Vec<String> = self.claims.borrow().keys().cloned().collect();
+        keys.sort();
+        keys.truncate(limit as usize);
+        Ok(keys
+            .into_iter()
+            .map(|key| KeyClaim {
+                indexed: self.find_by_key(&key).ok().flatten().is_some(),
+                noted_at: self.claim_notes.borrow().get(&key).copied(),
+                idempotency_key: key,
+            })
+            .collect())
+    }
+
+    fn note_claim(&self, idempotency_key: &str, at: Timestamp) -> Result<(), Error> {
+        self.check()?;
+        self.claim_notes
+            .borrow_mut()
+            .insert(idempotency_key.to_string(), at);
         Ok(())
     }
 }

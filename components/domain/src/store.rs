@@ -1,4 +1,4 @@
-use crate::{wit_store, Error, Order, OrderRecord, PendingOrder};
+use crate::{wit_store, Error, KeyClaim, Order, OrderRecord, PendingOrder, Timestamp};
 
 /// The `store` import as a trait: the components call it through [`WitStore`], their unit tests
 /// through [`crate::MemoryStore`]. What each call promises is written on the WIT interface
@@ -12,6 +12,8 @@ pub trait Store {
     fn discard(&self, record: &OrderRecord) -> Result<(), Error>;
     fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error>;
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error>;
+    fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error>;
+    fn note_claim(&self, idempotency_key: &str, at: Timestamp) -> Result<(), Error>;
 }
 
 /// The store this component imports (wired by composition to the kv-store adapter).
@@ -41,6 +43,12 @@ impl Store for WitStore {
     }
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
         wit_store::clear_pending(entry)
+    }
+    fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
+        wit_store::claims(limit)
+    }
+    fn note_claim(&self, idempotency_key: &str, at: Timestamp) -> Result<(), Error> {
+        wit_store::note_claim(idempotency_key, at)
     }
 }
 

@@ -6,8 +6,8 @@ wit_bindgen::generate!({
     world: "nano:orders/kv-store",
 });
 
-use crate::stored::{self, claim_key, index_key, order_key, pending_key};
-use exports::nano::orders::store::{Guest, PendingOrder};
+use crate::stored::{self, claim_key, claim_note_key, index_key, order_key, pending_key};
+use exports::nano::orders::store::{Guest, KeyClaim, PendingOrder};
 use exports::nano::orders::types as wit;
 use order_domain::{Error, OrderRecord, OrderStatus};
 use spin_sdk::key_value::Store;
@@ -53,7 +53,36 @@ impl Guest for KvStore {
     }
 
     fn release_key(key: String) -> Result<(), wit::Error> {
-        Ok(open()?.delete(&claim_key(&key)).map_err(unavailable)?)
+        let store = open()?;
+        // The claim first: a note without its claim is harmless, a claim without its note is
+        // only noted again.
+        store.delete(&claim_key(&key)).map_err(unavailable)?;
+        Ok(store.delete(&claim_note_key(&key)).map_err(unavailable)?)
+    }
+
+    fn claims(limit: u32) -> Result<Vec<KeyClaim>, wit::Error> {
+        let store = open()?;
+        let keys = store.get_keys().map_err(unavailable)?;
+        let mut claims = Vec::new();
+        for key in stored::claimed_keys(keys, limit) {
+            let indexed = store.exists(&index_key(&key)).map_err(unavailable)?;
+            let noted_at = match store.get(&claim_note_key(&key)).map_err(unavailable)? {
+                Some(bytes) => stored::decode_time(&bytes),
+                None => None,
+            };
+            claims.push(KeyClaim {
+                idempotency_key: key,
+                indexed,
+                noted_at,
+            });
+        }
+        Ok(claims)
+    }
+
+    fn note_claim(key: String, at: u64) -> Result<(), wit::Error> {
+        Ok(open()?
+            .set(&claim_note_key(&key), at.to_string().as_bytes())
+            .map_err(unavailable)?)
     }
 
     fn save(record: wit::OrderRecord) -> Result<(), wit::Error> {

@@ -6,7 +6,9 @@
 //! - `idempotency:<key>`: the id of the order that key placed. Written after the record, so a key
 //!   never points at nothing that was not there a moment before.
 //! - `claim:<key>`: a counter; the caller whose atomic increment (`wasi:keyvalue/atomics`) gives 1
-//!   owns the key. Spin's `increment` is atomic on both backends (SQLite: read and write in one
+//!   owns the key. `claim-noted:<key>`: when a sweep first saw that claim with no order indexed
+//!   (the sweeper frees claims whose claimant died, and forgets those whose order is indexed). `claim-noted:<key>`: when a sweep first saw that claim with no order indexed
+//!   (the sweeper frees claims whose claimant died, and forgets those whose order is indexed). Spin's `increment` is atomic on both backends (SQLite: read and write in one
 //!   transaction; Redis: `INCRBY`); compare-and-swap is not used, because on Spin's SQLite store a
 //!   swap of an absent key is a plain upsert that two callers can both "win".
 //! - `pending:<placed_at, 20 digits>:<id>`: the outbox. Written before an accepted record, deleted

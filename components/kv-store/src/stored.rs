@@ -68,7 +68,31 @@ pub fn index_key(idempotency_key: &str) -> String {
 }
 
 pub fn claim_key(idempotency_key: &str) -> String {
-    format!("claim:{idempotency_key}")
+    format!("{CLAIM}{idempotency_key}")
+}
+
+const CLAIM: &str = "claim:";
+
+/// When a sweep first saw the claim of this key without an indexed order.
+pub fn claim_note_key(idempotency_key: &str) -> String {
+    format!("claim-noted:{idempotency_key}")
+}
+
+/// The idempotency keys claimed among `keys`, sorted, at most `limit`.
+pub fn claimed_keys(keys: impl IntoIterator<Item = String>, limit: u32) -> Vec<String> {
+    let mut claimed: Vec<String> = keys
+        .into_iter()
+        .filter_map(|k| k.strip_prefix(CLAIM).map(String::from))
+        .collect();
+    claimed.sort();
+    claimed.truncate(limit as usize);
+    claimed
+}
+
+/// A time written as decimal text; `None` for anything else (a note that cannot be read is noted
+/// again).
+pub fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 const PENDING: &str = "pending:";
@@ -168,10 +192,36 @@ mod tests {
         for key in [
             index_key(&longest),
             claim_key(&longest),
+            claim_note_key(&longest),
             pending_key(u64::MAX, ID),
         ] {
             assert!(key.len() <= 255, "{key}");
         }
+    }
+
+    #[test]
+    fn claimed_keys_are_found_among_all_keys() {
+        let keys = vec![
+            claim_key("b"),
+            claim_note_key("b"),
+            index_key("b"),
+            order_key(ID),
+            claim_key("a:with:colons"),
+            pending_key(1, ID),
+        ];
+        assert_eq!(
+            claimed_keys(keys.clone(), 10),
+            vec!["a:with:colons".to_string(), "b".to_string()]
+        );
+        assert_eq!(claimed_keys(keys, 1).len(), 1);
+    }
+
+    #[test]
+    fn claim_notes_are_decimal_times() {
+        assert_eq!(decode_time(b"1795633210123"), Some(1_795_633_210_123));
+        assert_eq!(decode_time(b""), None);
+        assert_eq!(decode_time(b"\x01\x00"), None);
+        assert_eq!(decode_time(b"-5"), None);
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub fn place(
                 return replay(earlier, &details, key);
             }
         }
+        // A sweep forgets claims whose order is indexed, so a claim can be won for a key that
+        // already has its order (indexed after our first look): look once more before creating.
+        if let Some(earlier) = store.find_by_key(key)? {
+            return replay(earlier, &details, key);
+        }
     }
 
     let record = OrderRecord {
@@ -134,7 +139,7 @@ fn validate_idempotency_key(key: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use order_domain::{MemoryStore, PendingOrder};
+    use order_domain::{KeyClaim, MemoryStore, PendingOrder};
     use std::cell::{Cell, RefCell};
     use std::sync::Mutex;
 
@@ -388,6 +393,63 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_won_after_the_order_was_indexed_replays_it() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        // The first caller's order is indexed and a sweep has forgotten its claim; a second
+        // caller looked before the index was written, and now wins the claim.
+        store.save(&someone_elses("a", "k")).unwrap();
+        let looked = Cell::new(false);
+        struct LateIndex<'a>(&'a MemoryStore, &'a Cell<bool>);
+        impl Store for LateIndex<'_> {
+            fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
+                self.0.load(id)
+            }
+            fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
+                if !self.1.replace(true) {
+                    return Ok(None);
+                }
+                self.0.find_by_key(key)
+            }
+            fn claim_key(&self, key: &str) -> Result<bool, Error> {
+                self.0.claim_key(key)
+            }
+            fn release_key(&self, key: &str) -> Result<(), Error> {
+                self.0.release_key(key)
+            }
+            fn save(&self, record: &OrderRecord) -> Result<(), Error> {
+                self.0.save(record)
+            }
+            fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
+                self.0.discard(record)
+            }
+            fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+                self.0.pending(limit)
+            }
+            fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
+                self.0.clear_pending(entry)
+            }
+            fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
+                self.0.claims(limit)
+            }
+            fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
+                self.0.note_claim(key, at)
+            }
+        }
+        let again = place(
+            &LateIndex(&store, &looked),
+            &events,
+            9,
+            || panic!("no second order"),
+            no_sleep,
+            "a".into(),
+            Some("k".into()),
+        )
+        .unwrap();
+        assert_eq!(again, someone_elses("a", "k"));
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
     fn a_failed_announcement_still_accepts_the_order_and_leaves_it_in_the_outbox() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
         events.fail.set(true);
@@ -443,6 +505,12 @@ mod tests {
         }
         fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
             self.0.clear_pending(entry)
+        }
+        fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
+            self.0.claims(limit)
+        }
+        fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
+            self.0.note_claim(key, at)
         }
     }
 
@@ -502,6 +570,12 @@ mod tests {
         }
         fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
             self.0.lock().unwrap().clear_pending(entry)
+        }
+        fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
+            self.0.lock().unwrap().claims(limit)
+        }
+        fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
+            self.0.lock().unwrap().note_claim(key, at)
         }
     }
 

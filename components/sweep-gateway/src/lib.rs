@@ -1,7 +1,8 @@
 //! `POST /sweep` runs one sweep of the outbox (`outbox.sweep`) and answers its report as JSON:
 //!
 //! ```json
-//! {"pending": 3, "waiting": 1, "announced": 1, "cleaned": 1, "failed": 0, "grace_ms": 10000}
+//! {"pending": 3, "waiting": 1, "announced": 1, "cleaned": 1, "failed": 0, "released_claims": 0,
+//!  "grace_ms": 10000}
 //! ```
 //!
 //! It is what a Kubernetes CronJob (`curl -X POST`) or `cargo xtask up` calls every minute. The
@@ -66,6 +67,7 @@ fn answer(request: &IncomingRequest) -> Reply {
                 "announced": r.announced,
                 "cleaned": r.cleaned,
                 "failed": r.failed,
+                "released_claims": r.released_claims,
                 "grace_ms": grace_ms,
             }),
         ),

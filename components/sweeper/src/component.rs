@@ -34,6 +34,7 @@ impl Guest for Sweeper {
             announced: r.announced,
             cleaned: r.cleaned,
             failed: r.failed,
+            released_claims: r.released_claims,
         })
     }
 }

@@ -8,11 +8,17 @@
 #[cfg(target_arch = "wasm32")]
 mod component;
 
-use order_domain::{Error, Events, OrderStatus, PendingOrder, Store, Timestamp};
+use std::collections::HashSet;
+
+use order_domain::{Error, Events, KeyClaim, OrderStatus, PendingOrder, Store, Timestamp};
 
 /// Outbox entries looked at per sweep. Sweeps run every minute or so; a backlog larger than this
 /// is worked off over several sweeps, oldest first.
 pub const BATCH: u32 = 500;
+
+/// Idempotency-key claims looked at per sweep (claims of indexed orders are forgotten as they are
+/// seen, so only the ones in flight or orphaned stay).
+pub const CLAIM_BATCH: u32 = 500;
 
 /// What one sweep did (the `outbox.sweep-report` of the WIT).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +28,7 @@ pub struct Report {
     pub announced: u32,
     pub cleaned: u32,
     pub failed: u32,
+    pub released_claims: u32,
 }
 
 /// One sweep at `now`: announce again what is older than `grace_ms` and still accepted.
@@ -36,13 +43,17 @@ pub fn sweep(
     grace_ms: u64,
 ) -> Result<Report, Error> {
     let mut report = Report::default();
-    for entry in store.pending(BATCH)? {
+    let pending = store.pending(BATCH)?;
+    let whole_outbox = pending.len() < BATCH as usize;
+    // Idempotency keys of orders in the outbox: their claims must stay (see `sweep_claims`).
+    let mut keys_in_outbox = HashSet::new();
+    for entry in pending {
         report.pending += 1;
         if now < entry.since.saturating_add(grace_ms) {
             report.waiting += 1;
             continue;
         }
-        match step(store, events, &entry) {
+        match step(store, events, &entry, &mut keys_in_outbox) {
             Ok(Step::Announced) => report.announced += 1,
             Ok(Step::Cleaned) => report.cleaned += 1,
             Err(e) => {
@@ -51,7 +62,50 @@ pub fn sweep(
             }
         }
     }
+    if whole_outbox {
+        sweep_claims(store, now, grace_ms, &keys_in_outbox, &mut report)?;
+    }
     Ok(report)
+}
+
+/// Frees the idempotency keys of claimants that died between claiming and storing their order,
+/// and forgets claims whose order is indexed (a caller that wins such a key again finds the order
+/// by its key before it creates anything).
+///
+/// A claim without an indexed order is noted the first time a sweep sees it and freed by a sweep
+/// at least `grace_ms` later, unless an order carrying the key is in the outbox (a half-stored
+/// order, kept claimed on purpose until fulfilment re-indexes it). Such an order was placed before
+/// its key was claimed, so by then it is past the grace period and was loaded above; and only a
+/// sweep that saw the whole outbox frees anything.
+fn sweep_claims(
+    store: &impl Store,
+    now: Timestamp,
+    grace_ms: u64,
+    keys_in_outbox: &HashSet<String>,
+    report: &mut Report,
+) -> Result<(), Error> {
+    for claim in store.claims(CLAIM_BATCH)? {
+        let KeyClaim {
+            idempotency_key: key,
+            indexed,
+            noted_at,
+        } = claim;
+        let result = match noted_at {
+            _ if indexed => store.release_key(&key),
+            None => store.note_claim(&key, now),
+            Some(at) if now >= at.saturating_add(grace_ms) && !keys_in_outbox.contains(&key) => {
+                store
+                    .release_key(&key)
+                    .map(|()| report.released_claims += 1)
+            }
+            Some(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            report.failed += 1;
+            eprintln!("sweep: Idempotency-Key {key:?}: {}", e.message());
+        }
+    }
+    Ok(())
 }
 
 enum Step {
@@ -59,8 +113,20 @@ enum Step {
     Cleaned,
 }
 
-fn step(store: &impl Store, events: &impl Events, entry: &PendingOrder) -> Result<Step, Error> {
-    match store.load(&entry.id)? {
+fn step(
+    store: &impl Store,
+    events: &impl Events,
+    entry: &PendingOrder,
+    keys_in_outbox: &mut HashSet<String>,
+) -> Result<Step, Error> {
+    let record = store.load(&entry.id)?;
+    if let Some(key) = record
+        .as_ref()
+        .and_then(|r| r.order.idempotency_key.clone())
+    {
+        keys_in_outbox.insert(key);
+    }
+    match record {
         Some(record) if record.status == OrderStatus::Accepted => {
             events.order_placed(&record.order)?;
             Ok(Step::Announced)
@@ -208,6 +274,63 @@ mod tests {
         events.fail.set(false);
         assert_eq!(sweep(&store, &events, 21_000, GRACE).unwrap().announced, 1);
         assert_eq!(*events.placed.borrow(), vec![id]);
+    }
+
+    #[test]
+    fn a_claim_whose_claimant_died_is_freed_after_the_grace_period() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("dead").unwrap());
+        let first = sweep(&store, &events, 1_000, GRACE).unwrap();
+        assert_eq!(first.released_claims, 0, "first seen: only noted");
+        assert!(store.is_claimed("dead"));
+        let early = sweep(&store, &events, 10_999, GRACE).unwrap();
+        assert_eq!(early.released_claims, 0);
+        let later = sweep(&store, &events, 11_000, GRACE).unwrap();
+        assert_eq!(later.released_claims, 1);
+        assert!(!store.is_claimed("dead"));
+        assert!(
+            store.claim_key("dead").unwrap(),
+            "the key can be used again"
+        );
+    }
+
+    #[test]
+    fn claims_of_indexed_orders_are_forgotten_without_counting() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("done").unwrap());
+        let id = order(&store, 1, 1_000, OrderStatus::Fulfilled);
+        let mut record = store.load(&id).unwrap().unwrap();
+        record.order.idempotency_key = Some("done".into());
+        store.save(&record).unwrap();
+        let report = sweep(&store, &events, 2_000, GRACE).unwrap();
+        assert_eq!(report, Report::default());
+        assert!(!store.is_claimed("done"));
+        assert!(store.find_by_key("done").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_claim_whose_order_is_half_stored_stays_until_fulfilment_indexes_it() {
+        let (store, events) = (MemoryStore::default(), Recorder::default());
+        assert!(store.claim_key("half").unwrap());
+        let id = order(&store, 1, 1_000, OrderStatus::Accepted);
+        let mut record = store.load(&id).unwrap().unwrap();
+        record.order.idempotency_key = Some("half".into());
+        store.put_half_stored(&record);
+        assert!(store.find_by_key("half").unwrap().is_none());
+
+        for now in [2_000, 20_000, 40_000] {
+            let report = sweep(&store, &events, now, GRACE).unwrap();
+            assert_eq!(report.released_claims, 0, "at {now}");
+        }
+        assert!(
+            store.is_claimed("half"),
+            "no second order can be made for it"
+        );
+        assert_eq!(
+            events.placed.borrow().len(),
+            2,
+            "announced by the two late sweeps"
+        );
     }
 
     #[test]
