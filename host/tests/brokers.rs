@@ -295,18 +295,6 @@ async fn an_mqtt_address_without_client_id_is_refused(kind: HostKind) {
     host.stop().await;
 }
 
-/// Where nanohost is known to differ from Spin 3.6.3 today (see `harness::known_difference`).
-fn known_difference(host: HostKind, case: &str) -> Option<String> {
-    let why = match case {
-        "an_mqtt_address_without_client_id_is_refused" => {
-            "nanohost adds `client_id=nanohost` to an outbound MQTT address that has none; \
-             Spin refuses it with `invalid-address` (issue 14 item 2)"
-        }
-        _ => return None,
-    };
-    harness::known_difference(host, Some(why))
-}
-
 /// Spin runs `[[trigger.mqtt]]` only with the trigger plugin installed.
 fn needs_mqtt_trigger(host: HostKind) -> Option<String> {
     if host != HostKind::Spin || host.unavailable().is_some() {
@@ -337,17 +325,11 @@ fn main() {
             "mqtt_publish_fails_while_the_broker_is_gone",
             move || mqtt_publish_fails_while_the_broker_is_gone(host),
         ));
-        cases.push(
-            case(
-                host,
-                "an_mqtt_address_without_client_id_is_refused",
-                move || an_mqtt_address_without_client_id_is_refused(host),
-            )
-            .skip_if(known_difference(
-                host,
-                "an_mqtt_address_without_client_id_is_refused",
-            )),
-        );
+        cases.push(case(
+            host,
+            "an_mqtt_address_without_client_id_is_refused",
+            move || an_mqtt_address_without_client_id_is_refused(host),
+        ));
     }
     harness::run(cases)
 }

@@ -121,6 +121,19 @@ type Teardown = Box<dyn FnOnce() + Send>;
 static SHARED: Mutex<Option<HashMap<String, Arc<dyn Any + Send + Sync>>>> = Mutex::new(None);
 static TEARDOWN: Mutex<Vec<Teardown>> = Mutex::new(Vec::new());
 
+static FAILED_STARTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Dropped only when a start panics (forgotten otherwise).
+struct MarkFailedStart(String);
+
+impl Drop for MarkFailedStart {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            FAILED_STARTS.lock().unwrap().push(self.0.clone());
+        }
+    }
+}
+
 /// A value that several cases share (apps, brokers), started by the first case that asks for it
 /// and stopped after the last case. Holding it excludes the other cases of the group, so that a
 /// case that counts what is stored sees only its own writes.
@@ -153,7 +166,14 @@ where
     };
     let mut guard: OwnedMutexGuard<Option<T>> = cell.lock_owned().await;
     if guard.is_none() {
+        // A start that failed once fails the group's other cases at once, instead of each
+        // waiting out the start deadline again.
+        if FAILED_STARTS.lock().unwrap().iter().any(|k| k == key) {
+            panic!("{key} failed to start in an earlier case of its group (see that case)");
+        }
+        let mark = MarkFailedStart(key.to_string());
         *guard = Some(start().await);
+        std::mem::forget(mark);
     }
     OwnedMutexGuard::map(guard, |value| value.as_mut().unwrap())
 }

@@ -4,6 +4,7 @@
 //! Redis or MQTT.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;
@@ -188,20 +189,23 @@ impl Mosquitto {
         let port = free_port();
         let dir = TempDir::new("mosquitto");
         let log = dir.path.join("mosquitto.log");
+        // Started as root, mosquitto drops to its own user, which must be able to append to the
+        // log; its stdout would be block-buffered, so a file it flushes per line.
+        std::fs::File::create(&log).expect("create mosquitto.log");
+        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .expect("open mosquitto.log to the broker's user");
         let conf = dir.file(
             "mosquitto.conf",
             &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 set_tcp_nodelay true\nlog_dest stdout\nlog_type subscribe\nlog_type error\n"
+                 set_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\nlog_type error\n",
+                log.display()
             ),
         );
-        // To stdout, not `log_dest file`: started as root, mosquitto drops to its own user, which
-        // may not write here.
-        let out = std::fs::File::create(&log).expect("create mosquitto.log");
         let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
-            .stdout(out)
+            .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is not installed (apt-get install mosquitto)");
