@@ -4,7 +4,6 @@
 //! Redis or MQTT.
 #![allow(dead_code)]
 
-pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;
