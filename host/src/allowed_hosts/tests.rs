@@ -145,7 +145,7 @@ fn table_of_cases() {
             ))
         };
         match (
-            AllowedHosts::parse(&[case.entry.clone()], &vars),
+            AllowedHosts::parse(std::slice::from_ref(&case.entry), &vars),
             case.error,
         ) {
             (Ok(h), true) => fail(format!(
