@@ -226,7 +226,9 @@ impl Settings {
             open_rates: if args.smoke {
                 vec![100.0, 200.0]
             } else {
-                vec![500.0, 1000.0, 2000.0, 4000.0, 8000.0, 16000.0]
+                vec![
+                    500.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0,
+                ]
             },
             open_seconds: match mode {
                 "smoke" => 0.3,
@@ -548,6 +550,7 @@ fn spin_memory_config(out: &Path) -> Result<PathBuf> {
 }
 
 /// nanohost beside `wasmtime serve` and real Spin, one server at a time.
+#[allow(clippy::too_many_arguments)]
 fn run_peers(
     root: &Path,
     out: &Path,
@@ -809,7 +812,7 @@ fn run_shape(
         let at_hop_rate = rt.block_on(openloop::run_rate(
             addr,
             s.hop_rate,
-            s.open_seconds.max(1.0).min(5.0),
+            s.open_seconds.clamp(1.0, 5.0),
             s.open_connections,
             s.hop_details_bytes,
         ))?;

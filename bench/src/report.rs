@@ -513,6 +513,8 @@ impl Report {
         let _ = writeln!(md, "- End to end: the clock starts before the POST and stops when a GET answers `fulfilled`. The first GET is sent as soon as the 202 arrives, then one every {} µs (a blocking sleep; Linux wakes ~50 µs late). So a networked figure is late by at most one interval plus one GET round trip; the composed app fulfils before its 202, so its first GET always succeeds.", s.poll_interval_us);
         let _ = writeln!(md, "- Hop, networked: nanohost's opt-in probes (`host/src/hop.rs`) record `Instant`s when the host side of `publish` (MQTT/Redis) or an outbound HTTP request is entered, when the trigger gets the message, when the handler's export is called (after instantiation), and when it returns. Both apps share the process clock; a trip is matched by payload (HTTP: by path, exact at one client). Recorded during the end-to-end phase only.");
         let _ = writeln!(md, "- Hop, composed: the micro-benchmark above. It is the cost of the extra component boundary and of events-local (a call, its argument copy and its error mapping), not an estimate from end-to-end figures.");
+        let _ = writeln!(md, "- Publish semantics of the networked shapes: what real Spin 3.6.3 does (nanohost's `host/src/outbound_mqtt.rs` follows Spin's `factor-outbound-mqtt`): events-mqtt publishes at QoS 1, each `open` makes a new MQTT client that connects on its first publish, and `publish` returns only after the broker's PUBACK. Redis `publish` returns after Redis answers; outbound HTTP after the response.");
+        let _ = writeln!(md, "- Build: the measured native binary (nano-bench, which links nanohost) with the `{}` profile; the components with the size-optimised wasm `release` profile, as `spin build` would. The peers are the binaries found (`spin`: SPIN_BIN, PATH, then ../shared/tools/spin/spin; `wasmtime`: WASMTIME_BIN, PATH, then ~/.cargo/bin), built with cargo's default release profile (opt-level 3).", self.profile);
         let _ = writeln!(
             md,
             "- Percentiles come from HdrHistogram (3 significant digits), in nanoseconds."
@@ -712,26 +714,8 @@ fn short(v: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_stamp_is_a_utc_time() {
-        let s = super::utc_stamp();
-        assert_eq!(s.len(), 16, "{s}");
-        assert!(
-            s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T',
-            "{s}"
-        );
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(super::us(0.16), "160 ns");
-        assert_eq!(super::us(3.4), "3.4 µs");
-        assert_eq!(super::us(309.2), "309 µs");
-        assert_eq!(super::us(27_300.0), "27.3 ms");
-    }
-}
+/// Offered rate, p50 and p99 of one open-loop point.
+type RatePoints = (f64, f64, f64);
 
 /// The figures of one peer run, when it ran.
 fn ran(r: &PeerRun) -> Option<(&crate::peers::Phase, &crate::peers::Phase)> {
@@ -849,7 +833,7 @@ impl Report {
         for r in self.peers.iter().filter(|r| !r.command.is_empty()) {
             let _ = writeln!(md, "- {} / {}: `{}`", r.host, r.workload, r.command);
         }
-        let _ = writeln!(md, "\nThe order app was built from the gateway at {}. Real Spin 3.6.3 does not set TCP_NODELAY on the connections it accepts; nanohost did until the change that made it behave like Spin.\n", self.versions.gateway);
+        let _ = writeln!(md, "\nThe order app is `target/composed/order-app.wasm` as `cargo xtask bench` built it from the working tree; its gateway's last commit: {}. Neither real Spin 3.6.3 nor nanohost sets TCP_NODELAY on the connections it accepts (nanohost stopped doing so to behave like Spin), so a reply written in two pieces waits for the client's delayed ACK (~40 ms): the gateway now sends each reply in one piece.\n", self.versions.gateway);
         if let Some(before) = &self.spin_before {
             let runs = baseline_runs(before);
             let _ = writeln!(md, "### Real Spin before the gateway's keep-alive fix\n");
@@ -966,7 +950,7 @@ impl Report {
 
     /// p50 and p99 against offered rate, per shape, log-log.
     fn open_loop_chart(&self, path: &Path) -> Result<()> {
-        let series: Vec<(Shape, Vec<(f64, f64, f64)>)> = self
+        let series: Vec<(Shape, Vec<RatePoints>)> = self
             .shapes
             .iter()
             .filter_map(|r| {
@@ -1107,5 +1091,26 @@ impl Report {
             );
         }
         let _ = writeln!(md);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stamp_is_a_utc_time() {
+        let s = super::utc_stamp();
+        assert_eq!(s.len(), 16, "{s}");
+        assert!(
+            s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T',
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::us(0.16), "160 ns");
+        assert_eq!(super::us(3.4), "3.4 µs");
+        assert_eq!(super::us(309.2), "309 µs");
+        assert_eq!(super::us(27_300.0), "27.3 ms");
     }
 }
