@@ -104,9 +104,9 @@ pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
     let kv = KeyValueApp::new(&configs, labels.clone())?;
     Ok(Arc::new(ComponentCtx {
         id: "bench".into(),
-        allowed_hosts: AllowedHosts::parse(&[], &resolver)?,
+        allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver)?),
         key_value: kv.component(&labels),
-        variables: HashMap::new(),
+        variables: Arc::new(HashMap::new()),
         environment: Vec::new(),
         max_memory_bytes: 128 << 20,
         shared: Arc::new(Shared::default()),

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::allowed_hosts::AllowedHosts;
@@ -57,11 +57,11 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::bindings::spin_host::SpinHost::add_to_linker::<HostState, HasSelf<HostState>>(
-        &mut linker,
-        |s| s,
-    )?;
+    // One call per capability, each handing over only its own per-instance state.
     crate::key_value::add_to_linker(&mut linker, |s: &mut HostState| &mut s.key_value)?;
+    crate::variables::add_to_linker(&mut linker, |s: &mut HostState| &mut s.variables)?;
+    crate::outbound_redis::add_to_linker(&mut linker, |s: &mut HostState| &mut s.redis)?;
+    crate::outbound_mqtt::add_to_linker(&mut linker, |s: &mut HostState| &mut s.mqtt)?;
     // Type-only interfaces the trigger worlds import (spin-sdk and spin-mqtt components
     // import them alongside their exports); an empty instance satisfies them.
     linker.instance("fermyon:spin/redis-types")?;
@@ -155,9 +155,9 @@ impl App {
                 .with_context(|| format!("component {id:?}"))?;
             let ctx = Arc::new(ComponentCtx {
                 id: id.clone(),
-                allowed_hosts,
+                allowed_hosts: Arc::new(allowed_hosts),
                 key_value: key_value.component(&decl.key_value_stores),
-                variables,
+                variables: Arc::new(variables),
                 environment: decl.environment.clone().into_iter().collect(),
                 max_memory_bytes: limits.max_memory_bytes,
                 shared: shared.clone(),

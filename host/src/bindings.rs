@@ -1,17 +1,5 @@
-//! Host bindings generated from `host/wit` (the vendored Spin contracts plus our worlds).
-
-/// The Spin interfaces components import.
-pub mod spin_host {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "nanohost:host/spin-host",
-        imports: { default: async | trappable },
-        with: {
-            "fermyon:spin/redis.connection": crate::outbound_redis::RedisConnection,
-            "fermyon:spin/mqtt.connection": crate::outbound_mqtt::MqttConnection,
-        },
-    });
-}
+//! Bindings of what the triggers call (the components' exports), generated from `host/wit`.
+//! Each host capability generates its own import bindings in its module.
 
 /// The Redis trigger's export.
 pub mod redis_trigger {

@@ -6,17 +6,24 @@ use std::sync::Arc;
 
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::state::ComponentCtx;
+use crate::allowed_hosts::AllowedHosts;
 
+/// Per-instance state: the hooks wasmtime-wasi-http calls for each outgoing request.
 pub struct OutboundHttp {
-    component: Arc<ComponentCtx>,
+    component_id: Arc<str>,
+    allowed_hosts: Arc<AllowedHosts>,
     chaining: ServiceChaining,
 }
 
 impl OutboundHttp {
-    pub fn new(component: Arc<ComponentCtx>, chaining: ServiceChaining) -> OutboundHttp {
+    pub fn new(
+        component_id: Arc<str>,
+        allowed_hosts: Arc<AllowedHosts>,
+        chaining: ServiceChaining,
+    ) -> OutboundHttp {
         OutboundHttp {
-            component,
+            component_id,
+            allowed_hosts,
             chaining,
         }
     }
@@ -27,7 +34,27 @@ impl OutboundHttp {
 /// components; the trigger hands out a reference to itself that it made at construction, so
 /// there is no moment when chaining is silently unavailable.
 #[derive(Clone, Default)]
-pub struct ServiceChaining(Option<std::sync::Weak<crate::trigger::http::HttpTrigger>>);
+pub struct ServiceChaining(Option<std::sync::Weak<dyn ChainTarget>>);
+
+/// What serves chained requests (the HTTP trigger): a trait here, so this capability does not
+/// depend on the trigger.
+pub trait ChainTarget: Send + Sync {
+    /// `None` if no HTTP route serves `component`.
+    fn chain<'a>(
+        &'a self,
+        component: &'a str,
+        request: http::Request<WasiBody>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Option<
+                        http::Response<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    >;
+}
 
 impl ServiceChaining {
     /// No HTTP trigger in this app: every chained request is `destination-not-found`, as Spin.
@@ -35,8 +62,8 @@ impl ServiceChaining {
         ServiceChaining(None)
     }
 
-    pub fn to(trigger: std::sync::Weak<crate::trigger::http::HttpTrigger>) -> ServiceChaining {
-        ServiceChaining(Some(trigger))
+    pub fn to(target: std::sync::Weak<dyn ChainTarget>) -> ServiceChaining {
+        ServiceChaining(Some(target))
     }
 }
 
@@ -62,15 +89,12 @@ impl WasiHttpHooks for OutboundHttp {
         let uri = request.uri();
         let scheme = uri.scheme_str().unwrap_or("https");
         let allowed = match uri.host() {
-            Some(host) => self
-                .component
-                .allowed_hosts
-                .allows(scheme, host, uri.port_u16()),
+            Some(host) => self.allowed_hosts.allows(scheme, host, uri.port_u16()),
             None => false,
         };
         if !allowed {
             tracing::info!(
-                component = %self.component.id,
+                component = %self.component_id,
                 url = %uri,
                 "outbound HTTP request refused: not in allowed_outbound_hosts"
             );

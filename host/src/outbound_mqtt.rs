@@ -14,10 +14,49 @@
 
 use anyhow::{bail, Context, Result};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
-use wasmtime::component::Resource;
+use std::sync::Arc;
 
-use crate::bindings::spin_host::fermyon::spin2_0_0::mqtt::{self as v2, Error, Qos};
-use crate::state::HostState;
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+
+use self::bindings::fermyon::spin2_0_0::mqtt::{self as v2, Error, Qos};
+use crate::allowed_hosts::AllowedHosts;
+
+/// Bindings of just this capability's interface.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "nanohost:host/outbound-mqtt",
+        imports: { default: async | trappable },
+        with: { "fermyon:spin/mqtt.connection": super::MqttConnection },
+    });
+}
+
+/// Per-instance state: what this component may reach and its open connections. There is no
+/// per-app state: nothing is pooled (see above).
+pub struct OutboundMqttInstance {
+    component_id: Arc<str>,
+    allowed_hosts: Arc<AllowedHosts>,
+    table: ResourceTable,
+}
+
+impl OutboundMqttInstance {
+    pub fn new(component_id: Arc<str>, allowed_hosts: Arc<AllowedHosts>) -> OutboundMqttInstance {
+        OutboundMqttInstance {
+            component_id,
+            allowed_hosts,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+/// Links `fermyon:spin/mqtt@2.0.0`; `get` finds this capability's state in the store data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut OutboundMqttInstance,
+) -> Result<()> {
+    v2::add_to_linker::<T, HasSelf<OutboundMqttInstance>>(linker, get)?;
+    Ok(())
+}
 
 /// Requests a client may queue before `publish` waits (Spin's `MQTT_CHANNEL_CAP`).
 const CHANNEL_CAP: usize = 1000;
@@ -84,9 +123,9 @@ impl MqttConnection {
     }
 }
 
-impl v2::Host for HostState {}
+impl v2::Host for OutboundMqttInstance {}
 
-impl v2::HostConnection for HostState {
+impl v2::HostConnection for OutboundMqttInstance {
     async fn open(
         &mut self,
         address: String,
@@ -94,8 +133,8 @@ impl v2::HostConnection for HostState {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<MqttConnection>, Error>> {
-        if !self.component.allowed_hosts.allows_url(&address, "mqtt") {
-            tracing::info!(component = %self.component.id, address = %crate::redact::url(&address), "outbound MQTT refused: not in allowed_outbound_hosts");
+        if !self.allowed_hosts.allows_url(&address, "mqtt") {
+            tracing::info!(component = %self.component_id, address = %crate::redact::url(&address), "outbound MQTT refused: not in allowed_outbound_hosts");
             return Ok(Err(Error::ConnectionFailed(format!(
                 "address {} is not permitted",
                 crate::redact::url(&address)
@@ -105,7 +144,7 @@ impl v2::HostConnection for HostState {
         let opts = match options(&address, &username, &password, keep_alive) {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(component = %self.component.id, "MQTT URL parse error: {e:#}");
+                tracing::error!(component = %self.component_id, "MQTT URL parse error: {e:#}");
                 return Ok(Err(Error::InvalidAddress));
             }
         };

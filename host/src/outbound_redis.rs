@@ -11,12 +11,54 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, FromRedisValue, Value};
-use wasmtime::component::Resource;
+use std::sync::Arc;
 
-use crate::bindings::spin_host::fermyon::spin2_0_0::redis::{
-    self as v2, Error, RedisParameter, RedisResult,
-};
-use crate::state::HostState;
+use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+
+use self::bindings::fermyon::spin2_0_0::redis::{self as v2, Error, RedisParameter, RedisResult};
+use crate::allowed_hosts::AllowedHosts;
+
+/// Bindings of just this capability's interface.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "nanohost:host/outbound-redis",
+        imports: { default: async | trappable },
+        with: { "fermyon:spin/redis.connection": super::RedisConnection },
+    });
+}
+
+/// Per-instance state: what this component may reach, the app's pool, its open connections.
+pub struct OutboundRedisInstance {
+    component_id: Arc<str>,
+    allowed_hosts: Arc<AllowedHosts>,
+    pool: Arc<Pool>,
+    table: ResourceTable,
+}
+
+impl OutboundRedisInstance {
+    pub fn new(
+        component_id: Arc<str>,
+        allowed_hosts: Arc<AllowedHosts>,
+        pool: Arc<Pool>,
+    ) -> OutboundRedisInstance {
+        OutboundRedisInstance {
+            component_id,
+            allowed_hosts,
+            pool,
+            table: ResourceTable::new(),
+        }
+    }
+}
+
+/// Links `fermyon:spin/redis@2.0.0`; `get` finds this capability's state in the store data.
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut OutboundRedisInstance,
+) -> anyhow::Result<()> {
+    v2::add_to_linker::<T, HasSelf<OutboundRedisInstance>>(linker, get)?;
+    Ok(())
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -86,7 +128,7 @@ fn other(e: redis::RedisError) -> Error {
     Error::Other(crate::redact::message(&e.to_string()))
 }
 
-impl HostState {
+impl OutboundRedisInstance {
     fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<ConnectionManager> {
         Ok(self.table.get(c)?.conn.clone())
     }
@@ -100,18 +142,18 @@ impl HostState {
     }
 }
 
-impl v2::Host for HostState {}
+impl v2::Host for OutboundRedisInstance {}
 
-impl v2::HostConnection for HostState {
+impl v2::HostConnection for OutboundRedisInstance {
     async fn open(
         &mut self,
         address: String,
     ) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
-        if !self.component.allowed_hosts.allows_url(&address, "redis") {
-            tracing::info!(component = %self.component.id, address = %crate::redact::url(&address), "outbound Redis refused: not in allowed_outbound_hosts");
+        if !self.allowed_hosts.allows_url(&address, "redis") {
+            tracing::info!(component = %self.component_id, address = %crate::redact::url(&address), "outbound Redis refused: not in allowed_outbound_hosts");
             return Ok(Err(Error::InvalidAddress));
         }
-        let conn = match self.component.shared.redis.get(&address).await {
+        let conn = match self.pool.get(&address).await {
             Ok(c) => c,
             Err(e) => return Ok(Err(e)),
         };

@@ -14,16 +14,16 @@ use crate::outbound_http::OutboundHttp;
 /// Connection pools shared by every instance of every component.
 #[derive(Default)]
 pub struct Shared {
-    pub redis: crate::outbound_redis::Pool,
+    pub redis: Arc<crate::outbound_redis::Pool>,
 }
 
 /// What one `[component.<id>]` may do, resolved at start-up.
 pub struct ComponentCtx {
     pub id: String,
-    pub allowed_hosts: AllowedHosts,
+    pub allowed_hosts: Arc<AllowedHosts>,
     /// The key-value stores this component lists.
     pub key_value: Arc<crate::key_value::ComponentStores>,
-    pub variables: HashMap<String, String>,
+    pub variables: Arc<HashMap<String, String>>,
     pub environment: Vec<(String, String)>,
     pub max_memory_bytes: usize,
     pub shared: Arc<Shared>,
@@ -37,7 +37,9 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) hooks: OutboundHttp,
     pub(crate) key_value: crate::key_value::KeyValueInstance,
-    pub(crate) component: Arc<ComponentCtx>,
+    pub(crate) variables: crate::variables::VariablesInstance,
+    pub(crate) redis: crate::outbound_redis::OutboundRedisInstance,
+    pub(crate) mqtt: crate::outbound_mqtt::OutboundMqttInstance,
 }
 
 impl HostState {
@@ -64,9 +66,25 @@ impl HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(component.max_memory_bytes)
                 .build(),
-            hooks: OutboundHttp::new(component.clone(), chaining),
+            hooks: OutboundHttp::new(
+                component.id.as_str().into(),
+                component.allowed_hosts.clone(),
+                chaining,
+            ),
             key_value: crate::key_value::KeyValueInstance::new(component.key_value.clone()),
-            component,
+            variables: crate::variables::VariablesInstance::new(
+                component.id.as_str().into(),
+                component.variables.clone(),
+            ),
+            redis: crate::outbound_redis::OutboundRedisInstance::new(
+                component.id.as_str().into(),
+                component.allowed_hosts.clone(),
+                component.shared.redis.clone(),
+            ),
+            mqtt: crate::outbound_mqtt::OutboundMqttInstance::new(
+                component.id.as_str().into(),
+                component.allowed_hosts.clone(),
+            ),
         }
     }
 }

@@ -113,7 +113,8 @@ impl HttpTrigger {
 
     /// What the instances of this app get for service chaining.
     pub fn chaining(&self) -> crate::outbound_http::ServiceChaining {
-        crate::outbound_http::ServiceChaining::to(self.me.clone())
+        let me: std::sync::Weak<dyn crate::outbound_http::ChainTarget> = self.me.clone();
+        crate::outbound_http::ServiceChaining::to(me)
     }
 
     /// Accepts connections until `shutdown` flips, then lets open connections finish their
@@ -417,5 +418,17 @@ fn set_spin_headers(
         if let (Ok(n), Ok(v)) = (HeaderName::try_from(header), HeaderValue::from_str(value)) {
             headers.insert(n, v);
         }
+    }
+}
+
+impl crate::outbound_http::ChainTarget for HttpTrigger {
+    fn chain<'a>(
+        &'a self,
+        component: &'a str,
+        request: Request<wasmtime_wasi_http::WasiBody>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<Response<HyperOutgoingBody>>> + Send + 'a>,
+    > {
+        Box::pin(HttpTrigger::chain(self, component, request))
     }
 }
