@@ -111,6 +111,24 @@ impl HttpTrigger {
         })))
     }
 
+    /// `/.well-known/spin/info`: the app's name and version, as Spin reports them.
+    fn app_info(&self) -> Response<HyperOutgoingBody> {
+        let app = &self.app.manifest.application;
+        let mut body = serde_json::json!({ "name": app.name });
+        if let Some(version) = &app.version {
+            body["version"] = version.clone().into();
+        }
+        let mut resp = text(StatusCode::OK, "");
+        *resp.body_mut() = Full::new(Bytes::from(body.to_string()))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+
     /// What the instances of this app get for service chaining.
     pub fn chaining(&self) -> crate::outbound_http::ServiceChaining {
         let me: std::sync::Weak<dyn crate::outbound_http::ChainTarget> = self.me.clone();
@@ -200,6 +218,14 @@ impl HttpTrigger {
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
         crate::hop::record(crate::hop::Point::Received, path.as_bytes());
+        // Spin answers these itself, before routing (the shim's liveness probes use `health`).
+        if let Some(well_known) = path.strip_prefix(crate::routes::WELL_KNOWN_PREFIX) {
+            return match well_known {
+                "health" => text(StatusCode::OK, "OK"),
+                "info" => self.app_info(),
+                _ => empty(StatusCode::NOT_FOUND),
+            };
+        }
         let Some(m) = self.router.route(&path) else {
             return empty(StatusCode::NOT_FOUND);
         };
@@ -368,6 +394,16 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<HyperOut
         hyper::header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<HyperOutgoingBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(body.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
     resp
 }
 
