@@ -4,6 +4,7 @@
 //! Redis or MQTT.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;

@@ -1,0 +1,307 @@
+//! What the fault tests (`tests/faults.rs`) need beyond the shared fixtures: brokers that can be
+//! killed and brought back on the same port (a Redis that keeps what it acknowledged, as a
+//! production Redis with AOF does), a TCP proxy that can stall a connection, and a census of the
+//! orders a store holds, read straight from Redis or from the SQLite file, so that "lost" and
+//! "duplicated" are counted from what is stored and not from what the app says.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::{wait_until_accepting, Mosquitto, Redis, TempDir};
+
+/// A `redis-server` on `port` that writes every acknowledged write to an append-only file in
+/// `dir` before answering (`appendfsync always`): killed with SIGKILL and started again on the same
+/// `dir`, it has every order it said it stored. Without that, a Redis restart empties the store,
+/// and no app can keep an order its store forgot.
+pub fn durable_redis(port: u16, dir: &Path) -> Redis {
+    std::fs::create_dir_all(dir).expect("create redis' folder");
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is not installed (apt-get install redis-server)");
+    wait_until_accepting(port, &mut child, "redis-server");
+    // Accepting is not loaded: until the append-only file is read back, commands get LOADING.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let redis = Redis { child, port };
+    loop {
+        let ping: redis::RedisResult<String> = redis::Client::open(redis.url())
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("PING").query(&mut c));
+        if ping.is_ok() {
+            return redis;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server on {port} never answered PING: {ping:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills `redis` as a crash would (SIGKILL) and starts it again on the same port and files.
+pub fn crash_and_restart_redis(redis: Redis, dir: &Path, down_for: Duration) -> Redis {
+    let port = redis.port;
+    drop(redis);
+    std::thread::sleep(down_for);
+    durable_redis(port, dir)
+}
+
+/// A Mosquitto on `port` (as [`Mosquitto::start`], which picks a free one). Its log goes to a
+/// file, not stdout: mosquitto does not flush a redirected stdout, so a subscription would show
+/// there only when the broker exits. `user root` keeps a broker started as root able to write
+/// the file (it drops to the `mosquitto` user otherwise); as any other user it is ignored.
+pub fn mosquitto_on(port: u16) -> Mosquitto {
+    let dir = TempDir::new("mosquitto");
+    let log = dir.path.join("mosquitto.log");
+    let conf = dir.file(
+        "mosquitto.conf",
+        &format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             set_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\nlog_type error\n",
+            log.display()
+        ),
+    );
+    // Right after a kill the port may still be held by the old broker's closed connections
+    // (mosquitto binds without SO_REUSEADDR): it exits with "Address already in use"; try again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is not installed (apt-get install mosquitto)");
+        let started = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if started {
+            break child;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto cannot listen on {port}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Mosquitto {
+        child,
+        port,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Kills `broker` (SIGKILL: what it held in memory is gone) and starts a fresh one on its port.
+pub fn crash_and_restart_mosquitto(broker: Mosquitto, down_for: Duration) -> Mosquitto {
+    let port = broker.port;
+    drop(broker);
+    std::thread::sleep(down_for);
+    mosquitto_on(port)
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream`. While stalled it accepts
+/// connections and never answers (a broker that hangs); connections accepted then stay stalled
+/// until their client gives up. Once [`StallProxy::forward`] is called, new connections go
+/// through to `upstream`.
+pub struct StallProxy {
+    pub port: u16,
+    forwarding: Arc<AtomicBool>,
+    pub stalled_connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallProxy {
+    pub async fn start(upstream: u16) -> StallProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let forwarding = Arc::new(AtomicBool::new(false));
+        let stalled_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (fwd, stalled) = (forwarding.clone(), stalled_connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if fwd.load(Ordering::SeqCst) {
+                    tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                } else {
+                    stalled.fetch_add(1, Ordering::SeqCst);
+                    // Read and drop what the client sends, answer nothing, until it hangs up.
+                    tokio::spawn(async move {
+                        let mut sink = tokio::io::sink();
+                        let _ = tokio::io::copy(&mut client, &mut sink).await;
+                    });
+                }
+            }
+        });
+        StallProxy {
+            port,
+            forwarding,
+            stalled_connections,
+            task,
+        }
+    }
+
+    pub fn forward(&self) {
+        self.forwarding.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for StallProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One stored order record, as `components/kv-store` writes it under `order:<id>`.
+#[derive(Clone, Debug)]
+pub struct StoredOrder {
+    pub id: String,
+    pub details: String,
+    pub status: String,
+}
+
+/// The orders a store holds.
+#[derive(Clone, Debug, Default)]
+pub struct Census {
+    pub orders: Vec<StoredOrder>,
+}
+
+impl Census {
+    fn from_values(values: impl IntoIterator<Item = (String, Vec<u8>)>) -> Census {
+        let orders = values
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let id = key.rsplit("order:").next()?.to_string();
+                if id.len() != 36 {
+                    return None;
+                }
+                let json: serde_json::Value = serde_json::from_slice(&value)
+                    .unwrap_or_else(|e| panic!("{key} holds no JSON ({e})"));
+                Some(StoredOrder {
+                    id,
+                    details: json["details"].as_str().unwrap_or_default().to_string(),
+                    status: json["status"].as_str().unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        Census { orders }
+    }
+
+    /// Every `order:<id>` in a Redis (the networked shapes' store, or the composed app's with
+    /// `runtime-config.redis.toml`).
+    pub fn of_redis(redis: &Redis) -> Census {
+        let mut conn = redis.connection();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*order:*").query(&mut conn).unwrap();
+        let mut values = Vec::new();
+        for chunk in keys.chunks(500) {
+            let got: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(chunk).query(&mut conn).unwrap();
+            values.extend(
+                chunk
+                    .iter()
+                    .cloned()
+                    .zip(got)
+                    .filter_map(|(k, v)| Some((k, v?))),
+            );
+        }
+        Census::from_values(values)
+    }
+
+    /// Every `order:<id>` of the `default` store in a Spin-layout SQLite file
+    /// (`.spin/sqlite_key_value.db`, the same table on both hosts).
+    pub fn of_sqlite(db: &Path) -> Census {
+        let conn = rusqlite::Connection::open_with_flags(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM spin_key_value WHERE store = 'default' AND key LIKE 'order:%'")
+            .unwrap();
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        Census::from_values(rows)
+    }
+
+    /// Only the orders whose details start with `tag` (a case's own orders, in a store that
+    /// outlives it).
+    pub fn tagged(&self, tag: &str) -> Census {
+        Census {
+            orders: self
+                .orders
+                .iter()
+                .filter(|o| o.details.starts_with(tag))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    pub fn with_status(&self, status: &str) -> usize {
+        self.orders.iter().filter(|o| o.status == status).count()
+    }
+
+    /// Records beyond the first with the same details: each order of a case has its own details,
+    /// so a second record for them is a second order for one request.
+    pub fn duplicated(&self) -> usize {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for o in &self.orders {
+            *seen.entry(o.details.as_str()).or_default() += 1;
+        }
+        seen.values().map(|n| n - 1).sum()
+    }
+
+    pub fn by_id(&self) -> HashMap<&str, &StoredOrder> {
+        self.orders.iter().map(|o| (o.id.as_str(), o)).collect()
+    }
+}
+
+/// Where the default SQLite store of an app run in `dir` lives (both hosts, `--state-dir` /
+/// `StateDir::Path` set to `dir/.spin`, or nanohost's binary beside the manifest).
+pub fn sqlite_db(dir: &Path) -> PathBuf {
+    dir.join(".spin/sqlite_key_value.db")
+}
+
+/// The soft limit on open files of this process (`ulimit -n`).
+pub fn open_files_limit() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
+}
