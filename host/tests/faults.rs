@@ -320,6 +320,11 @@ impl Net {
     }
 }
 
+/// An HTTP answer (status, body), or why there was none.
+type Reply = Result<(StatusCode, String), String>;
+/// Clients placing orders: each returns the details it sent and the answers it got.
+type Load = tokio::task::JoinSet<Vec<(String, Reply)>>;
+
 /// What the clients were told.
 #[derive(Default)]
 struct Replies {
@@ -338,7 +343,7 @@ impl Replies {
         self.refused.values().sum()
     }
 
-    fn record(&mut self, details: String, reply: Result<(StatusCode, String), String>) {
+    fn record(&mut self, details: String, reply: Reply) {
         match reply {
             Ok((StatusCode::ACCEPTED, body)) => {
                 let body: Value = serde_json::from_str(&body)
@@ -359,12 +364,7 @@ impl Replies {
     }
 }
 
-async fn post_order(
-    client: &Client,
-    base: &str,
-    details: &str,
-    key: Option<&str>,
-) -> Result<(StatusCode, String), String> {
+async fn post_order(client: &Client, base: &str, details: &str, key: Option<&str>) -> Reply {
     let mut request = client
         .post(format!("{base}/order"))
         .header("content-type", "application/json")
@@ -386,7 +386,7 @@ fn spawn_load(
     clients: usize,
     pace: Duration,
     sent: Arc<AtomicUsize>,
-) -> tokio::task::JoinSet<Vec<(String, Result<(StatusCode, String), String>)>> {
+) -> Load {
     let mut set = tokio::task::JoinSet::new();
     for c in 0..clients {
         let (base, client, tag, sent) = (
@@ -410,9 +410,7 @@ fn spawn_load(
     set
 }
 
-async fn collect(
-    mut set: tokio::task::JoinSet<Vec<(String, Result<(StatusCode, String), String>)>>,
-) -> Replies {
+async fn collect(mut set: Load) -> Replies {
     let mut replies = Replies::default();
     while let Some(client) = set.join_next().await {
         for (details, reply) in client.unwrap() {
@@ -509,7 +507,7 @@ fn label(host: HostKind, shape: Shape, case: &str) -> String {
     format!("{}-{}-{case}", host.name(), shape.name())
 }
 
-/// 1. Redis (the store, and the Redis shape's broker) killed and restarted on its port while 300
+/// Case 1: Redis (the store, and the Redis shape's broker) killed and restarted on its port while 300
 /// orders arrive from 8 clients. 503s while it is down are fine; a 202 for an order that is then
 /// lost or left unfulfilled is not.
 async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
@@ -568,7 +566,7 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
     net.shutdown().await;
 }
 
-/// 2. Mosquitto killed and restarted on its port while 300 orders arrive (MQTT shape). The order
+/// Case 2: Mosquitto killed and restarted on its port while 300 orders arrive (MQTT shape). The order
 /// app still answers 202 while it is down (the announcement fails, the order stays in the outbox).
 async fn mosquitto_restarted_under_load(host: HostKind) {
     const ORDERS: usize = 300;
@@ -625,7 +623,7 @@ async fn mosquitto_restarted_under_load(host: HostKind) {
     net.shutdown().await;
 }
 
-/// 3. The fulfilment app stopped for 5 s while orders arrive: all accepted, none fulfilled while
+/// Case 3: The fulfilment app stopped for 5 s while orders arrive: all accepted, none fulfilled while
 /// it is down, all fulfilled once it is back and a sweep ran.
 async fn fulfilment_app_stopped_for_5s(host: HostKind, shape: Shape) {
     const ORDERS: usize = 120;
@@ -685,7 +683,7 @@ async fn fulfilment_app_stopped_for_5s(host: HostKind, shape: Shape) {
     net.shutdown().await;
 }
 
-/// 4. 64 concurrent POSTs with one Idempotency-Key, half with one `details`, half with another:
+/// Case 4: 64 concurrent POSTs with one Idempotency-Key, half with one `details`, half with another:
 /// exactly one order; its side all 202 with its id; the other side all 409, naming no order.
 async fn same_key_race(host: HostKind, store: Store) {
     const REQUESTS: usize = 64;
@@ -801,7 +799,7 @@ async fn same_key_race(host: HostKind, store: Store) {
     net.shutdown().await;
 }
 
-/// 5. Hundreds of clients that connect and send nothing, or send their headers a byte at a
+/// Case 5: Hundreds of clients that connect and send nothing, or send their headers a byte at a
 /// time, while a normal client places and reads orders: each of its requests is answered within a
 /// second.
 async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
@@ -926,7 +924,7 @@ async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
     net.shutdown().await;
 }
 
-/// 6. The composed app with its default embedded store (a SQLite file in its own folder), the
+/// Case 6: The composed app with its default embedded store (a SQLite file in its own folder), the
 /// host stopped and started again between two reads of each order: the second read finds it.
 async fn host_restarted_between_two_gets(host: HostKind) {
     const ORDERS: usize = 20;
@@ -989,7 +987,7 @@ async fn host_restarted_between_two_gets(host: HostKind) {
     assert_eq!(counts.accepted, ORDERS, "{:?}", replies.refused);
 }
 
-/// 7. A guest over its time limit between storing an order and announcing it: the MQTT order
+/// Case 7: A guest over its time limit between storing an order and announcing it: the MQTT order
 /// app's broker address points at a proxy that accepts and then stalls, so the publish hangs
 /// past nanohost's `--timeout-ms`. The client gets a JSON 503 (or a 202, if the app gave up on the
 /// announcement first); the order is stored `accepted`, and once the proxy forwards, a sweep
@@ -1109,14 +1107,9 @@ fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
 }
 
 /// A case body that waits for the cases before it to finish.
-fn serial<Fut>(body: Fut) -> impl std::future::Future<Output = ()> + Send
-where
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    async move {
-        let _turn = ONE_AT_A_TIME.lock().await;
-        body.await
-    }
+async fn serial(body: impl std::future::Future<Output = ()> + Send) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    body.await
 }
 
 fn main() {
