@@ -116,25 +116,20 @@ fn port_in_use() {
 #[test]
 fn unreachable_redis_and_mqtt() {
     let dir = TempDir::new("cli-unreachable");
-    let m = probe_manifest(&dir, "", "");
     let port = support::free_port();
-    let rc = dir.file(
-        "rc.toml",
+    // A Redis key-value store connects on first use, as in Spin, so only a trigger's broker is
+    // a start-up error.
+    let m = probe_manifest(
+        &dir,
+        "",
         &format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n"
+            "[application.trigger.redis]\naddress = \"redis://127.0.0.1:{port}\"\n[[trigger.redis]]\nchannel = \"c\"\ncomponent = \"probe\"\n"
         ),
     );
-    let err = up_fails(&[
-        "--manifest",
-        &m,
-        "--runtime-config",
-        &rc.display().to_string(),
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let err = up_fails(&["--manifest", &m, "--listen", "127.0.0.1:0"]);
     assert!(
         err.contains(&format!(
-            "cannot connect to Redis at redis://127.0.0.1:{port}"
+            "Redis trigger cannot connect to redis://127.0.0.1:{port}"
         )),
         "{err}"
     );
