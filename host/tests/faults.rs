@@ -546,6 +546,11 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
         .push("killed Redis (SIGKILL) mid-load, restarted it on its port after 0.7 s".into());
     let replies = collect(load).await;
     if shape == Shape::Redis {
+        // Printed, not asserted: why the restart below is needed (no subscriber came back).
+        let subscribers = net.redis.as_ref().unwrap().subscribers("orders.placed");
+        net.actions.push(format!(
+            "subscribers of orders.placed after the Redis restart: {subscribers}"
+        ));
         net.restart_fulfilment(
             "its Redis trigger ends the host when the connection is lost; a process manager restarts it",
         )
@@ -603,6 +608,15 @@ async fn mosquitto_restarted_under_load(host: HostKind) {
     net.actions
         .push("killed Mosquitto (SIGKILL) mid-load, restarted it on its port after 0.7 s".into());
     let replies = collect(load).await;
+    // Printed, not asserted: why the restart below is needed (the trigger did not come back).
+    let subscriptions = net
+        .mosquitto
+        .as_ref()
+        .unwrap()
+        .subscriptions("orders/placed");
+    net.actions.push(format!(
+        "subscriptions to orders/placed on the restarted broker before the fulfilment app's restart: {subscriptions}"
+    ));
     net.restart_fulfilment(
         "spin-trigger-mqtt v0.7.2 does not reconnect to a restarted broker; the documented recovery",
     )
