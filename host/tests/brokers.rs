@@ -279,6 +279,22 @@ async fn mqtt_publish_fails_while_the_broker_is_gone(kind: HostKind) {
     host.stop().await;
 }
 
+/// A Redis key-value store that is down when the host starts does not stop the start (Spin
+/// connects on first use): routes that do not touch the store are served.
+async fn a_redis_store_that_is_down_at_start_does_not_stop_the_host(kind: HostKind) {
+    let dir = TempDir::new("kv-redis-down");
+    let nobody = Redis::runtime_config_for(
+        &format!("redis://127.0.0.1:{}", support::free_port()),
+        &dir.path,
+    );
+    let host = start(kind, "kv-redis-down", app(&dir, 1, 1, ""), Some(nobody)).await;
+    assert_eq!(
+        get(&host, "/p/no-store-here").await,
+        (404, "probe: no such route".into())
+    );
+    host.stop().await;
+}
+
 /// Spin hands an outbound MQTT address to rumqttc's `MqttOptions::parse_url`, which wants a
 /// `client_id`: without one, `open` is `invalid-address` even for an allowed broker.
 async fn an_mqtt_address_without_client_id_is_refused(kind: HostKind) {
@@ -309,6 +325,11 @@ fn main() {
         cases.push(case(host, "key_value_on_a_real_redis", move || {
             key_value_on_a_real_redis(host)
         }));
+        cases.push(case(
+            host,
+            "a_redis_store_that_is_down_at_start_does_not_stop_the_host",
+            move || a_redis_store_that_is_down_at_start_does_not_stop_the_host(host),
+        ));
         cases.push(case(host, "outbound_hosts_are_enforced", move || {
             outbound_hosts_are_enforced(host)
         }));
