@@ -131,13 +131,18 @@ impl Redis {
     /// A Spin runtime config in `dir` that keeps the `default` key-value store in this Redis:
     /// the project's `runtime-config.redis.toml` with this server's address put in.
     pub fn runtime_config(&self, dir: &Path) -> PathBuf {
+        Redis::runtime_config_for(&self.url(), dir)
+    }
+
+    /// The same for any Redis URL (e.g. one where nothing listens).
+    pub fn runtime_config_for(url: &str, dir: &Path) -> PathBuf {
         let template = std::fs::read_to_string(workspace_root().join("runtime-config.redis.toml"))
             .expect("read runtime-config.redis.toml");
         assert!(
             template.contains("redis://127.0.0.1:6379"),
             "runtime-config.redis.toml no longer names redis://127.0.0.1:6379"
         );
-        let config = template.replace("redis://127.0.0.1:6379", &self.url());
+        let config = template.replace("redis://127.0.0.1:6379", url);
         std::fs::create_dir_all(dir).expect("create the runtime config's folder");
         let path = dir.join("runtime-config.toml");
         std::fs::write(&path, config).expect("write runtime config");
