@@ -554,7 +554,7 @@ def contract(port: int, label: str) -> list[str]:
     if status != 202 or not location or not location.startswith("/order/"):
         hint = ""
         if b"InvalidAddress" in body:
-            hint = (" [Spin's outbound MQTT refuses an address without a client_id: components/events-mqtt "
+            hint = (" [Spin's outbound MQTT refuses an address without a client_id: components/adapters/events-mqtt "
                     "must add one (issue 14, item 2)]")
         return [f"POST /order -> {status}, Location {location!r}, body {body[:200]!r} (want 202 + Location){hint}"]
     if not wait_fulfilled(port, [location], 20):

@@ -182,7 +182,7 @@ impl Drop for StallProxy {
     }
 }
 
-/// One stored order record, as `components/kv-store` writes it under `order:<id>`.
+/// One stored order record, as `components/adapters/kv-store` writes it under `order:<id>`.
 #[derive(Clone, Debug)]
 pub struct StoredOrder {
     pub id: String,

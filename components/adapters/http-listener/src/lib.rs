@@ -1,0 +1,38 @@
+//! `POST /fulfil` with an order message (the JSON of `order-messages`) becomes one
+//! `fulfilment.fulfil` call. 200 when fulfilled (or already was), 400 for a message that is
+//! not an order, 404 for an unknown order, 503 when the store failed (the sender then
+//! withdraws the order), 405 for other methods.
+
+mod api {
+    wit_bindgen::generate!({
+        path: "../../../wit",
+        world: "nano:orders/http-listener",
+    });
+}
+
+use api::nano::orders::fulfilment;
+use api::nano::orders::types::Error;
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+fn handle(request: Request) -> Response {
+    if !matches!(request.method(), Method::Post) {
+        return Response::builder()
+            .status(405)
+            .header("allow", "POST")
+            .body("POST an order message to /fulfil")
+            .build();
+    }
+    let order = match order_messages::decode(request.body()) {
+        Ok(order) => order,
+        Err(refused) => return Response::new(400, refused.0),
+    };
+    match fulfilment::fulfil(&order.id) {
+        Ok(_) => Response::new(200, Vec::<u8>::new()),
+        Err(Error::Invalid(m)) => Response::new(400, m),
+        Err(Error::NotFound(m)) => Response::new(404, m),
+        Err(Error::Conflict(m)) => Response::new(409, m),
+        Err(Error::Unavailable(m)) => Response::new(503, m),
+    }
+}
