@@ -246,14 +246,9 @@ async fn runaway_guests_fail_alone() {
 
 /// Where nanohost is known to differ from Spin 3.6.3 today (see `harness::known_difference`).
 fn known_difference(host: HostKind, case: &str) -> Option<String> {
-    let why = match case {
-        "service_chaining_headers_are_spins" => {
-            "a chained request gets spin-full-url http://locked.spin.internal/echo and \
-             spin-client-addr 127.0.0.1:0 on nanohost; Spin: http://localhost/echo and 0.0.0.0:0"
-        }
-        _ => return None,
-    };
-    harness::known_difference(host, Some(why))
+    // None today: the chained request's headers were the last one, fixed in nanohost.
+    let _ = case;
+    harness::known_difference(host, None)
 }
 
 macro_rules! on_shared_probe {

@@ -249,7 +249,9 @@ impl HttpTrigger {
     ) -> Option<Response<HyperOutgoingBody>> {
         let idx = *self.by_component.get(component)?;
         let path = req.uri().path().to_string();
-        let full_url = req.uri().to_string();
+        // Spin 3.6.3 rebuilds a chained request's URL on `localhost` and reports no client.
+        let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let full_url = format!("http://localhost{path_and_query}");
         let headers = req.headers_mut();
         // Spin drops the Host header of a chained request (it names the internal host).
         headers.remove(hyper::header::HOST);
@@ -260,7 +262,7 @@ impl HttpTrigger {
             ("spin-base-path", "/"),
             ("spin-raw-component-route", "/..."),
             ("spin-component-route", ""),
-            ("spin-client-addr", "127.0.0.1:0"),
+            ("spin-client-addr", "0.0.0.0:0"),
         ] {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(HeaderName::from_static(name), v);
