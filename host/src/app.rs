@@ -222,6 +222,27 @@ impl App {
         }
     }
 
+    /// Pre-instantiates component `id` for a trigger: `typed` checks that it exports what the
+    /// trigger calls (`ProxyPre::new`, `RedisTriggerPre::new`, ...); `expects` says what that is,
+    /// for the start-up error.
+    pub fn prepare<P>(
+        &self,
+        id: &str,
+        typed: impl FnOnce(wasmtime::component::InstancePre<HostState>) -> wasmtime::Result<P>,
+        expects: &str,
+    ) -> Result<(Arc<ComponentCtx>, P)> {
+        let loaded = self.component(id);
+        let pre = self
+            .linker
+            .instantiate_pre(&loaded.component)
+            .and_then(typed)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .with_context(|| {
+                format!("component {id:?} cannot be used here: it must {expects} and import only what nanohost provides")
+            })?;
+        Ok((loaded.ctx.clone(), pre))
+    }
+
     pub fn component(&self, id: &str) -> &LoadedComponent {
         &self.components[id]
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -75,19 +75,9 @@ impl HttpTrigger {
             let idx = match by_component.get(id) {
                 Some(i) => *i,
                 None => {
-                    let loaded = app.component(id);
-                    let pre = app
-                        .linker
-                        .instantiate_pre(&loaded.component)
-                        .and_then(ProxyPre::new)
-                        .map_err(|e| anyhow::anyhow!("{e:#}"))
-                        .with_context(|| {
-                            format!("component {id:?} cannot serve HTTP (does it export wasi:http/incoming-handler@0.2 and import only what nanohost provides?)")
-                        })?;
-                    handlers.push(Handler {
-                        ctx: loaded.ctx.clone(),
-                        pre,
-                    });
+                    let (ctx, pre) =
+                        app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
+                    handlers.push(Handler { ctx, pre });
                     by_component.insert(id.to_string(), handlers.len() - 1);
                     handlers.len() - 1
                 }

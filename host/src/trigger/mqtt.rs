@@ -36,13 +36,11 @@ pub async fn start(
     let mut handlers = Vec::new();
     for t in &app.manifest.trigger.mqtt {
         let id = crate::manifest::Manifest::component_id(&t.component);
-        let loaded = app.component(id);
-        let pre = app
-            .linker
-            .instantiate_pre(&loaded.component)
-            .and_then(MqttTriggerPre::new)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .with_context(|| format!("component {id:?} cannot be an MQTT trigger handler (does it export handle-message of spin:mqtt-trigger/spin-mqtt?)"))?;
+        let (ctx, pre) = app.prepare(
+            id,
+            MqttTriggerPre::new,
+            "export handle-message of spin:mqtt-trigger/spin-mqtt (an MQTT trigger handler)",
+        )?;
         let qos = match t
             .qos
             .as_ref()
@@ -62,7 +60,7 @@ pub async fn start(
             anyhow::bail!("[[trigger.mqtt]] topic {topic:?} is not a valid MQTT topic filter");
         }
         handlers.push(Arc::new(Handler {
-            ctx: loaded.ctx.clone(),
+            ctx,
             chaining: chaining.clone(),
             pre,
             topic,

@@ -37,15 +37,13 @@ pub async fn start(
         let handler = match pres.get(id) {
             Some(h) => h.clone(),
             None => {
-                let loaded = app.component(id);
-                let pre = app
-                    .linker
-                    .instantiate_pre(&loaded.component)
-                    .and_then(RedisTriggerPre::new)
-                    .map_err(|e| anyhow::anyhow!("{e:#}"))
-                    .with_context(|| format!("component {id:?} cannot be a Redis trigger handler (does it export fermyon:spin/inbound-redis?)"))?;
+                let (ctx, pre) = app.prepare(
+                    id,
+                    RedisTriggerPre::new,
+                    "export fermyon:spin/inbound-redis (a Redis trigger handler)",
+                )?;
                 let h = Arc::new(Handler {
-                    ctx: loaded.ctx.clone(),
+                    ctx,
                     chaining: chaining.clone(),
                     pre,
                 });
