@@ -12,18 +12,29 @@ mod component;
 /// The prefix of our client ids, so that a broker's log shows who connected.
 const CLIENT_ID_PREFIX: &str = "nano-orders-";
 
-/// `address` with `client_id=nano-orders-<unique>` appended as a query parameter, unless the
-/// address already names one (an operator's choice wins).
+/// `address` with a `client_id` unique to this connection: `nano-orders-<unique>`, or, when the
+/// address already names an id, that id with `-<unique>` after it (the operator's name stays
+/// visible in the broker's log, and two connections still never share an id).
 pub fn with_client_id(address: &str, unique: &str) -> String {
-    let id = format!("client_id={CLIENT_ID_PREFIX}{unique}");
-    match address.split_once('?') {
-        None => format!("{address}?{id}"),
-        Some((_, query)) if query.split('&').any(|p| p.starts_with("client_id=")) => {
-            address.to_string()
-        }
-        Some(_) if address.ends_with('?') || address.ends_with('&') => format!("{address}{id}"),
-        Some(_) => format!("{address}&{id}"),
+    let Some((base, query)) = address.split_once('?') else {
+        return format!("{address}?client_id={CLIENT_ID_PREFIX}{unique}");
+    };
+    let mut named = false;
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.strip_prefix("client_id=") {
+            Some(id) => {
+                named = true;
+                format!("client_id={id}-{unique}")
+            }
+            None => p.to_string(),
+        })
+        .collect();
+    if !named {
+        params.push(format!("client_id={CLIENT_ID_PREFIX}{unique}"));
     }
+    format!("{base}?{}", params.join("&"))
 }
 
 #[cfg(test)]
@@ -51,8 +62,14 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_client_id_wins() {
-        let address = "mqtt://broker:1883?x=1&client_id=mine";
-        assert_eq!(with_client_id(address, "abc"), address);
+    fn an_explicit_client_id_is_kept_and_made_unique() {
+        assert_eq!(
+            with_client_id("mqtt://broker:1883?x=1&client_id=mine", "abc"),
+            "mqtt://broker:1883?x=1&client_id=mine-abc"
+        );
+        assert_ne!(
+            with_client_id("mqtt://b?client_id=mine", "1"),
+            with_client_id("mqtt://b?client_id=mine", "2")
+        );
     }
 }
