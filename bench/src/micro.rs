@@ -1,0 +1,276 @@
+//! The composed hop alone: a component-model call from `events-local` into `fulfilment`,
+//! inside one composed component, timed from the host with a monotonic clock.
+//!
+//! Two bench-only compositions (`bench/compositions/*.wac`) hold the same fulfilment and
+//! kv-store as the order app:
+//! - (a) `events-fulfil`: exports `events` (events-local → fulfilment → kv-store);
+//! - (b) `fulfil-only`: exports `fulfilment` (fulfilment → kv-store).
+//!
+//! Both also export kv-store's `store`, used once to save the order. Then, in one instance
+//! each, (a) `order-placed` and (b) `fulfil` run many times on that same stored order (after
+//! the first call, fulfilling is a no-op: one key-value read and a JSON decode). The hop is
+//! median(a) − median(b): what going through `events-local` and one more component boundary
+//! adds. A direct Rust call of the same rule (`fulfilment::fulfil` on `order_domain::
+//! MemoryStore`) shows the floor without any component model.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store};
+
+use nanohost::allowed_hosts::AllowedHosts;
+use nanohost::expressions::Resolver;
+use nanohost::key_value::{KeyValueApp, StoreConfig};
+use nanohost::state::{ComponentCtx, HostState, Shared};
+
+use crate::load::{histogram, summarize, Summary};
+
+mod events_app {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "package nano:bench;
+            world events-app {
+                export nano:orders/types@0.1.0;
+                export nano:orders/events@0.1.0;
+                export nano:orders/store@0.1.0;
+            }",
+        world: "nano:bench/events-app",
+        exports: { default: async },
+    });
+}
+
+mod fulfil_app {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        inline: "package nano:bench;
+            world fulfil-app {
+                export nano:orders/types@0.1.0;
+                export nano:orders/fulfilment@0.1.0;
+                export nano:orders/store@0.1.0;
+            }",
+        world: "nano:bench/fulfil-app",
+        exports: { default: async },
+    });
+}
+
+/// The order's details in the default run.
+pub const DETAILS: &str = "2 x espresso";
+
+pub const ORDER_ID: &str = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Micro {
+    pub concurrency_support: bool,
+    /// Bytes of the order's details.
+    pub details_bytes: usize,
+    pub iterations: u64,
+    /// (a) `events.order-placed` through events-local into fulfilment.
+    pub order_placed: Summary,
+    /// (b) `fulfilment.fulfil` called directly.
+    pub fulfil: Summary,
+    /// Median of the paired differences (a) − (b), nanoseconds.
+    pub hop_ns: f64,
+    /// Its bootstrap 95% interval.
+    pub hop_ci95_ns: (f64, f64),
+    /// The 90th and 99th percentiles of the paired differences.
+    pub hop_p90_ns: f64,
+    pub hop_p99_ns: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Direct {
+    pub iterations: u64,
+    /// `fulfilment::fulfil` on `order_domain::MemoryStore`, no component model.
+    pub fulfil: Summary,
+}
+
+/// The engine nanohost uses (`nanohost::engine::config`), with `concurrency_support` as asked.
+pub(crate) fn engine(concurrency_support: bool) -> Result<Engine> {
+    let limits = nanohost::Limits {
+        max_instances: 16,
+        ..nanohost::Limits::default()
+    };
+    let mut config = nanohost::engine::config(&limits);
+    config.concurrency_support(concurrency_support);
+    Ok(Engine::new(&config)?)
+}
+
+/// What a component of `spin.toml` gets: an in-memory (SQLite) key-value store labelled
+/// `default`. Made once and shared by the stores that should see the same data.
+pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
+    let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
+    let configs = BTreeMap::from([("default".to_string(), StoreConfig::Spin { path: None })]);
+    let labels = ["default".to_string()];
+    let kv = KeyValueApp::new(&configs, labels.clone())?;
+    Ok(Arc::new(ComponentCtx {
+        id: "bench".into(),
+        allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver)?),
+        key_value: kv.component(&labels),
+        variables: Arc::new(HashMap::new()),
+        environment: Vec::new(),
+        max_memory_bytes: 128 << 20,
+        shared: Arc::new(Shared::default()),
+    }))
+}
+
+/// A new store (one per instance, as nanohost makes one per request) on `ctx`.
+pub(crate) fn store(engine: &Engine, ctx: &Arc<ComponentCtx>) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(ctx.clone()));
+    store.set_epoch_deadline(u64::MAX / 2);
+    store
+}
+
+/// Composes `bench/compositions/<name>.wac` with the `composition` crate.
+pub fn compose(root: &Path, name: &str) -> Result<Vec<u8>> {
+    let wac = root.join("bench/compositions").join(format!("{name}.wac"));
+    composition::compose(&wac, &root.join("target/wac-deps"))
+        .with_context(|| format!("cannot compose {}", wac.display()))
+}
+
+pub async fn run(
+    events_wasm: &[u8],
+    fulfil_wasm: &[u8],
+    concurrency_support: bool,
+    iterations: u64,
+    details: &str,
+) -> Result<Micro> {
+    let engine = engine(concurrency_support)?;
+    let linker = nanohost::app::linker(&engine)?;
+
+    // (a)
+    let component = Component::new(&engine, events_wasm)?;
+    let mut store_a = store(&engine, &ctx()?);
+    let app = events_app::EventsApp::instantiate_async(&mut store_a, &component, &linker).await?;
+    use events_app::exports::nano::orders::types::{Order, OrderRecord, OrderStatus};
+    let order = Order {
+        id: ORDER_ID.into(),
+        details: details.into(),
+        placed_at: 1,
+        idempotency_key: None,
+    };
+    let record = OrderRecord {
+        order: order.clone(),
+        status: OrderStatus::Accepted,
+        updated_at: 1,
+    };
+    app.nano_orders_store()
+        .call_save(&mut store_a, &record)
+        .await?
+        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let events = app.nano_orders_events();
+    let ev_order = events_app::exports::nano::orders::events::Order {
+        id: order.id.clone(),
+        details: order.details.clone(),
+        placed_at: order.placed_at,
+        idempotency_key: None,
+    };
+    // (b)
+    let component = Component::new(&engine, fulfil_wasm)?;
+    let mut store_b = store(&engine, &ctx()?);
+    let app = fulfil_app::FulfilApp::instantiate_async(&mut store_b, &component, &linker).await?;
+    use fulfil_app::exports::nano::orders::types as fstore;
+    let record = fstore::OrderRecord {
+        order: fstore::Order {
+            id: ORDER_ID.into(),
+            details: details.into(),
+            placed_at: 1,
+            idempotency_key: None,
+        },
+        status: fstore::OrderStatus::Accepted,
+        updated_at: 1,
+    };
+    app.nano_orders_store()
+        .call_save(&mut store_b, &record)
+        .await?
+        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let fulfilment = app.nano_orders_fulfilment();
+    let id = ORDER_ID.to_string();
+    // Interleaved, the order alternating, so that drift and noise (the SQLite store behind
+    // both) hit (a) and (b) alike; the hop is the median of the pairs' differences.
+    let (mut ha, mut hb) = (histogram(), histogram());
+    let mut diffs = Vec::with_capacity(iterations as usize);
+    for i in 0..iterations + iterations / 10 {
+        let (mut da, mut db) = (0u64, 0u64);
+        for first in [i % 2 == 0, i % 2 != 0] {
+            let t = Instant::now();
+            if first {
+                let r = events.call_order_placed(&mut store_a, &ev_order).await?;
+                da = (t.elapsed().as_nanos() as u64).max(1);
+                if let Err(e) = r {
+                    bail!("order-placed failed: {e:?}");
+                }
+            } else {
+                let r = fulfilment.call_fulfil(&mut store_b, &id).await?;
+                db = (t.elapsed().as_nanos() as u64).max(1);
+                if let Err(e) = r {
+                    bail!("fulfil failed: {e:?}");
+                }
+            }
+        }
+        if i >= iterations / 10 {
+            let _ = ha.record(da);
+            let _ = hb.record(db);
+            diffs.push(da as f64 - db as f64);
+        }
+    }
+    let (median, lo, hi) = crate::chains::median_ci(&diffs, 1000, 0x5eed_0000_0000_0a0b);
+    diffs.sort_by(|x, y| x.total_cmp(y));
+    let at = |q: f64| {
+        diffs
+            .get(((q * diffs.len() as f64) as usize).min(diffs.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(Micro {
+        concurrency_support,
+        details_bytes: details.len(),
+        iterations,
+        hop_ns: median,
+        hop_ci95_ns: (lo, hi),
+        hop_p90_ns: at(0.90),
+        hop_p99_ns: at(0.99),
+        order_placed: summarize(&ha),
+        fulfil: summarize(&hb),
+    })
+}
+
+/// The same rule as a plain Rust call.
+pub fn direct(iterations: u64) -> Result<Direct> {
+    use order_domain::{MemoryStore, Order, OrderRecord, OrderStatus, Store};
+    let store = MemoryStore::default();
+    store
+        .save(&OrderRecord {
+            order: Order {
+                id: ORDER_ID.into(),
+                details: DETAILS.into(),
+                placed_at: 1,
+                idempotency_key: None,
+            },
+            status: OrderStatus::Accepted,
+            updated_at: 1,
+        })
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut h = histogram();
+    for i in 0..iterations + iterations / 10 {
+        let t = Instant::now();
+        let r = std::hint::black_box(fulfilment::fulfil(
+            &store,
+            2,
+            std::hint::black_box(ORDER_ID),
+        ));
+        let d = t.elapsed();
+        r.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        if i >= iterations / 10 {
+            let _ = h.record((d.as_nanos() as u64).max(1));
+        }
+    }
+    Ok(Direct {
+        iterations,
+        fulfil: summarize(&h),
+    })
+}
