@@ -812,7 +812,11 @@ fn run_shape(
         let at_hop_rate = rt.block_on(openloop::run_rate(
             addr,
             s.hop_rate,
-            s.open_seconds.clamp(1.0, 5.0),
+            if s.mode == "smoke" {
+                s.open_seconds
+            } else {
+                s.open_seconds.clamp(1.0, 5.0)
+            },
             s.open_connections,
             s.hop_details_bytes,
         ))?;
