@@ -132,14 +132,6 @@ impl OutboundRedisInstance {
     fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<ConnectionManager> {
         Ok(self.table.get(c)?.conn.clone())
     }
-
-    async fn redis_result<T>(
-        &mut self,
-        _c: &Resource<RedisConnection>,
-        r: redis::RedisResult<T>,
-    ) -> Result<T, Error> {
-        r.map_err(other)
-    }
 }
 
 impl v2::Host for OutboundRedisInstance {}
@@ -172,7 +164,7 @@ impl v2::HostConnection for OutboundRedisInstance {
         crate::hop::record(crate::hop::Point::Sent, &payload);
         let mut conn = self.redis_conn(&c)?;
         let r = conn.publish::<_, _, ()>(channel, payload).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn get(
@@ -182,7 +174,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.get(key).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn set(
@@ -193,7 +185,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<(), Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.set::<_, _, ()>(key, value).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn incr(
@@ -203,7 +195,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<i64, Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.incr(key, 1).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn del(
@@ -213,7 +205,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<u32, Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.del(keys).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn sadd(
@@ -226,7 +218,7 @@ impl v2::HostConnection for OutboundRedisInstance {
         let r = conn.sadd(key, values).await;
         Ok(match r {
             Err(e) if e.kind() == redis::ErrorKind::TypeError => Err(Error::TypeError),
-            r => self.redis_result(&c, r).await,
+            r => r.map_err(other),
         })
     }
 
@@ -237,7 +229,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.smembers(key).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn srem(
@@ -248,7 +240,7 @@ impl v2::HostConnection for OutboundRedisInstance {
     ) -> wasmtime::Result<Result<u32, Error>> {
         let mut conn = self.redis_conn(&c)?;
         let r = conn.srem(key, values).await;
-        Ok(self.redis_result(&c, r).await)
+        Ok(r.map_err(other))
     }
 
     async fn execute(
@@ -266,7 +258,7 @@ impl v2::HostConnection for OutboundRedisInstance {
             };
         }
         let r = cmd.query_async::<Results>(&mut conn).await;
-        Ok(self.redis_result(&c, r).await.map(|r| r.0))
+        Ok(r.map_err(other).map(|r| r.0))
     }
 
     async fn drop(&mut self, c: Resource<RedisConnection>) -> wasmtime::Result<()> {

@@ -38,13 +38,15 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, BackendError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(2)
-            .set_max_delay(500);
         self.conn
-            .get_or_try_init(|| self.client.get_connection_manager_with_config(config))
+            .get_or_try_init(|| {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Duration::from_secs(2))
+                    .set_response_timeout(Duration::from_secs(5))
+                    .set_number_of_retries(2)
+                    .set_max_delay(500);
+                self.client.get_connection_manager_with_config(config)
+            })
             .await
             .cloned()
             .map_err(BackendError::new)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{wait_until_accepting, Mosquitto, Redis, TempDir};
+use super::{Mosquitto, Redis, TempDir};
 
 /// A `redis-server` on `port` that writes every acknowledged write to an append-only file in
 /// `dir` before answering (`appendfsync always`): killed with SIGKILL and started again on the same
@@ -21,25 +21,19 @@ use super::{wait_until_accepting, Mosquitto, Redis, TempDir};
 /// and no app can keep an order its store forgot.
 pub fn durable_redis(port: u16, dir: &Path) -> Redis {
     std::fs::create_dir_all(dir).expect("create redis' folder");
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is not installed (apt-get install redis-server)");
-    wait_until_accepting(port, &mut child, "redis-server");
+    let redis = Redis::start_with(
+        port,
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            dir.to_str().expect("a UTF-8 folder for redis"),
+        ],
+    );
     // Accepting is not loaded: until the append-only file is read back, commands get LOADING.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let redis = Redis { child, port };
     loop {
         let ping: redis::RedisResult<String> = redis::Client::open(redis.url())
             .and_then(|c| c.get_connection())

@@ -105,6 +105,11 @@ impl Redis {
 
     /// On a given port: a test that restarts Redis brings it back where the apps look for it.
     pub fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &["--appendonly", "no"])
+    }
+
+    /// `redis-server` on loopback `port`, without snapshots, with `persistence` flags on top.
+    pub fn start_with(port: u16, persistence: &[&str]) -> Redis {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -113,9 +118,8 @@ impl Redis {
                 "127.0.0.1",
                 "--save",
                 "",
-                "--appendonly",
-                "no",
             ])
+            .args(persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
