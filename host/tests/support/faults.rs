@@ -6,14 +6,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{Mosquitto, Redis, TempDir};
+use super::{Mosquitto, Redis};
 
 /// A `redis-server` on `port` that writes every acknowledged write to an append-only file in
 /// `dir` before answering (`appendfsync always`): killed with SIGKILL and started again on the same
@@ -57,65 +56,12 @@ pub fn crash_and_restart_redis(redis: Redis, dir: &Path, down_for: Duration) -> 
     durable_redis(port, dir)
 }
 
-/// A Mosquitto on `port` (as [`Mosquitto::start`], which picks a free one). Its log goes to a
-/// file, not stdout: mosquitto does not flush a redirected stdout, so a subscription would show
-/// there only when the broker exits. `user root` keeps a broker started as root able to write
-/// the file (it drops to the `mosquitto` user otherwise); as any other user it is ignored.
-pub fn mosquitto_on(port: u16) -> Mosquitto {
-    let dir = TempDir::new("mosquitto");
-    let log = dir.path.join("mosquitto.log");
-    let conf = dir.file(
-        "mosquitto.conf",
-        &format!(
-            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             set_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\nlog_type error\n",
-            log.display()
-        ),
-    );
-    // Right after a kill the port may still be held by the old broker's closed connections
-    // (mosquitto binds without SO_REUSEADDR): it exits with "Address already in use"; try again.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let child = loop {
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is not installed (apt-get install mosquitto)");
-        let started = loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break true;
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        if started {
-            break child;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mosquitto cannot listen on {port}: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    Mosquitto {
-        child,
-        port,
-        log,
-        _dir: dir,
-    }
-}
-
 /// Kills `broker` (SIGKILL: what it held in memory is gone) and starts a fresh one on its port.
 pub fn crash_and_restart_mosquitto(broker: Mosquitto, down_for: Duration) -> Mosquitto {
     let port = broker.port;
     drop(broker);
     std::thread::sleep(down_for);
-    mosquitto_on(port)
+    Mosquitto::start_on(port)
 }
 
 /// A TCP proxy on a free loopback port in front of `upstream`. While stalled it accepts

@@ -67,22 +67,43 @@ pub fn manifest(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A port nobody listens on right now.
+/// A loopback port nobody listens on, never handed out twice by this process.
+///
+/// Taken below the kernel's ephemeral range: a port from `bind(":0")` is released before the
+/// broker binds it, and in that gap a host's own `:0` listener or an outgoing connection may be
+/// given the same port; a broker that then fails to bind would leave the test talking to
+/// someone else's server. Outside that range only another `free_port` could take it, and the
+/// counter (started at an offset by process id) and the bind probe keep those apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_low.max(10_001));
+    let span = high - low;
+    let offset = std::process::id() * 211 % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}")
 }
 
-fn wait_until_accepting(port: u16, child: &mut Child, what: &str) {
+/// Waits until `port` accepts connections and `ours` says the server there is `child`, not
+/// whoever else may hold the port; panics if `child` exits first or after 20 s.
+fn wait_until_serving(port: u16, child: &mut Child, what: &str, ours: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() && ours() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            panic!("{what} on port {port} exited early with {status}");
         }
         assert!(
             Instant::now() < deadline,
@@ -124,7 +145,11 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is not installed (apt-get install redis-server)");
-        wait_until_accepting(port, &mut child, "redis-server");
+        let pid = child.id();
+        let url = format!("redis://127.0.0.1:{port}");
+        wait_until_serving(port, &mut child, "redis-server", || {
+            redis_process_id(&url) == Some(pid)
+        });
         Redis { child, port }
     }
 
@@ -176,6 +201,17 @@ impl Redis {
     }
 }
 
+/// The process id of the Redis server answering at `url`, if one answers.
+fn redis_process_id(url: &str) -> Option<u32> {
+    let info: String = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        .and_then(|mut c| redis::cmd("INFO").arg("server").query(&mut c))
+        .ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -195,11 +231,19 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
-        let port = free_port();
+        Mosquitto::start_on(free_port())
+    }
+
+    /// On a given port: a test that restarts the broker brings it back where the apps look.
+    /// Right after a kill the port may still be held by the old broker's closed connections
+    /// (mosquitto binds without SO_REUSEADDR): it exits with "Address already in use", and is
+    /// started again until the port is free.
+    pub fn start_on(port: u16) -> Mosquitto {
         let dir = TempDir::new("mosquitto");
         let log = dir.path.join("mosquitto.log");
         // Started as root, mosquitto drops to its own user, which must be able to append to the
-        // log; its stdout would be block-buffered, so a file it flushes per line.
+        // log; its stdout would be block-buffered, so a file it flushes per line. `information`
+        // brings the "running" line that tells this broker, and not another, holds the port.
         std::fs::File::create(&log).expect("create mosquitto.log");
         std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .expect("open mosquitto.log to the broker's user");
@@ -207,23 +251,50 @@ impl Mosquitto {
             "mosquitto.conf",
             &format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 set_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\nlog_type error\n",
+                 set_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\nlog_type error\n\
+                 log_type information\n",
                 log.display()
             ),
         );
-        let mut child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is not installed (apt-get install mosquitto)");
-        wait_until_accepting(port, &mut child, "mosquitto");
-        Mosquitto {
-            child,
-            port,
-            log,
-            _dir: dir,
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = std::fs::write(&log, "");
+            let mut child = Command::new("mosquitto")
+                .arg("-c")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto is not installed (apt-get install mosquitto)");
+            let running = || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|line| line.ends_with(" running"))
+            };
+            let started = loop {
+                if running() && TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break true;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if started {
+                return Mosquitto {
+                    child,
+                    port,
+                    log,
+                    _dir: dir,
+                };
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto cannot listen on {port}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
