@@ -109,7 +109,7 @@ impl Net {
         let redis_dir = TempDir::new(&format!("{label}-redis"));
         let redis = (store == Store::Redis)
             .then(|| faults::durable_redis(support::free_port(), &redis_dir.path));
-        let mosquitto = (shape == Shape::Mqtt).then(|| Mosquitto::start());
+        let mosquitto = (shape == Shape::Mqtt).then(Mosquitto::start);
         let order_dir = AppDir::new(&format!("{label}-order-app"));
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
         let runtime_config = redis.as_ref().map(|r| r.runtime_config(&order_dir.path));
