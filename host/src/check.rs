@@ -258,6 +258,7 @@ fn env_name(variable: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spin_toml::SpinToml;
 
     fn run(manifest: &str, variables: &[(&str, &str)]) -> Report {
         let dir = std::env::temp_dir().join(format!(
@@ -277,27 +278,20 @@ mod tests {
         report
     }
 
-    const MQTT_APP: &str = r#"
-spin_manifest_version = 2
-[application]
-name = "a"
-[variables]
-mqtt_address = { default = "mqtt://127.0.0.1:1883" }
-password = { default = "", secret = true }
-[[trigger.http]]
-route = "/order/..."
-component = "c"
-[component.c]
-source = "c.wasm"
-allowed_outbound_hosts = ["{{ mqtt_address }}"]
-[component.c.variables]
-mqtt_address = "{{ mqtt_address }}"
-password = "{{ password }}"
-"#;
+    /// App `a`: component `c` may reach the broker its variable `mqtt_address` names.
+    fn mqtt_app() -> String {
+        SpinToml::new("a", "/order/...", "c", "c.wasm")
+            .variable("mqtt_address", r#"{ default = "mqtt://127.0.0.1:1883" }"#)
+            .variable("password", r#"{ default = "", secret = true }"#)
+            .field(r#"allowed_outbound_hosts = ["{{ mqtt_address }}"]"#)
+            .section("[component.c.variables]\nmqtt_address = \"{{ mqtt_address }}\"")
+            .section(r#"password = "{{ password }}""#)
+            .to_string()
+    }
 
     #[test]
     fn resolves_and_reports_reachable_urls() {
-        let r = run(MQTT_APP, &[("mqtt_address", "mqtt://mosquitto:1883")]);
+        let r = run(&mqtt_app(), &[("mqtt_address", "mqtt://mosquitto:1883")]);
         assert!(r.errors.is_empty(), "{:?}", r.errors);
         let c = &r.components["c"];
         assert_eq!(c.allowed_outbound_hosts, ["mqtt://mosquitto:1883"]);
@@ -315,7 +309,7 @@ password = "{{ password }}"
 
     #[test]
     fn a_url_outside_the_allowed_hosts_is_reported() {
-        let manifest = MQTT_APP.replace(
+        let manifest = mqtt_app().replace(
             r#"["{{ mqtt_address }}"]"#,
             r#"["mqtt://broker.example:1883"]"#,
         );
@@ -324,39 +318,32 @@ password = "{{ password }}"
         assert!(!r.components["c"].urls[0].allowed);
     }
 
-    #[test]
-    fn undeclared_and_missing_variables_are_errors() {
-        let r = run(MQTT_APP, &[("nope", "x")]);
+    /// Checking `manifest` with `variables` reports an error that contains `want`.
+    fn fails_with(manifest: &str, variables: &[(&str, &str)], want: &str) {
+        let r = run(manifest, variables);
         assert!(
-            r.errors.iter().any(|e| e.contains("\"nope\"")),
-            "{:?}",
-            r.errors
-        );
-        let required = MQTT_APP.replace(
-            r#"mqtt_address = { default = "mqtt://127.0.0.1:1883" }"#,
-            "mqtt_address = { required = true }",
-        );
-        let r = run(&required, &[]);
-        assert!(
-            r.errors.iter().any(|e| e.contains("required variable")),
-            "{:?}",
+            r.errors.iter().any(|e| e.contains(want)),
+            "{want}: {:?}",
             r.errors
         );
     }
 
     #[test]
+    fn undeclared_and_missing_variables_are_errors() {
+        fails_with(&mqtt_app(), &[("nope", "x")], "\"nope\"");
+        let required = mqtt_app().replace(
+            r#"mqtt_address = { default = "mqtt://127.0.0.1:1883" }"#,
+            "mqtt_address = { required = true }",
+        );
+        fails_with(&required, &[], "required variable");
+    }
+
+    #[test]
     fn bad_allowed_host_and_bad_template_are_errors() {
-        let r = run(
-            &MQTT_APP.replace(r#"["{{ mqtt_address }}"]"#, r#"["mqtt://*a.b"]"#),
-            &[],
-        );
-        assert!(r.errors.iter().any(|e| e.contains("component \"c\"")));
-        let r = run(&MQTT_APP.replace("{{ password }}", "{{ undeclared }}"), &[]);
-        assert!(
-            r.errors.iter().any(|e| e.contains("undeclared")),
-            "{:?}",
-            r.errors
-        );
+        let bad_host = mqtt_app().replace(r#"["{{ mqtt_address }}"]"#, r#"["mqtt://*a.b"]"#);
+        fails_with(&bad_host, &[], "component \"c\"");
+        let undeclared = mqtt_app().replace("{{ password }}", "{{ undeclared }}");
+        fails_with(&undeclared, &[], "undeclared");
     }
 
     #[test]

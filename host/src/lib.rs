@@ -29,6 +29,10 @@ pub mod outbound_redis;
 pub mod redact;
 pub mod routes;
 pub mod runtime_config;
+// The manifest builder of the integration tests, so unit tests build their manifests the same way.
+#[cfg(test)]
+#[path = "../tests/support/spin_toml.rs"]
+mod spin_toml;
 pub mod state;
 pub mod trigger;
 pub mod variables;

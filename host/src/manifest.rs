@@ -385,45 +385,27 @@ pub(crate) fn one_line(e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spin_toml::{mqtt_trigger_settings, SpinToml};
 
-    const GOOD: &str = r#"
-spin_manifest_version = 2
-
-[application]
-name = "demo"
-version = "0.1.0"
-
-[application.trigger.redis]
-address = "redis://{{ redis_host }}:6379"
-
-[variables]
-redis_host = { default = "127.0.0.1" }
-token = { required = true, secret = true }
-
-[[trigger.http]]
-route = "/api/..."
-component = "api"
-
-[[trigger.http]]
-route = { private = true }
-component = "api"
-
-[[trigger.redis]]
-channel = "orders"
-component = "api"
-
-[component.api]
-source = "target/api.wasm"
-allowed_outbound_hosts = ["redis://{{ redis_host }}:6379"]
-key_value_stores = ["default"]
-variables = { token = "{{ token }}" }
-[component.api.build]
-command = "cargo build"
-"#;
+    /// Every part of the subset nanohost reads: app triggers, variables, a private route, a build.
+    fn good() -> String {
+        SpinToml::new("demo", "/api/...", "api", "target/api.wasm")
+            .application("version = \"0.1.0\"")
+            .application("[application.trigger.redis]\naddress = \"redis://{{ redis_host }}:6379\"")
+            .variable("redis_host", r#"{ default = "127.0.0.1" }"#)
+            .variable("token", "{ required = true, secret = true }")
+            .field(r#"allowed_outbound_hosts = ["redis://{{ redis_host }}:6379"]"#)
+            .field(r#"key_value_stores = ["default"]"#)
+            .field(r#"variables = { token = "{{ token }}" }"#)
+            .section("[component.api.build]\ncommand = \"cargo build\"")
+            .section("[[trigger.http]]\nroute = { private = true }\ncomponent = \"api\"")
+            .section("[[trigger.redis]]\nchannel = \"orders\"\ncomponent = \"api\"")
+            .to_string()
+    }
 
     #[test]
     fn parses_the_supported_subset() {
-        let m = Manifest::parse(GOOD).unwrap();
+        let m = Manifest::parse(&good()).unwrap();
         assert_eq!(m.application.name, "demo");
         assert_eq!(m.trigger.http.len(), 2);
         assert_eq!(
@@ -440,7 +422,7 @@ command = "cargo build"
 
     #[test]
     fn unknown_field_is_an_error_naming_it() {
-        let bad = GOOD.replace("key_value_stores", "key_value_store");
+        let bad = good().replace("key_value_stores", "key_value_store");
         let e = Manifest::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("key_value_store"), "{e}");
         assert!(!e.contains('\n'), "one line: {e}");
@@ -448,11 +430,11 @@ command = "cargo build"
 
     #[test]
     fn wrong_version_and_missing_component_are_errors() {
-        let e = Manifest::parse(&GOOD.replace("= 2\n", "= 1\n"))
+        let e = Manifest::parse(&good().replace("= 2\n", "= 1\n"))
             .unwrap_err()
             .to_string();
         assert!(e.contains("spin_manifest_version"), "{e}");
-        let e = Manifest::parse(&GOOD.replace(
+        let e = Manifest::parse(&good().replace(
             "channel = \"orders\"\ncomponent = \"api\"",
             "channel = \"orders\"\ncomponent = \"nope\"",
         ))
@@ -463,9 +445,10 @@ command = "cargo build"
 
     #[test]
     fn variable_needs_default_or_required() {
-        let e = Manifest::parse(&GOOD.replace("{ default = \"127.0.0.1\" }", "{ secret = true }"))
-            .unwrap_err()
-            .to_string();
+        let e =
+            Manifest::parse(&good().replace("{ default = \"127.0.0.1\" }", "{ secret = true }"))
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("redis_host"), "{e}");
         assert!(check_variable_name("Bad").is_err());
         assert!(check_variable_name("good_1").is_ok());
@@ -473,25 +456,10 @@ command = "cargo build"
 
     #[test]
     fn mqtt_settings_accept_strings_like_the_plugin() {
-        let m = Manifest::parse(
-            r#"
-spin_manifest_version = 2
-[application]
-name = "m"
-[application.trigger.mqtt]
-address = "mqtt://127.0.0.1:1883"
-username = ""
-password = ""
-keep_alive_interval = "30"
-[[trigger.mqtt]]
-component = "c"
-topic = "orders/#"
-qos = "1"
-[component.c]
-source = "c.wasm"
-"#,
-        )
-        .unwrap();
+        let manifest = SpinToml::new("m", "/...", "c", "c.wasm")
+            .application(&mqtt_trigger_settings("mqtt://127.0.0.1:1883"))
+            .section("[[trigger.mqtt]]\ncomponent = \"c\"\ntopic = \"orders/#\"\nqos = \"1\"");
+        let m = Manifest::parse(&manifest.to_string()).unwrap();
         assert_eq!(
             parse_qos(m.trigger.mqtt[0].qos.as_ref().unwrap()).unwrap(),
             1

@@ -32,6 +32,11 @@ async fn get(app: &App, path: &str) -> (u16, String) {
     get_text(&app.base(), path).await
 }
 
+/// `path` answers 200 with `want`.
+async fn answers(app: &App, path: &str, want: &str) {
+    assert_eq!(get(app, path).await, (200, want.into()), "{path}");
+}
+
 /// Polls until `path` answers 200 with `want`; the deadline only bounds a broken run.
 async fn eventually(app: &App, path: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -51,28 +56,13 @@ async fn eventually(app: &App, path: &str, want: &str) {
 /// The probe with outbound access to exactly one Redis and one MQTT broker (by port), and
 /// optional trigger sections.
 fn app(dir: &TempDir, redis_port: u16, mqtt_port: u16, triggers: &str) -> PathBuf {
-    dir.file(
-        "brokers.toml",
-        &format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "brokers"
-{triggers}
-[variables]
-redis_port = {{ default = "{redis_port}" }}
-
-[[trigger.http]]
-route = "/p/..."
-component = "probe"
-
-[component.probe]
-source = "{source}"
-key_value_stores = ["default"]
-allowed_outbound_hosts = ["redis://127.0.0.1:{{{{ redis_port }}}}", "mqtt://127.0.0.1:{mqtt_port}", "http://127.0.0.1:*"]
-"#,
-            source = support::probe_source()
-        ),
-    )
+    let manifest = support::probe_toml("brokers")
+        .application(triggers)
+        .variable("redis_port", &format!(r#"{{ default = "{redis_port}" }}"#))
+        .field(&format!(
+            r#"allowed_outbound_hosts = ["redis://127.0.0.1:{{{{ redis_port }}}}", "mqtt://127.0.0.1:{mqtt_port}", "http://127.0.0.1:*"]"#
+        ));
+    dir.file("brokers.toml", &manifest.to_string())
 }
 
 async fn key_value_on_a_real_redis(kind: HostKind) {
@@ -80,14 +70,8 @@ async fn key_value_on_a_real_redis(kind: HostKind) {
     let dir = TempDir::new("kv-redis");
     let rc = redis.runtime_config(&dir.path);
     let host = start(kind, "kv-redis", app(&dir, 1, 1, ""), Some(rc)).await;
-    assert_eq!(
-        get(&host, "/p/kv?store=default&op=set&key=k1&value=v1").await,
-        (200, "ok".into())
-    );
-    assert_eq!(
-        get(&host, "/p/kv?store=default&op=get&key=k1").await,
-        (200, "v1".into())
-    );
+    answers(&host, "/p/kv?store=default&op=set&key=k1&value=v1", "ok").await;
+    answers(&host, "/p/kv?store=default&op=get&key=k1", "v1").await;
 
     // It really is in Redis.
     let client = redis::Client::open(redis.url()).unwrap();
@@ -97,14 +81,8 @@ async fn key_value_on_a_real_redis(kind: HostKind) {
     let _: () = redis::AsyncCommands::set(&mut conn, "k2", "from-outside")
         .await
         .unwrap();
-    assert_eq!(
-        get(&host, "/p/kv?store=default&op=get&key=k2").await,
-        (200, "from-outside".into())
-    );
-    assert_eq!(
-        get(&host, "/p/kv?store=default&op=delete&key=k1").await,
-        (200, "ok".into())
-    );
+    answers(&host, "/p/kv?store=default&op=get&key=k2", "from-outside").await;
+    answers(&host, "/p/kv?store=default&op=delete&key=k1", "ok").await;
     assert_eq!(get(&host, "/p/kv?store=default&op=get&key=k1").await.0, 404);
     host.stop().await;
 }
@@ -118,18 +96,14 @@ async fn outbound_hosts_are_enforced(kind: HostKind) {
 
     // Allowed Redis works.
     let addr = redis.url();
-    assert_eq!(
-        get(&host, &format!("/p/redis?addr={addr}&op=set&key=a&value=b")).await,
-        (200, "ok".into())
-    );
-    assert_eq!(
-        get(&host, &format!("/p/redis?addr={addr}&op=get&key=a")).await,
-        (200, "b".into())
-    );
-    assert_eq!(
-        get(&host, &format!("/p/redis?addr={addr}&op=incr&key=n")).await,
-        (200, "1".into())
-    );
+    answers(
+        &host,
+        &format!("/p/redis?addr={addr}&op=set&key=a&value=b"),
+        "ok",
+    )
+    .await;
+    answers(&host, &format!("/p/redis?addr={addr}&op=get&key=a"), "b").await;
+    answers(&host, &format!("/p/redis?addr={addr}&op=incr&key=n"), "1").await;
     // Another port is refused with Spin's error, before any connection is tried.
     let (status, body) = get(
         &host,
@@ -185,13 +159,7 @@ async fn redis_and_mqtt_triggers_deliver_messages(kind: HostKind) {
         r#"
 [application.trigger.redis]
 address = "redis://127.0.0.1:{{{{ redis_port }}}}"
-
-[application.trigger.mqtt]
-address = "{mqtt}"
-username = ""
-password = ""
-keep_alive_interval = "30"
-
+{mqtt}
 [[trigger.redis]]
 channel = "probe-in"
 component = "probe"
@@ -201,7 +169,7 @@ topic = "probe/#"
 qos = "1"
 component = "probe"
 "#,
-        mqtt = mqtt.url()
+        mqtt = support::spin_toml::mqtt_trigger_settings(&mqtt.url())
     );
     let mut host = start(
         kind,
@@ -233,7 +201,7 @@ component = "probe"
         "/p/redis?addr={}&op=publish&channel=probe-in&value=again",
         redis.url()
     );
-    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    answers(&host, &path, "ok").await;
     eventually(&host, "/p/kv?store=default&op=get&key=redis:last", "again").await;
 
     // MQTT: the component publishes via outbound MQTT; the trigger gets it with its topic.
@@ -241,7 +209,7 @@ component = "probe"
         "/p/mqtt?addr={}%3Fclient_id%3Dprobe-publisher&topic=probe/orders&payload=hello%20mqtt",
         mqtt.url()
     );
-    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    answers(&host, &path, "ok").await;
     eventually(
         &host,
         "/p/kv?store=default&op=get&key=mqtt:last",
@@ -260,7 +228,7 @@ async fn mqtt_publish_fails_while_the_broker_is_gone(kind: HostKind) {
         "/p/mqtt?addr={}%3Fclient_id%3Dprobe-down&topic=t&payload=x",
         mqtt.url()
     );
-    assert_eq!(get(&host, &path).await, (200, "ok".into()));
+    answers(&host, &path, "ok").await;
     drop(mqtt);
     // The pooled client notices the closed socket; publishing then fails instead of queueing.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -29,29 +29,14 @@ fn up_fails(args: &[&str]) -> String {
 }
 
 fn probe_manifest(dir: &TempDir, extra_component_fields: &str, app_sections: &str) -> String {
-    dir.file(
-        "spin.toml",
-        &format!(
-            r#"spin_manifest_version = 2
-[application]
-name = "cli"
-{app_sections}
-[variables]
-greeting = {{ default = "hello" }}
-[[trigger.http]]
-route = "/p/..."
-component = "probe"
-[component.probe]
-source = "{}"
-key_value_stores = ["default"]
-variables = {{ greeting = "{{{{ greeting }}}}, world" }}
-{extra_component_fields}
-"#,
-            support::probe_source()
-        ),
-    )
-    .display()
-    .to_string()
+    let manifest = support::probe_toml("cli")
+        .application(app_sections)
+        .variable("greeting", r#"{ default = "hello" }"#)
+        .field(r#"variables = { greeting = "{{ greeting }}, world" }"#)
+        .field(extra_component_fields);
+    dir.file("spin.toml", &manifest.to_string())
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -119,35 +104,21 @@ fn port_in_use() {
 fn unreachable_mqtt_broker() {
     let dir = TempDir::new("cli-unreachable");
     let port = support::free_port();
-    let m = probe_manifest(
-        &dir,
-        "",
-        &format!(
-            "[application.trigger.redis]\naddress = \"redis://127.0.0.1:{port}\"\n[[trigger.redis]]\nchannel = \"c\"\ncomponent = \"probe\"\n"
+    let cases = [
+        (
+            format!("[application.trigger.redis]\naddress = \"redis://127.0.0.1:{port}\"\n[[trigger.redis]]\nchannel = \"c\""),
+            format!("Redis trigger cannot connect to redis://127.0.0.1:{port}"),
         ),
-    );
-    let err = up_fails(&["--manifest", &m, "--listen", "127.0.0.1:0"]);
-    assert!(
-        err.contains(&format!(
-            "Redis trigger cannot connect to redis://127.0.0.1:{port}"
-        )),
-        "{err}"
-    );
-
-    let m = probe_manifest(
-        &dir,
-        "",
-        &format!(
-            "[application.trigger.mqtt]\naddress = \"mqtt://127.0.0.1:{port}\"\n[[trigger.mqtt]]\ntopic = \"t\"\ncomponent = \"probe\"\n"
+        (
+            format!("[application.trigger.mqtt]\naddress = \"mqtt://127.0.0.1:{port}\"\n[[trigger.mqtt]]\ntopic = \"t\""),
+            format!("cannot connect to MQTT broker at 127.0.0.1:{port}"),
         ),
-    );
-    let err = up_fails(&["--manifest", &m, "--listen", "127.0.0.1:0"]);
-    assert!(
-        err.contains(&format!(
-            "cannot connect to MQTT broker at 127.0.0.1:{port}"
-        )),
-        "{err}"
-    );
+    ];
+    for (trigger, want) in cases {
+        let m = probe_manifest(&dir, "", &format!("{trigger}\ncomponent = \"probe\"\n"));
+        let err = up_fails(&["--manifest", &m, "--listen", "127.0.0.1:0"]);
+        assert!(err.contains(&want), "{err}");
+    }
 }
 
 #[test]

@@ -29,6 +29,17 @@ impl Probe {
     async fn get(&self, path: &str) -> (u16, String) {
         get_text(&self.base, path).await
     }
+
+    async fn answers(&self, path: &str, want: &str) {
+        assert_eq!(self.get(path).await, (200, want.into()), "{path}");
+    }
+
+    /// `path` fails with 500 and a body naming `error` (the variant of Spin's error type).
+    async fn fails_with(&self, path: &str, error: &str) {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 500, "{path}: {body}");
+        assert!(body.contains(error), "{path}: {body}");
+    }
 }
 
 fn header_line<'a>(body: &'a str, name: &str) -> &'a str {
@@ -40,30 +51,22 @@ fn header_line<'a>(body: &'a str, name: &str) -> &'a str {
 async fn routes_and_spin_headers(probe: &Probe) {
     let addr = probe.app.addr();
 
-    let (status, body) = probe.get("/echo").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(header_line(&body, "spin-matched-route"), "/echo");
-    assert_eq!(header_line(&body, "spin-raw-component-route"), "/echo");
-    assert_eq!(header_line(&body, "spin-component-route"), "/echo");
-    assert_eq!(header_line(&body, "spin-path-info"), "");
-    assert_eq!(header_line(&body, "spin-base-path"), "/");
-    assert_eq!(
-        header_line(&body, "spin-full-url"),
-        format!("http://{addr}/echo")
-    );
-    assert!(header_line(&body, "spin-client-addr").starts_with("127.0.0.1:"));
-
     // The exact route wins for /echo; the wildcard takes everything below it.
-    let (status, body) = probe.get("/echo/a/b?x=1").await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(header_line(&body, "spin-matched-route"), "/echo/...");
-    assert_eq!(header_line(&body, "spin-raw-component-route"), "/echo/...");
-    assert_eq!(header_line(&body, "spin-component-route"), "/echo");
-    assert_eq!(header_line(&body, "spin-path-info"), "/a/b");
-    assert_eq!(
-        header_line(&body, "spin-full-url"),
-        format!("http://{addr}/echo/a/b?x=1")
-    );
+    for (path, matched, info) in [
+        ("/echo", "/echo", ""),
+        ("/echo/a/b?x=1", "/echo/...", "/a/b"),
+    ] {
+        let (status, body) = probe.get(path).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(header_line(&body, "spin-matched-route"), matched);
+        assert_eq!(header_line(&body, "spin-raw-component-route"), matched);
+        assert_eq!(header_line(&body, "spin-component-route"), "/echo");
+        assert_eq!(header_line(&body, "spin-path-info"), info);
+        assert_eq!(header_line(&body, "spin-base-path"), "/");
+        let full_url = format!("http://{addr}{path}");
+        assert_eq!(header_line(&body, "spin-full-url"), full_url);
+        assert!(header_line(&body, "spin-client-addr").starts_with("127.0.0.1:"));
+    }
 
     let (status, _) = probe.get("/nothing/here").await;
     assert_eq!(status, 404);
@@ -72,43 +75,29 @@ async fn routes_and_spin_headers(probe: &Probe) {
 }
 
 async fn embedded_key_value_store_and_its_permissions(probe: &Probe) {
-    assert_eq!(
-        probe.get("/p/kv?store=default&op=set&key=a&value=1").await,
-        (200, "ok".into())
-    );
-    assert_eq!(
-        probe.get("/p/kv?store=default&op=get&key=a").await,
-        (200, "1".into())
-    );
+    probe
+        .answers("/p/kv?store=default&op=set&key=a&value=1", "ok")
+        .await;
+    probe.answers("/p/kv?store=default&op=get&key=a", "1").await;
     assert_eq!(probe.get("/p/kv?store=default&op=get&key=zz").await.0, 404);
-    assert_eq!(
-        probe.get("/p/kv?store=default&op=keys").await,
-        (200, "a".into())
-    );
+    probe.answers("/p/kv?store=default&op=keys", "a").await;
 
     // `locked` does not list `default` in key_value_stores.
-    let (status, body) = probe.get("/nokv/kv?store=default&op=get&key=a").await;
-    assert_eq!(status, 500);
-    assert!(body.contains("AccessDenied"), "{body}");
+    probe
+        .fails_with("/nokv/kv?store=default&op=get&key=a", "AccessDenied")
+        .await;
     // `probe` does not list `nope` either (and no runtime config defines it): Spin checks the
     // component's list first.
-    let (status, body) = probe.get("/p/kv?store=nope&op=get&key=a").await;
-    assert_eq!(status, 500);
-    assert!(body.contains("AccessDenied"), "{body}");
+    probe
+        .fails_with("/p/kv?store=nope&op=get&key=a", "AccessDenied")
+        .await;
 }
 
 async fn variables_from_defaults_and_templates(probe: &Probe) {
-    assert_eq!(
-        probe.get("/p/var/greeting").await,
-        (200, "hello, world".into())
-    );
-    assert_eq!(probe.get("/p/var/token").await, (200, "s3cret".into()));
-    let (status, body) = probe.get("/p/var/not_declared").await;
-    assert_eq!(status, 500);
-    assert!(body.contains("Undefined"), "{body}");
-    let (status, body) = probe.get("/p/var/Bad-Name").await;
-    assert_eq!(status, 500);
-    assert!(body.contains("InvalidName"), "{body}");
+    probe.answers("/p/var/greeting", "hello, world").await;
+    probe.answers("/p/var/token", "s3cret").await;
+    probe.fails_with("/p/var/not_declared", "Undefined").await;
+    probe.fails_with("/p/var/Bad-Name", "InvalidName").await;
 }
 
 async fn service_chaining_to_another_component(probe: &Probe) {
@@ -244,13 +233,7 @@ async fn runaway_guests_fail_alone() {
     host.shutdown().await.unwrap();
 }
 
-/// Where nanohost is known to differ from Spin 3.6.3 today (see `harness::known_difference`).
-fn known_difference(host: HostKind, case: &str) -> Option<String> {
-    // None today: the chained request's headers were the last one, fixed in nanohost.
-    let _ = case;
-    harness::known_difference(host, None)
-}
-
+// No known difference today: the chained request's headers were the last one, fixed in nanohost.
 macro_rules! on_shared_probe {
     ($cases:ident, $host:expr, [$($case:ident),* $(,)?]) => {$({
         let host = $host;
@@ -259,7 +242,7 @@ macro_rules! on_shared_probe {
                 let probe = shared(host.name(), || Probe::start(host)).await;
                 $case(&probe).await;
             })
-            .skip_if(known_difference(host, stringify!($case))),
+            .skip_if(harness::none_known(host, (), stringify!($case))),
         );
     })*};
 }

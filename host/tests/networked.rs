@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::harness::{self, case, shared, Case, HostKind};
+use support::harness::{self, case, Case, HostKind};
 use support::host::{self as hosts, App, AppDir, AppSpec};
 use support::{Mosquitto, Redis};
 
@@ -299,35 +299,23 @@ async fn a_broker_that_is_down_loses_no_accepted_order(host: HostKind, transport
 
 /// Why a shape cannot run on `host` here, beyond a missing host: Spin runs `[[trigger.mqtt]]`
 /// only with the trigger plugin installed.
-fn shape_unavailable(host: HostKind, transport: Transport) -> Option<String> {
+fn shape_unavailable(host: HostKind, transport: Transport, _case: &str) -> Option<String> {
     if host != HostKind::Spin || transport != Transport::Mqtt || host.unavailable().is_some() {
         return None;
     }
     hosts::mqtt_trigger_plugin().err()
 }
 
-macro_rules! on_shared_shape {
-    ($cases:ident, $host:expr, $transport:expr, [$($case:ident),* $(,)?]) => {$({
-        let (host, transport) = ($host, $transport);
-        $cases.push(
-            case(host, format!("{}::{}", transport.name(), stringify!($case)), move || async move {
-                let key = format!("{}-{}", host.name(), transport.name());
-                let shape = shared(&key, || Shape::start(host, transport, &key, None)).await;
-                $case(&shape).await;
-            })
-            .skip_if(shape_unavailable(host, transport)),
-        );
-    })*};
-}
-
 fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
         for transport in [Transport::Redis, Transport::Mqtt] {
-            on_shared_shape!(
+            crate::on_shared!(
                 cases,
                 host,
                 transport,
+                |host, transport, key| Shape::start(host, transport, key, None),
+                shape_unavailable,
                 [
                     an_order_travels_to_fulfilment,
                     junk_messages_do_not_stop_the_listener,
@@ -343,7 +331,11 @@ fn main() {
                     ),
                     move || a_broker_that_is_down_loses_no_accepted_order(host, transport),
                 )
-                .skip_if(shape_unavailable(host, transport)),
+                .skip_if(shape_unavailable(
+                    host,
+                    transport,
+                    "a_broker_that_is_down_loses_no_accepted_order",
+                )),
             );
         }
     }

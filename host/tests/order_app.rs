@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::harness::{self, case, shared, Case, HostKind};
+use support::harness::{self, case, Case, HostKind};
 use support::host::{App, AppDir, AppSpec};
 use support::http::{assert_problem, json_body, raw_exchange, statuses};
 use support::Redis;
@@ -98,13 +98,13 @@ impl OrderApp {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let response = self.get_response(path).await;
         (response.status(), json_body(response).await)
+    }
+
+    async fn get_response(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.base);
+        self.client.get(url).send().await.unwrap()
     }
 
     /// Keys in the Redis behind the store; None for the embedded store, which a test cannot
@@ -355,12 +355,7 @@ async fn concurrent_orders_all_get_distinct_ids_and_are_all_fulfilled(app: &Orde
 /// Paths no route matches get the host's 404 (the app never sees them).
 async fn unknown_routes_are_404(app: &OrderApp) {
     for path in ["/", "/nothing", "/orders", "/ordering/x"] {
-        let response = app
-            .client
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_response(path).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
         assert_eq!(response.text().await.unwrap(), "", "{path}");
     }
@@ -563,34 +558,13 @@ async fn the_redis_backed_store_holds_orders_across_host_restarts(host: HostKind
     app.app.stop().await;
 }
 
-/// Where nanohost is known to differ from Spin 3.6.3 today (see `harness::known_difference`).
-fn known_difference(host: HostKind, case: &str) -> Option<String> {
-    // None today: the request without Host is held to each host's own documented answer.
-    let _ = case;
-    harness::known_difference(host, None)
-}
-
-/// The cases that share one app per host and store: started once, used by each case in turn.
-macro_rules! on_shared_app {
-    ($cases:ident, $host:expr, $store:expr, [$($case:ident),* $(,)?]) => {$({
-        let (host, store) = ($host, $store);
-        $cases.push(
-            case(host, format!("{}::{}", store.name(), stringify!($case)), move || async move {
-                let key = format!("{}-{}", host.name(), store.name());
-                let app = shared(&key, || OrderApp::start(host, store, &key)).await;
-                $case(&app).await;
-            })
-            .skip_if(known_difference(host, stringify!($case))),
-        );
-    })*};
-}
-
+// No known difference today: the request without Host is held to each host's own documented answer.
 macro_rules! on_own_apps {
     ($cases:ident, $host:expr, [$($case:ident),* $(,)?]) => {$({
         let host = $host;
         $cases.push(
             case(host, stringify!($case), move || $case(host))
-                .skip_if(known_difference(host, stringify!($case))),
+                .skip_if(harness::none_known(host, (), stringify!($case))),
         );
     })*};
 }
@@ -599,10 +573,12 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
         for store in [Store::Embedded, Store::Redis] {
-            on_shared_app!(
+            crate::on_shared!(
                 cases,
                 host,
                 store,
+                |host, store, key| OrderApp::start(host, store, key),
+                harness::none_known,
                 [
                     placing_an_order_answers_202_and_it_is_fulfilled_in_process,
                     looking_up_orders_that_do_not_exist,
@@ -614,10 +590,12 @@ fn main() {
                 ]
             );
         }
-        on_shared_app!(
+        crate::on_shared!(
             cases,
             host,
             Store::Embedded,
+            |host, store, key| OrderApp::start(host, store, key),
+            harness::none_known,
             [
                 unknown_routes_are_404,
                 head_is_refused_with_405_and_no_body,

@@ -76,6 +76,12 @@ pub fn known_difference(host: HostKind, why: Option<&str>) -> Option<String> {
     }
 }
 
+/// The skip reason for the cases of a table with no known difference from Spin 3.6.3 today (any
+/// `variant` and `case`): none. A table with one names it through [`known_difference`].
+pub fn none_known<V>(host: HostKind, _variant: V, _case: &str) -> Option<String> {
+    known_difference(host, None)
+}
+
 /// The runtime every case runs on; apps started in process live on it across cases.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -138,6 +144,30 @@ impl Drop for MarkFailedStart {
 /// and stopped after the last case. Holding it excludes the other cases of the group, so that a
 /// case that counts what is stored sees only its own writes.
 pub type Shared<T> = OwnedMappedMutexGuard<Option<T>, T>;
+
+/// Pushes one case per `$case` onto `$cases`: on `$host`, against one fixture per host and
+/// `$variant` (anything with a `name()`, such as a store or a transport) that `$start` builds for
+/// the first case that asks (see [`shared`]); skipped for the reason `$skip(host, variant, case)`.
+#[macro_export]
+macro_rules! on_shared {
+    ($cases:ident, $host:expr, $variant:expr, |$h:ident, $v:ident, $key:ident| $start:expr,
+     $skip:path, [$($case:ident),* $(,)?]) => {$({
+        let (host, variant) = ($host, $variant);
+        let name = format!("{}::{}", variant.name(), stringify!($case));
+        $cases.push(
+            $crate::support::harness::case(host, name, move || async move {
+                let key = format!("{}-{}", host.name(), variant.name());
+                let fixture = $crate::support::harness::shared(&key, || {
+                    let ($h, $v, $key) = (host, variant, key.as_str());
+                    $start
+                })
+                .await;
+                $case(&fixture).await;
+            })
+            .skip_if($skip(host, variant, stringify!($case))),
+        );
+    })*};
+}
 
 pub async fn shared<T, F, Fut>(key: &str, start: F) -> Shared<T>
 where

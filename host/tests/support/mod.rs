@@ -8,6 +8,7 @@ pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;
+pub mod spin_toml;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -353,6 +354,12 @@ impl Drop for TempDir {
 /// write their manifest into a temporary directory.
 pub fn probe_source() -> String {
     wasm("probe").display().to_string()
+}
+
+/// The probe fixture behind `/p/...` with the default key-value store, as app `name`.
+pub fn probe_toml(name: &str) -> spin_toml::SpinToml {
+    spin_toml::SpinToml::new(name, "/p/...", "probe", &probe_source())
+        .field(r#"key_value_stores = ["default"]"#)
 }
 
 /// `http://ADDR` for a running host.
