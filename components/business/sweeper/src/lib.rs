@@ -165,6 +165,16 @@ mod tests {
 
     const GRACE: u64 = 10_000;
 
+    /// An order (stored without its key) whose idempotency key `key` is claimed: the record with
+    /// the key, for the case to store as it needs.
+    fn claimed_order(store: &MemoryStore, key: &str, status: OrderStatus) -> OrderRecord {
+        assert!(store.claim_key(key).unwrap());
+        let id = order(store, 1, 1_000, status);
+        let mut record = store.load(&id).unwrap().unwrap();
+        record.order.idempotency_key = Some(key.into());
+        record
+    }
+
     fn order(store: &MemoryStore, n: u8, placed_at: Timestamp, status: OrderStatus) -> String {
         let id = format!("0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b{n:02x}");
         let accepted = OrderRecord {
@@ -297,11 +307,9 @@ mod tests {
     #[test]
     fn claims_of_indexed_orders_are_forgotten_without_counting() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
-        assert!(store.claim_key("done").unwrap());
-        let id = order(&store, 1, 1_000, OrderStatus::Fulfilled);
-        let mut record = store.load(&id).unwrap().unwrap();
-        record.order.idempotency_key = Some("done".into());
-        store.save(&record).unwrap();
+        store
+            .save(&claimed_order(&store, "done", OrderStatus::Fulfilled))
+            .unwrap();
         let report = sweep(&store, &events, 2_000, GRACE).unwrap();
         assert_eq!(report, Report::default());
         assert!(!store.is_claimed("done"));
@@ -311,10 +319,7 @@ mod tests {
     #[test]
     fn a_claim_whose_order_is_half_stored_stays_until_fulfilment_indexes_it() {
         let (store, events) = (MemoryStore::default(), Recorder::default());
-        assert!(store.claim_key("half").unwrap());
-        let id = order(&store, 1, 1_000, OrderStatus::Accepted);
-        let mut record = store.load(&id).unwrap().unwrap();
-        record.order.idempotency_key = Some("half".into());
+        let record = claimed_order(&store, "half", OrderStatus::Accepted);
         store.put_half_stored(&record);
         assert!(store.find_by_key("half").unwrap().is_none());
 
