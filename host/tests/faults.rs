@@ -12,7 +12,9 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -286,6 +288,11 @@ impl Net {
         census.tagged(tag)
     }
 
+    /// The client and the order app's base URL, for a task of its own.
+    fn poster(&self) -> (Client, String) {
+        (self.client.clone(), self.base.clone())
+    }
+
     async fn sweep(&self) -> (StatusCode, String) {
         let response = self
             .client
@@ -398,12 +405,7 @@ fn spawn_load(
 ) -> Load {
     let mut set = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (base, client, tag, sent) = (
-            net.base.clone(),
-            net.client.clone(),
-            tag.to_string(),
-            sent.clone(),
-        );
+        let ((client, base), tag, sent) = (net.poster(), tag.to_string(), sent.clone());
         set.spawn(async move {
             let mut out = Vec::new();
             for n in (c..orders).step_by(clients) {
@@ -516,32 +518,43 @@ fn label(host: HostKind, shape: Shape, case: &str) -> String {
     format!("{}-{}-{case}", host.name(), shape.name())
 }
 
+/// The shape on the Redis store, for a case whose orders are tagged `tag`.
+async fn start_net(host: HostKind, shape: Shape, tag: &str) -> Net {
+    Net::start(host, shape, Store::Redis, &label(host, shape, tag)).await
+}
+
+/// `orders` orders from 8 clients, 80 ms apart; returns once half of them are answered, so that
+/// what the case breaks next happens under load.
+async fn half_sent(net: &Net, tag: &str, orders: usize) -> Load {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load = spawn_load(net, tag, orders, 8, Duration::from_millis(80), sent.clone());
+    wait_until("half the orders sent", SETTLE_DEADLINE, || {
+        sent.load(Ordering::SeqCst) >= orders / 2
+    })
+    .await;
+    load
+}
+
+/// Sweeps until the case's orders settle, then reports and checks the counts of `case`.
+async fn settle_and_check(net: &Net, tag: &str, replies: &Replies, case: &str) -> Counts {
+    let (census, sweeps) = net.settle(tag).await;
+    let counts = Counts::of(replies, &census);
+    counts.report_and_check(
+        case,
+        net.host,
+        &describe(replies, &census, sweeps, &net.actions),
+    );
+    counts
+}
+
 /// Case 1: Redis (the store, and the Redis shape's broker) killed and restarted on its port while 300
 /// orders arrive from 8 clients. 503s while it is down are fine; a 202 for an order that is then
 /// lost or left unfulfilled is not.
 async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
     const ORDERS: usize = 300;
-    let mut net = Net::start(
-        host,
-        shape,
-        Store::Redis,
-        &label(host, shape, "redis-restart"),
-    )
-    .await;
     let tag = "redis-restart";
-    let sent = Arc::new(AtomicUsize::new(0));
-    let load = spawn_load(
-        &net,
-        tag,
-        ORDERS,
-        8,
-        Duration::from_millis(80),
-        sent.clone(),
-    );
-    wait_until("half the orders sent", SETTLE_DEADLINE, || {
-        sent.load(Ordering::SeqCst) >= ORDERS / 2
-    })
-    .await;
+    let mut net = start_net(host, shape, tag).await;
+    let load = half_sent(&net, tag, ORDERS).await;
     let redis = net.redis.take().unwrap();
     let dir = net.redis_dir.path.clone();
     net.redis = Some(
@@ -565,13 +578,8 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
         )
         .await;
     }
-    let (census, sweeps) = net.settle(tag).await;
-    let counts = Counts::of(&replies, &census);
-    counts.report_and_check(
-        &format!("{}::redis_restarted_under_load", shape.name()),
-        host,
-        &describe(&replies, &census, sweeps, &net.actions),
-    );
+    let case = format!("{}::redis_restarted_under_load", shape.name());
+    let counts = settle_and_check(&net, tag, &replies, &case).await;
     assert!(
         counts.accepted >= ORDERS / 4,
         "too few orders accepted for the case to say anything"
@@ -584,28 +592,9 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
 /// app still answers 202 while it is down (the announcement fails, the order stays in the outbox).
 async fn mosquitto_restarted_under_load(host: HostKind) {
     const ORDERS: usize = 300;
-    let shape = Shape::Mqtt;
-    let mut net = Net::start(
-        host,
-        shape,
-        Store::Redis,
-        &label(host, shape, "mosquitto-restart"),
-    )
-    .await;
     let tag = "mosquitto-restart";
-    let sent = Arc::new(AtomicUsize::new(0));
-    let load = spawn_load(
-        &net,
-        tag,
-        ORDERS,
-        8,
-        Duration::from_millis(80),
-        sent.clone(),
-    );
-    wait_until("half the orders sent", SETTLE_DEADLINE, || {
-        sent.load(Ordering::SeqCst) >= ORDERS / 2
-    })
-    .await;
+    let mut net = start_net(host, Shape::Mqtt, tag).await;
+    let load = half_sent(&net, tag, ORDERS).await;
     let broker = net.mosquitto.take().unwrap();
     net.mosquitto = Some(
         tokio::task::spawn_blocking(move || {
@@ -630,13 +619,8 @@ async fn mosquitto_restarted_under_load(host: HostKind) {
         "spin-trigger-mqtt v0.7.2 does not reconnect to a restarted broker; the documented recovery",
     )
     .await;
-    let (census, sweeps) = net.settle(tag).await;
-    let counts = Counts::of(&replies, &census);
-    counts.report_and_check(
-        "mqtt::mosquitto_restarted_under_load",
-        host,
-        &describe(&replies, &census, sweeps, &net.actions),
-    );
+    let counts =
+        settle_and_check(&net, tag, &replies, "mqtt::mosquitto_restarted_under_load").await;
     assert_eq!(
         (counts.refused, replies.no_answer),
         (0, 0),
@@ -650,14 +634,8 @@ async fn mosquitto_restarted_under_load(host: HostKind) {
 /// it is down, all fulfilled once it is back and a sweep ran.
 async fn fulfilment_app_stopped_for_5s(host: HostKind, shape: Shape) {
     const ORDERS: usize = 120;
-    let mut net = Net::start(
-        host,
-        shape,
-        Store::Redis,
-        &label(host, shape, "fulfilment-down"),
-    )
-    .await;
     let tag = "fulfilment-down";
+    let mut net = start_net(host, shape, tag).await;
     net.stop_fulfilment().await;
     let stopped_at = Instant::now();
     let sent = Arc::new(AtomicUsize::new(0));
@@ -681,13 +659,8 @@ async fn fulfilment_app_stopped_for_5s(host: HostKind, shape: Shape) {
         while_down.with_status("fulfilled")
     ));
     let replies = collect(load).await;
-    let (census, sweeps) = net.settle(tag).await;
-    let counts = Counts::of(&replies, &census);
-    counts.report_and_check(
-        &format!("{}::fulfilment_app_stopped_for_5s", shape.name()),
-        host,
-        &describe(&replies, &census, sweeps, &net.actions),
-    );
+    let case = format!("{}::fulfilment_app_stopped_for_5s", shape.name());
+    let counts = settle_and_check(&net, tag, &replies, &case).await;
     assert!(
         !while_down.orders.is_empty(),
         "no order arrived while the fulfilment app was down"
@@ -732,12 +705,7 @@ async fn same_key_race(host: HostKind, store: Store) {
     for i in 0..REQUESTS {
         let side = i % 2;
         let details = format!("{tag} side {side}");
-        let (client, base, key, start) = (
-            net.client.clone(),
-            net.base.clone(),
-            key.clone(),
-            start.clone(),
-        );
+        let ((client, base), key, start) = (net.poster(), key.clone(), start.clone());
         set.spawn(async move {
             start.wait().await;
             (side, post_order(&client, &base, &details, Some(&key)).await)
@@ -1163,23 +1131,37 @@ fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
 }
 
 /// A case body that waits for the cases before it to finish.
-async fn serial(body: impl std::future::Future<Output = ()> + Send) {
+async fn serial(body: impl Future<Output = ()> + Send) {
     let _turn = ONE_AT_A_TIME.lock().await;
     body.await
 }
 
+/// A fault case that takes the shape it breaks.
+type ShapeCase = fn(HostKind, Shape) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
 fn main() {
+    let shape_cases: [(&str, &[Shape], ShapeCase); 2] = [
+        (
+            "redis_restarted_under_load",
+            &[Shape::Composed, Shape::Redis, Shape::Mqtt],
+            |host, shape| Box::pin(redis_restarted_under_load(host, shape)),
+        ),
+        (
+            "fulfilment_app_stopped_for_5s",
+            &[Shape::Redis, Shape::Mqtt],
+            |host, shape| Box::pin(fulfilment_app_stopped_for_5s(host, shape)),
+        ),
+    ];
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
-        for shape in [Shape::Composed, Shape::Redis, Shape::Mqtt] {
-            cases.push(
-                case(
-                    host,
-                    format!("{}::redis_restarted_under_load", shape.name()),
-                    move || serial(redis_restarted_under_load(host, shape)),
-                )
-                .skip_if(unavailable(host, shape)),
-            );
+        for (name, shapes, body) in shape_cases {
+            for &shape in shapes {
+                let name = format!("{}::{name}", shape.name());
+                cases.push(
+                    case(host, name, move || serial(body(host, shape)))
+                        .skip_if(unavailable(host, shape)),
+                );
+            }
         }
         cases.push(
             case(host, "mqtt::mosquitto_restarted_under_load", move || {
@@ -1187,16 +1169,6 @@ fn main() {
             })
             .skip_if(mqtt_unavailable(host)),
         );
-        for shape in [Shape::Redis, Shape::Mqtt] {
-            cases.push(
-                case(
-                    host,
-                    format!("{}::fulfilment_app_stopped_for_5s", shape.name()),
-                    move || serial(fulfilment_app_stopped_for_5s(host, shape)),
-                )
-                .skip_if(unavailable(host, shape)),
-            );
-        }
         for (store, name) in [(Store::Embedded, "embedded"), (Store::Redis, "redis")] {
             cases.push(case(
                 host,
