@@ -144,24 +144,7 @@ fn step(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use order_domain::{MemoryStore, Order, OrderRecord};
-    use std::cell::{Cell, RefCell};
-
-    #[derive(Default)]
-    struct Recorder {
-        placed: RefCell<Vec<String>>,
-        fail: Cell<bool>,
-    }
-
-    impl Events for Recorder {
-        fn order_placed(&self, order: &Order) -> Result<(), Error> {
-            if self.fail.get() {
-                return Err(Error::Unavailable("broker down".into()));
-            }
-            self.placed.borrow_mut().push(order.id.clone());
-            Ok(())
-        }
-    }
+    use order_domain::{MemoryEvents, MemoryStore, Order, OrderRecord};
 
     const GRACE: u64 = 10_000;
 
@@ -196,7 +179,7 @@ mod tests {
 
     #[test]
     fn orders_accepted_for_longer_than_the_grace_period_are_announced_again() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let old = order(&store, 1, 1_000, OrderStatus::Accepted);
         let young = order(&store, 2, 50_000, OrderStatus::Accepted);
         let report = sweep(&store, &events, 55_000, GRACE).unwrap();
@@ -209,7 +192,7 @@ mod tests {
                 ..Report::default()
             }
         );
-        assert_eq!(*events.placed.borrow(), vec![old.clone()]);
+        assert_eq!(events.ids(), vec![old.clone()]);
         assert_eq!(
             store.outbox_len(),
             2,
@@ -218,12 +201,12 @@ mod tests {
 
         let later = sweep(&store, &events, 60_000, GRACE).unwrap();
         assert_eq!(later.announced, 2);
-        assert_eq!(*events.placed.borrow(), vec![old.clone(), old, young]);
+        assert_eq!(events.ids(), vec![old.clone(), old, young]);
     }
 
     #[test]
     fn the_grace_period_is_inclusive_of_its_end() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         order(&store, 1, 1_000, OrderStatus::Accepted);
         assert_eq!(sweep(&store, &events, 10_999, GRACE).unwrap().waiting, 1);
         assert_eq!(sweep(&store, &events, 11_000, GRACE).unwrap().announced, 1);
@@ -231,7 +214,7 @@ mod tests {
 
     #[test]
     fn fulfilled_orders_leave_the_outbox_on_their_own() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         order(&store, 1, 1_000, OrderStatus::Fulfilled);
         assert_eq!(store.outbox_len(), 0);
         let report = sweep(&store, &events, 99_000, GRACE).unwrap();
@@ -240,7 +223,7 @@ mod tests {
 
     #[test]
     fn entries_of_fulfilled_or_missing_orders_are_cleaned_once_old_enough() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         // A fulfilled record whose entry outlived it (its writer died between the two writes).
         let fulfilled = order(&store, 1, 1_000, OrderStatus::Fulfilled);
         store.put_orphan_pending(&PendingOrder {
@@ -275,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_failed_announcement_is_counted_and_kept_for_the_next_sweep() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let id = order(&store, 1, 1_000, OrderStatus::Accepted);
         events.fail.set(true);
         let report = sweep(&store, &events, 20_000, GRACE).unwrap();
@@ -283,12 +266,12 @@ mod tests {
         assert_eq!(store.outbox_len(), 1);
         events.fail.set(false);
         assert_eq!(sweep(&store, &events, 21_000, GRACE).unwrap().announced, 1);
-        assert_eq!(*events.placed.borrow(), vec![id]);
+        assert_eq!(events.ids(), vec![id]);
     }
 
     #[test]
     fn a_claim_whose_claimant_died_is_freed_after_the_grace_period() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         assert!(store.claim_key("dead").unwrap());
         let first = sweep(&store, &events, 1_000, GRACE).unwrap();
         assert_eq!(first.released_claims, 0, "first seen: only noted");
@@ -306,7 +289,7 @@ mod tests {
 
     #[test]
     fn claims_of_indexed_orders_are_forgotten_without_counting() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         store
             .save(&claimed_order(&store, "done", OrderStatus::Fulfilled))
             .unwrap();
@@ -318,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_claim_whose_order_is_half_stored_stays_until_fulfilment_indexes_it() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let record = claimed_order(&store, "half", OrderStatus::Accepted);
         store.put_half_stored(&record);
         assert!(store.find_by_key("half").unwrap().is_none());
@@ -340,7 +323,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_outbox_is_unavailable() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         store.down.set(true);
         assert!(matches!(
             sweep(&store, &events, 1, GRACE),
@@ -350,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_sweep_looks_at_one_batch_oldest_first() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         for n in 0..=255u8 {
             order(&store, n, 1_000 + u64::from(n), OrderStatus::Accepted);
         }

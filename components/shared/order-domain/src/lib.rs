@@ -24,7 +24,7 @@ mod memory;
 mod store;
 
 pub use ids::{new_order_id, parse_order_id};
-pub use memory::MemoryStore;
+pub use memory::{MemoryEvents, MemoryStore};
 pub use store::{Events, Store, WitStore};
 
 /// Milliseconds since the Unix epoch, from the component's WASI clock.

@@ -1,7 +1,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
 
-use crate::{Error, KeyClaim, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp};
+use crate::{
+    Error, Events, KeyClaim, Order, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp,
+};
 
 /// An in-memory [`Store`] for unit tests that keeps the same layout rules as the kv-store adapter
 /// (outbox entry before an accepted record, removed after a fulfilled one), with switches that make
@@ -177,6 +179,31 @@ impl Store for MemoryStore {
         self.claim_notes
             .borrow_mut()
             .insert(idempotency_key.to_string(), at);
+        Ok(())
+    }
+}
+
+/// [`Events`] for unit tests: records each announced order, or fails as a broker that is down.
+#[derive(Default)]
+pub struct MemoryEvents {
+    pub placed: RefCell<Vec<Order>>,
+    /// Every announcement fails.
+    pub fail: Cell<bool>,
+}
+
+impl MemoryEvents {
+    /// The ids of the announced orders, in order.
+    pub fn ids(&self) -> Vec<String> {
+        self.placed.borrow().iter().map(|o| o.id.clone()).collect()
+    }
+}
+
+impl Events for MemoryEvents {
+    fn order_placed(&self, order: &Order) -> Result<(), Error> {
+        if self.fail.get() {
+            return Err(Error::Unavailable("broker down".into()));
+        }
+        self.placed.borrow_mut().push(order.clone());
         Ok(())
     }
 }
