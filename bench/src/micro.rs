@@ -30,33 +30,32 @@ use nanohost::state::{ComponentCtx, HostState, Shared};
 
 use crate::load::{histogram, summarize, Summary};
 
-mod events_app {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        inline: "package nano:bench;
-            world events-app {
-                export nano:orders/types@0.1.0;
-                export nano:orders/events@0.1.0;
-                export nano:orders/store@0.1.0;
-            }",
-        world: "nano:bench/events-app",
-        exports: { default: async },
-    });
+/// Host bindings for a world `$world` (WIT text `$inline`): one call per shape of component.
+macro_rules! exporting {
+    ($module:ident, $world:literal, $inline:literal) => {
+        mod $module {
+            wasmtime::component::bindgen!({
+                path: "../wit",
+                inline: $inline,
+                world: $world,
+                exports: { default: async },
+            });
+        }
+    };
 }
 
-mod fulfil_app {
-    wasmtime::component::bindgen!({
-        path: "../wit",
-        inline: "package nano:bench;
-            world fulfil-app {
-                export nano:orders/types@0.1.0;
-                export nano:orders/fulfilment@0.1.0;
-                export nano:orders/store@0.1.0;
-            }",
-        world: "nano:bench/fulfil-app",
-        exports: { default: async },
-    });
-}
+exporting!(
+    events_app,
+    "nano:bench/events-app",
+    "package nano:bench; world events-app { export nano:orders/types@0.1.0; \
+     export nano:orders/events@0.1.0; export nano:orders/store@0.1.0; }"
+);
+exporting!(
+    fulfil_app,
+    "nano:bench/fulfil-app",
+    "package nano:bench; world fulfil-app { export nano:orders/types@0.1.0; \
+     export nano:orders/fulfilment@0.1.0; export nano:orders/store@0.1.0; }"
+);
 
 /// The order's details in the default run.
 pub const DETAILS: &str = "2 x espresso";

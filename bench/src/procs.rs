@@ -115,10 +115,7 @@ impl Harness {
             cmd.arg("--runtime-config").arg(rc);
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
+        let log_file = append_to(log)?;
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -198,13 +195,18 @@ impl Drop for Harness {
     }
 }
 
+/// `log`, opened to add a process's output after what earlier runs wrote.
+fn append_to(log: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+}
+
 /// A peer server (real Spin, `wasmtime serve`) run as its own process, its output in `log`.
 /// Waits until it accepts connections on `port`.
 pub fn start_server(mut cmd: Command, port: u16, what: &str, log: &Path) -> Result<Guard> {
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
+    let log_file = append_to(log)?;
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
