@@ -112,6 +112,23 @@ impl Shape {
             Shape::Http,
         ]
     }
+    fn description(self) -> &'static str {
+        match self {
+            Shape::Composed => "one composed component (order-app.wasm); embedded key-value store",
+            Shape::ComposedRedisKv => {
+                "one composed component (order-app.wasm); key-value store in Redis"
+            }
+            Shape::Mqtt => {
+                "order-app-mqtt → Mosquitto (QoS 1) → fulfilment-mqtt (MQTT trigger); key-value store in Redis"
+            }
+            Shape::Redis => {
+                "order-app-redis → Redis pub/sub → fulfilment-redis (Redis trigger); key-value store in Redis"
+            }
+            Shape::Http => {
+                "order-app-http → HTTP POST /fulfil → fulfilment-http (HTTP trigger); key-value store in Redis"
+            }
+        }
+    }
     pub fn name(self) -> &'static str {
         match self {
             Shape::Composed => "composed",
@@ -721,50 +738,35 @@ fn run_shape(
             format!("mqtt://127.0.0.1:{p}"),
         ));
     }
-    let (apps, config, description): (Vec<App>, Option<&Path>, &str) =
-        match shape {
-            Shape::Composed => (
-                vec![("spin.toml".into(), Some(http_port))],
-                None,
-                "one composed component (order-app.wasm); embedded key-value store",
+    // A networked shape's two apps, apps/order-app-<transport> and apps/fulfilment-<transport>.
+    let networked = |transport: &str, fulfil_port: Option<u16>| -> Vec<App> {
+        vec![
+            (
+                format!("apps/order-app-{transport}/spin.toml").into(),
+                Some(http_port),
             ),
-            Shape::ComposedRedisKv => (
-                vec![("spin.toml".into(), Some(http_port))],
-                Some(redis_config),
-                "one composed component (order-app.wasm); key-value store in Redis",
+            (
+                format!("apps/fulfilment-{transport}/spin.toml").into(),
+                fulfil_port,
             ),
-            Shape::Mqtt => (
-                vec![
-                    ("apps/order-app-mqtt/spin.toml".into(), Some(http_port)),
-                    ("apps/fulfilment-mqtt/spin.toml".into(), None),
-                ],
-                Some(redis_config),
-                "order-app-mqtt → Mosquitto (QoS 1) → fulfilment-mqtt (MQTT trigger); key-value store in Redis",
-            ),
-            Shape::Redis => (
-                vec![
-                    ("apps/order-app-redis/spin.toml".into(), Some(http_port)),
-                    ("apps/fulfilment-redis/spin.toml".into(), None),
-                ],
-                Some(redis_config),
-                "order-app-redis → Redis pub/sub → fulfilment-redis (Redis trigger); key-value store in Redis",
-            ),
-            Shape::Http => {
-                let fulfil_port = procs::free_port()?;
-                env.push((
-                    "SPIN_VARIABLE_FULFILMENT_ORIGIN".into(),
-                    format!("http://127.0.0.1:{fulfil_port}"),
-                ));
-                (
-                    vec![
-                        ("apps/order-app-http/spin.toml".into(), Some(http_port)),
-                        ("apps/fulfilment-http/spin.toml".into(), Some(fulfil_port)),
-                    ],
-                    Some(redis_config),
-                    "order-app-http → HTTP POST /fulfil → fulfilment-http (HTTP trigger); key-value store in Redis",
-                )
-            }
-        };
+        ]
+    };
+    let composed: Vec<App> = vec![("spin.toml".into(), Some(http_port))];
+    let (apps, config): (Vec<App>, Option<&Path>) = match shape {
+        Shape::Composed => (composed, None),
+        Shape::ComposedRedisKv => (composed, Some(redis_config)),
+        Shape::Mqtt => (networked("mqtt", None), Some(redis_config)),
+        Shape::Redis => (networked("redis", None), Some(redis_config)),
+        Shape::Http => {
+            let fulfil_port = procs::free_port()?;
+            env.push((
+                "SPIN_VARIABLE_FULFILMENT_ORIGIN".into(),
+                format!("http://127.0.0.1:{fulfil_port}"),
+            ));
+            (networked("http", Some(fulfil_port)), Some(redis_config))
+        }
+    };
+    let description = shape.description();
     let log = out.join(format!("host-{shape}.log"));
     let mut harness = procs::Harness::start(&apps, config, &env, &log, root)?;
     let addr: SocketAddr = ([127, 0, 0, 1], http_port).into();

@@ -570,19 +570,8 @@ impl Report {
                 )
             })
             .collect();
-        let all = values
-            .iter()
-            .flat_map(|(_, v)| v.iter().copied())
-            .filter(|v| *v > 0.0);
-        let (lo, hi) = all.fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        let (lo, hi) = if hi > 0.0 {
-            (
-                10f64.powf(lo.log10().floor()),
-                10f64.powf(hi.log10().ceil()),
-            )
-        } else {
-            (0.01, 10.0)
-        };
+        let all = values.iter().flat_map(|(_, v)| v.iter().copied());
+        let (lo, hi) = decades(all, (0.01, 10.0));
         let root = SVGBackend::new(path, (1000, 820)).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(560);
@@ -602,14 +591,7 @@ impl Report {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = (*x - 0.5).round();
-                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < groups.len() {
-                    groups[i as usize].to_string()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| slot_label(&groups, *x))
             .y_desc("µs")
             .y_label_formatter(&|y| format!("{y}"))
             .draw()?;
@@ -644,14 +626,7 @@ impl Report {
                     .filter(|(_, y)| **y > 0.0)
                     .map(|(g, y)| {
                         let x = g as f64 + 0.1 + (k as f64 + 0.45) * width;
-                        Text::new(
-                            short(*y),
-                            (x, *y * 1.12),
-                            ("sans-serif", 10)
-                                .into_font()
-                                .color(&BLACK)
-                                .pos(Pos::new(HPos::Center, VPos::Bottom)),
-                        )
+                        Text::new(short(*y), (x, *y * 1.12), bar_label_style())
                     }),
             )?;
         }
@@ -691,14 +666,7 @@ impl Report {
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(rates.len() * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = (*x - 0.5).round();
-                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                    names[i as usize].to_string()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| slot_label(&names, *x))
             .y_desc("orders/s")
             .y_label_formatter(&|y| format!("{y:.0}"))
             .draw()?;
@@ -710,19 +678,44 @@ impl Report {
                 Rectangle::new([(x + 0.52, 0.0), (x + 0.85, *b)], color.mix(0.45).filled()),
             ])?;
             chart.draw_series([(x + 0.315, *a), (x + 0.685, *b)].map(|(x, y)| {
-                Text::new(
-                    format!("{y:.0}"),
-                    (x, y + max * 0.01),
-                    ("sans-serif", 10)
-                        .into_font()
-                        .color(&BLACK)
-                        .pos(Pos::new(HPos::Center, VPos::Bottom)),
-                )
+                Text::new(format!("{y:.0}"), (x, y + max * 0.01), bar_label_style())
             }))?;
         }
         root.present()?;
         Ok(())
     }
+}
+
+/// The powers of ten around the positive `values`, for a log axis; `empty` when there are none.
+fn decades(values: impl Iterator<Item = f64>, empty: (f64, f64)) -> (f64, f64) {
+    let positive = values.filter(|v| *v > 0.0);
+    let (lo, hi) = positive.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if hi > 0.0 {
+        (
+            10f64.powf(lo.log10().floor()),
+            10f64.powf(hi.log10().ceil()),
+        )
+    } else {
+        empty
+    }
+}
+
+/// The name of slot `i` at its middle, x = i + 0.5; no label elsewhere.
+fn slot_label(names: &[&str], x: f64) -> String {
+    let i = (x - 0.5).round();
+    if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+        names[i as usize].to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Small black text centred above the point it labels.
+fn bar_label_style() -> TextStyle<'static> {
+    ("sans-serif", 10)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom))
 }
 
 /// A bar label: µs with two or three significant digits.
@@ -995,22 +988,12 @@ impl Report {
             .iter()
             .flat_map(|(_, v)| v.iter().flat_map(|p| [p.1, p.2]));
         let (x0, x1) = xs.fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
-        let (y0, y1) = ys
-            .filter(|y| *y > 0.0)
-            .fold((f64::MAX, 0f64), |(a, b), y| (a.min(y), b.max(y)));
         let (x0, x1) = if x1 > 0.0 {
             (x0 / 1.3, x1 * 1.3)
         } else {
             (1.0, 10.0)
         };
-        let (y0, y1) = if y1 > 0.0 {
-            (
-                10f64.powf(y0.log10().floor()),
-                10f64.powf(y1.log10().ceil()),
-            )
-        } else {
-            (1.0, 10.0)
-        };
+        let (y0, y1) = decades(ys, (1.0, 10.0));
         let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
