@@ -139,25 +139,9 @@ fn validate_idempotency_key(key: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use order_domain::{KeyClaim, MemoryStore, PendingOrder};
-    use std::cell::{Cell, RefCell};
+    use order_domain::{KeyClaim, MemoryEvents, MemoryStore, PendingOrder};
+    use std::cell::Cell;
     use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Recorder {
-        placed: RefCell<Vec<Order>>,
-        fail: Cell<bool>,
-    }
-
-    impl Events for Recorder {
-        fn order_placed(&self, order: &Order) -> Result<(), Error> {
-            if self.fail.get() {
-                return Err(Error::Unavailable("broker down".into()));
-            }
-            self.placed.borrow_mut().push(order.clone());
-            Ok(())
-        }
-    }
 
     const ID: &str = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
 
@@ -165,7 +149,7 @@ mod tests {
 
     fn place_with(
         store: &impl Store,
-        events: &Recorder,
+        events: &MemoryEvents,
         details: &str,
         key: Option<&str>,
     ) -> Result<OrderRecord, Error> {
@@ -196,7 +180,7 @@ mod tests {
 
     #[test]
     fn accepted_order_is_stored_then_announced() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let record = place(
             &store,
             &events,
@@ -223,7 +207,7 @@ mod tests {
 
     #[test]
     fn every_order_gets_its_own_id() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let a = place_with(&store, &events, "a", None).unwrap();
         let b = place_with(&store, &events, "a", None).unwrap();
         assert_ne!(a.order.id, b.order.id);
@@ -232,7 +216,7 @@ mod tests {
 
     #[test]
     fn empty_or_blank_details_are_invalid_and_nothing_is_stored() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         for details in ["", "   ", "\n\t"] {
             let err = place_with(&store, &events, details, Some("k")).unwrap_err();
             assert!(matches!(err, Error::Invalid(m) if m.contains("details")));
@@ -247,7 +231,7 @@ mod tests {
 
     #[test]
     fn oversized_details_are_invalid() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let at_limit = "x".repeat(MAX_DETAILS_BYTES);
         assert!(place_with(&store, &events, &at_limit, None).is_ok());
         let over = "x".repeat(MAX_DETAILS_BYTES + 1);
@@ -260,7 +244,7 @@ mod tests {
 
     #[test]
     fn malformed_idempotency_keys_are_invalid() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let long = "k".repeat(MAX_IDEMPOTENCY_KEY_BYTES + 1);
         for key in ["", "has space", "tab\t", "é", long.as_str()] {
             let err = place_with(&store, &events, "a", Some(key)).unwrap_err();
@@ -274,7 +258,7 @@ mod tests {
 
     #[test]
     fn same_idempotency_key_and_details_give_the_same_order_once() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let first = place_with(&store, &events, "a", Some("k-1")).unwrap();
         let again = place_with(&store, &events, "a", Some("k-1")).unwrap();
         assert_eq!(first, again);
@@ -288,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_replay_reports_the_order_as_it_now_stands() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let mut first = place_with(&store, &events, "a", Some("k-1")).unwrap();
         first.status = OrderStatus::Fulfilled;
         store.save(&first).unwrap();
@@ -298,7 +282,7 @@ mod tests {
 
     #[test]
     fn reusing_an_idempotency_key_with_other_details_is_a_conflict_that_names_no_order() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         let first = place_with(&store, &events, "a", Some("k-1")).unwrap();
         let err = place_with(&store, &events, "b", Some("k-1")).unwrap_err();
         let Error::Conflict(message) = err else {
@@ -311,7 +295,7 @@ mod tests {
 
     #[test]
     fn a_caller_that_loses_the_claim_waits_for_the_winners_order() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         assert!(store.claim_key("k").unwrap(), "the other caller's claim");
         let looks = Cell::new(0);
         let winner_saves_on_third_look = |_ms: u32| {
@@ -353,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_winner_that_never_stores_makes_the_others_retry_after_about_two_seconds() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         assert!(store.claim_key("k").unwrap());
         let slept = Cell::new(0u32);
         let err = place(
@@ -376,7 +360,7 @@ mod tests {
 
     #[test]
     fn a_key_released_by_a_failed_winner_is_taken_over() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         assert!(store.claim_key("k").unwrap());
         let record = place(
             &store,
@@ -394,49 +378,13 @@ mod tests {
 
     #[test]
     fn a_claim_won_after_the_order_was_indexed_replays_it() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         // The first caller's order is indexed and a sweep has forgotten its claim; a second
         // caller looked before the index was written, and now wins the claim.
         store.save(&someone_elses("a", "k")).unwrap();
-        let looked = Cell::new(false);
-        struct LateIndex<'a>(&'a MemoryStore, &'a Cell<bool>);
-        impl Store for LateIndex<'_> {
-            fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
-                self.0.load(id)
-            }
-            fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
-                if !self.1.replace(true) {
-                    return Ok(None);
-                }
-                self.0.find_by_key(key)
-            }
-            fn claim_key(&self, key: &str) -> Result<bool, Error> {
-                self.0.claim_key(key)
-            }
-            fn release_key(&self, key: &str) -> Result<(), Error> {
-                self.0.release_key(key)
-            }
-            fn save(&self, record: &OrderRecord) -> Result<(), Error> {
-                self.0.save(record)
-            }
-            fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
-                self.0.discard(record)
-            }
-            fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-                self.0.pending(limit)
-            }
-            fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
-                self.0.clear_pending(entry)
-            }
-            fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
-                self.0.claims(limit)
-            }
-            fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
-                self.0.note_claim(key, at)
-            }
-        }
+        store.key_misses.set(1);
         let again = place(
-            &LateIndex(&store, &looked),
+            &store,
             &events,
             9,
             || panic!("no second order"),
@@ -447,11 +395,12 @@ mod tests {
         .unwrap();
         assert_eq!(again, someone_elses("a", "k"));
         assert_eq!(store.len(), 1);
+        assert_eq!(store.key_misses.get(), 0, "the first look missed the index");
     }
 
     #[test]
     fn a_failed_announcement_still_accepts_the_order_and_leaves_it_in_the_outbox() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         events.fail.set(true);
         let record = place_with(&store, &events, "a", Some("k-1")).unwrap();
         assert_eq!(record.status, OrderStatus::Accepted);
@@ -465,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_failed_save_is_unavailable_leaves_nothing_and_frees_the_key() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         store.saves_left.set(Some(0));
         let err = place_with(&store, &events, "a", Some("k-1")).unwrap_err();
         assert!(matches!(err, Error::Unavailable(m) if m.contains("could not be stored")));
@@ -478,57 +427,22 @@ mod tests {
         assert!(place_with(&store, &events, "a", Some("k-1")).is_ok());
     }
 
-    /// A store whose `discard` fails: the backend went away for good during the request.
-    struct DiscardFails(MemoryStore);
-
-    impl Store for DiscardFails {
-        fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
-            self.0.load(id)
-        }
-        fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
-            self.0.find_by_key(key)
-        }
-        fn claim_key(&self, key: &str) -> Result<bool, Error> {
-            self.0.claim_key(key)
-        }
-        fn release_key(&self, key: &str) -> Result<(), Error> {
-            self.0.release_key(key)
-        }
-        fn save(&self, record: &OrderRecord) -> Result<(), Error> {
-            self.0.save(record)
-        }
-        fn discard(&self, _: &OrderRecord) -> Result<(), Error> {
-            Err(Error::Unavailable("still down".into()))
-        }
-        fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-            self.0.pending(limit)
-        }
-        fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
-            self.0.clear_pending(entry)
-        }
-        fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
-            self.0.claims(limit)
-        }
-        fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
-            self.0.note_claim(key, at)
-        }
-    }
-
     #[test]
     fn a_key_whose_order_may_be_half_stored_stays_claimed() {
-        let (store, events) = (DiscardFails(MemoryStore::default()), Recorder::default());
-        store.0.saves_left.set(Some(0));
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
+        store.discards_fail.set(true);
+        store.saves_left.set(Some(0));
         let err = place_with(&store, &events, "a", Some("k-1")).unwrap_err();
         assert!(
             matches!(&err, Error::Unavailable(m) if m.contains("still down")),
             "{err:?}"
         );
-        assert!(store.0.is_claimed("k-1"));
+        assert!(store.is_claimed("k-1"));
     }
 
     #[test]
     fn a_store_outage_is_unavailable_and_announces_nothing() {
-        let (store, events) = (MemoryStore::default(), Recorder::default());
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         store.down.set(true);
         let err = place_with(&store, &events, "a", None).unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)));

@@ -21,6 +21,11 @@ pub struct MemoryStore {
     /// `save` fails after this many more successful calls (`None`: never). Models a backend that
     /// goes away in the middle of a request.
     pub saves_left: Cell<Option<u32>>,
+    /// `find_by_key` misses this many more times: a caller that looked just before another one's
+    /// key index was written.
+    pub key_misses: Cell<u32>,
+    /// Every `discard` fails: the backend went away for good during the request.
+    pub discards_fail: Cell<bool>,
 }
 
 impl MemoryStore {
@@ -79,6 +84,10 @@ impl Store for MemoryStore {
 
     fn find_by_key(&self, idempotency_key: &str) -> Result<Option<OrderRecord>, Error> {
         self.check()?;
+        if self.key_misses.get() > 0 {
+            self.key_misses.set(self.key_misses.get() - 1);
+            return Ok(None);
+        }
         let id = self.keys.borrow().get(idempotency_key).cloned();
         Ok(id.and_then(|id| self.records.borrow().get(&id).cloned()))
     }
@@ -123,6 +132,9 @@ impl Store for MemoryStore {
 
     fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
         self.check()?;
+        if self.discards_fail.get() {
+            return Err(Error::Unavailable("still down".into()));
+        }
         let id = &record.order.id;
         if let Some(key) = &record.order.idempotency_key {
             let mut keys = self.keys.borrow_mut();
