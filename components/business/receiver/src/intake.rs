@@ -164,6 +164,19 @@ mod tests {
         )
     }
 
+    /// `place` for a caller of key `k` who must make no order of its own: another caller holds, or
+    /// held, the claim.
+    fn place_as_second(
+        store: &MemoryStore,
+        events: &MemoryEvents,
+        details: &str,
+        sleep: impl Fn(u32),
+    ) -> Result<OrderRecord, Error> {
+        let no_order = || panic!("a second caller makes no order");
+        let key = Some("k".into());
+        place(store, events, 9, no_order, sleep, details.into(), key)
+    }
+
     /// The record another caller, holding the claim on `key`, stores.
     fn someone_elses(details: &str, key: &str) -> OrderRecord {
         OrderRecord {
@@ -304,30 +317,12 @@ mod tests {
                 store.save(&someone_elses("a", "k")).unwrap();
             }
         };
-        let same = place(
-            &store,
-            &events,
-            9,
-            || panic!("a loser makes no order"),
-            winner_saves_on_third_look,
-            "a".into(),
-            Some("k".into()),
-        )
-        .unwrap();
+        let same = place_as_second(&store, &events, "a", winner_saves_on_third_look).unwrap();
         assert_eq!(same, someone_elses("a", "k"));
         assert_eq!(looks.get(), 3);
         assert!(events.placed.borrow().is_empty(), "the winner announces");
 
-        let other = place(
-            &store,
-            &events,
-            9,
-            || panic!("a loser makes no order"),
-            no_sleep,
-            "b".into(),
-            Some("k".into()),
-        )
-        .unwrap_err();
+        let other = place_as_second(&store, &events, "b", no_sleep).unwrap_err();
         assert!(
             matches!(&other, Error::Conflict(m) if !m.contains(ID)),
             "{other:?}"
@@ -340,16 +335,8 @@ mod tests {
         let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         assert!(store.claim_key("k").unwrap());
         let slept = Cell::new(0u32);
-        let err = place(
-            &store,
-            &events,
-            9,
-            || panic!("a loser makes no order"),
-            |ms| slept.set(slept.get() + ms),
-            "a".into(),
-            Some("k".into()),
-        )
-        .unwrap_err();
+        let err =
+            place_as_second(&store, &events, "a", |ms| slept.set(slept.get() + ms)).unwrap_err();
         assert!(
             matches!(&err, Error::Unavailable(m) if m.contains("retry")),
             "{err:?}"
@@ -383,16 +370,7 @@ mod tests {
         // caller looked before the index was written, and now wins the claim.
         store.save(&someone_elses("a", "k")).unwrap();
         store.key_misses.set(1);
-        let again = place(
-            &store,
-            &events,
-            9,
-            || panic!("no second order"),
-            no_sleep,
-            "a".into(),
-            Some("k".into()),
-        )
-        .unwrap();
+        let again = place_as_second(&store, &events, "a", no_sleep).unwrap();
         assert_eq!(again, someone_elses("a", "k"));
         assert_eq!(store.len(), 1);
         assert_eq!(store.key_misses.get(), 0, "the first look missed the index");
