@@ -181,7 +181,8 @@ def read_cluster() -> Cluster:
         for app in apps:
             if app.name not in spin_deployments or app.name not in spinapps:
                 continue
-            problems += read_app(app, spin_deployments[app.name], spinapps[app.name], config)
+            problems += read_app(app, spin_deployments[app.name], spinapps[app.name], config,
+                                 by_kind(k8s, "Secret"))
         problems += read_sweep(shape, apps, by_kind(k8s, "CronJob"), by_kind(spinkube, "CronJob"),
                                config["NAMESPACE"])
     if problems:
@@ -190,7 +191,17 @@ def read_cluster() -> Cluster:
     return Cluster(config["NAMESPACE"], runtime_config, services, mosquitto_conf, redis_args, shapes)
 
 
-def read_app(app: App, deployment: dict, spinapp: dict, config: dict[str, str]) -> list[str]:
+def secret_value(entry: dict, secrets: dict[str, dict]) -> str | None:
+    """An env entry's or SpinApp variable's value: its plain `value`, or the key of a Secret of the
+    manifests that its valueFrom.secretKeyRef names (what the kubelet or the operator hands the app)."""
+    if "value" in entry:
+        return entry["value"]
+    ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
+    return secrets.get(ref.get("name", ""), {}).get("stringData", {}).get(ref.get("key", ""))
+
+
+def read_app(app: App, deployment: dict, spinapp: dict, config: dict[str, str],
+             secrets: dict[str, dict]) -> list[str]:
     problems = []
     where = f"{app.shape}/{app.name}"
     pod = deployment["spec"]["template"]["spec"]
@@ -205,11 +216,11 @@ def read_app(app: App, deployment: dict, spinapp: dict, config: dict[str, str]) 
                         f"{config['RUNTIME_CLASS']}")
     # Spin variables: the Deployment's SPIN_VARIABLE_* environment, the SpinApp's spec.variables (which
     # the operator turns into the same environment) and the variables the app's spin.toml declares.
-    if any("value" not in e for e in container.get("env", [])):
-        problems.append(f"{where}: an env entry without a plain value; the check passes only plain values")
-    app.env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    if any(secret_value(e, secrets) is None for e in container.get("env", [])):
+        problems.append(f"{where}: an env entry that is neither a plain value nor a key of a Secret here")
+    app.env = {e["name"]: secret_value(e, secrets) or "" for e in container.get("env", [])}
     declared = tomllib.loads(app.manifest.read_text()).get("variables", {})
-    from_spinapp = {"SPIN_VARIABLE_" + v["name"].upper(): v.get("value")
+    from_spinapp = {"SPIN_VARIABLE_" + v["name"].upper(): secret_value(v, secrets)
                     for v in spinapp["spec"].get("variables", [])}
     from_deployment = {k: v for k, v in app.env.items() if k.startswith("SPIN_VARIABLE_")}
     if from_spinapp != from_deployment:

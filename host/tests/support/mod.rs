@@ -8,6 +8,7 @@ pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;
+pub mod secured;
 pub mod spin_toml;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -260,13 +261,7 @@ impl Mosquitto {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let _ = std::fs::write(&log, "");
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
-                .arg(&conf)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("mosquitto is not installed (apt-get install mosquitto)");
+            let mut child = mosquitto_process(&conf);
             let running = || {
                 std::fs::read_to_string(&log)
                     .unwrap_or_default()
@@ -311,6 +306,17 @@ impl Mosquitto {
             .filter(|line| line.split_whitespace().last() == Some(topic))
             .count()
     }
+}
+
+/// `mosquitto -c conf`, its output discarded (it logs to the file its configuration names).
+fn mosquitto_process(conf: &Path) -> Child {
+    Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is not installed (apt-get install mosquitto)")
 }
 
 impl Drop for Mosquitto {
