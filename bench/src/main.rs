@@ -10,6 +10,7 @@ mod client;
 mod harness;
 mod load;
 mod micro;
+mod monolith;
 mod openloop;
 mod peers;
 mod procs;
@@ -164,6 +165,9 @@ pub enum Phase {
     /// Chains of N pass-through components: instantiation and call time against N; the hop
     /// against payload size.
     Chains,
+    /// The composition tax: the composed app beside the same rules linked statically into one
+    /// component (bench/fixtures/monolith); throughput, latency, instantiation, memory.
+    Tax,
 }
 
 impl Phase {
@@ -174,6 +178,7 @@ impl Phase {
             Phase::OpenLoop,
             Phase::Micro,
             Phase::Chains,
+            Phase::Tax,
         ]
     }
 }
@@ -513,6 +518,14 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let tax = if settings.has(Phase::Tax) {
+        Some(
+            monolith::run(&root, &out, settings.mode, &client_rt, &pb, &say)
+                .context("composition tax")?,
+        )
+    } else {
+        None
+    };
     pb.inc(1);
     pb.finish_and_clear();
 
@@ -530,6 +543,7 @@ fn run(args: RunArgs) -> Result<()> {
         micro_1k: micros_1k,
         direct,
         chains,
+        tax,
         seconds: started.elapsed().as_secs_f64(),
     };
     report.write(&out)?;

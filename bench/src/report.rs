@@ -63,6 +63,8 @@ pub struct Report {
     pub micro_1k: Vec<Micro>,
     pub direct: Option<Direct>,
     pub chains: Option<Chains>,
+    /// The composed app against the same rules in one component (issue 13, item 2).
+    pub tax: Option<crate::monolith::Tax>,
     pub seconds: f64,
 }
 
@@ -230,7 +232,7 @@ pub fn utc_stamp() -> String {
     )
 }
 
-fn us(v: f64) -> String {
+pub(crate) fn us(v: f64) -> String {
     if v >= 10_000.0 {
         format!("{:.1} ms", v / 1000.0)
     } else if v >= 100.0 {
@@ -396,6 +398,9 @@ impl Report {
             verdict(lost == 0)
         );
         }
+        if let Some(t) = &self.tax {
+            let _ = writeln!(md, "{}", t.target_row());
+        }
         self.peer_targets(&mut md);
         let _ = writeln!(md);
         self.peers_section(&mut md);
@@ -529,6 +534,10 @@ impl Report {
         }
 
         self.chains_section(&mut md);
+        if let Some(t) = &self.tax {
+            let hop = (!self.micro.is_empty()).then(|| self.kept_micro().hop_ns);
+            t.section(&mut md, self.machine.cores, hop);
+        }
 
         // Method.
         let _ = writeln!(md, "## How it was measured\n");

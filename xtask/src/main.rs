@@ -173,6 +173,19 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
         fixtures.args(["-p", krate]);
     }
     run(&mut fixtures)?;
+    // The monolith (composition tax) links the component crates without their `component`
+    // feature: a build of its own, with a profile of its own (`wasm-monolith`, the release
+    // settings), so neither those features nor those crates' unhashed cdylib names meet the
+    // components' build.
+    run(cargo(root).args([
+        "build",
+        "--profile",
+        "wasm-monolith",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "bench-monolith",
+    ]))?;
     if !debug {
         ensure_wasmtime_cli();
     }

@@ -1,4 +1,4 @@
-//! The Spin glue: reads the request, calls `intake` / `status`, sends the reply in one piece.
+//! The Spin glue: the gateway's [`Orders`] answered by the `intake` / `status` imports.
 
 mod api {
     wit_bindgen::generate!({
@@ -10,70 +10,33 @@ mod api {
     });
 }
 
-use crate::wire::{self, Route, MAX_BODY_BYTES};
+use crate::edge::{self, Orders};
 use api::nano::orders::intake::{self, OrderRequest};
 use api::nano::orders::status;
-use futures::StreamExt;
-use http_reply::Reply;
-use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+use order_domain::{Error, OrderRecord};
+use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;
+
+struct Imports;
+
+impl Orders for Imports {
+    fn place(
+        &self,
+        details: String,
+        idempotency_key: Option<String>,
+    ) -> Result<OrderRecord, Error> {
+        intake::place(&OrderRequest {
+            details,
+            idempotency_key,
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<OrderRecord, Error> {
+        status::get(id)
+    }
+}
 
 #[http_component]
 async fn handle(request: IncomingRequest, out: ResponseOutparam) {
-    http_reply::send(out, answer(request).await);
-}
-
-async fn answer(request: IncomingRequest) -> Reply {
-    let method = match request.method() {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        _ => "other",
-    };
-    let path_and_query = request.path_with_query().unwrap_or_default();
-    let route = wire::route(method, &path_and_query);
-    if let Some(refused) = wire::refusal(&route) {
-        return refused;
-    }
-    match route {
-        Route::Place => place(request).await.unwrap_or_else(|refused| refused),
-        Route::LookUp(id) => match status::get(id) {
-            Ok(record) => wire::order(&record),
-            Err(error) => wire::from_error(error),
-        },
-        _ => unreachable!("refused above"),
-    }
-}
-
-async fn place(request: IncomingRequest) -> Result<Reply, Reply> {
-    let headers = request.headers();
-    wire::check_content_type(&headers.get("content-type"))?;
-    wire::check_declared_length(&headers.get("content-length"))?;
-    let idempotency_key = wire::single_header(&headers.get("idempotency-key"), "Idempotency-Key")?;
-    drop(headers);
-
-    let body = read_body(request).await?;
-    let details = wire::details_from(&body)?;
-    Ok(
-        match intake::place(&OrderRequest {
-            details,
-            idempotency_key,
-        }) {
-            Ok(record) => wire::placed(&record),
-            Err(error) => wire::from_error(error),
-        },
-    )
-}
-
-/// Reads at most `MAX_BODY_BYTES`, whatever Content-Length claimed (or if it was absent).
-async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let mut stream = request.into_body_stream();
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(wire::unreadable_body)?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(wire::too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    edge::handle(request, out, &Imports).await;
 }

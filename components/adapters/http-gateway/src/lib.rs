@@ -2,10 +2,14 @@
 //! their answers and errors to status codes with JSON bodies. Everything a client can get wrong is
 //! answered here with a 4xx before any business component is called.
 //!
-//! [`wire`] is the whole contract as plain functions (tested natively); `component.rs` is the Spin
-//! glue that reads the request and sends the [`http_reply::Reply`] in one piece.
+//! [`wire`] is the whole contract as plain functions (tested natively); `edge` (wasm only) reads
+//! the request and sends the [`http_reply::Reply`] in one piece; `component.rs` is the WIT glue
+//! that answers `edge::Orders` with the `intake` / `status` imports.
 
 pub mod wire;
 
 #[cfg(target_arch = "wasm32")]
+pub mod edge;
+
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

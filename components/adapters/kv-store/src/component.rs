@@ -1,148 +1,75 @@
-//! The wasm glue: `store` onto Spin key-value (`fermyon:spin/key-value` for reads and writes,
-//! `wasi:keyvalue/atomics` for the claim; both reach the same `default` store in Spin).
+//! The wasm glue: the exported `store` onto [`SpinStore`], mapping the export's own WIT types.
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "nano:orders/kv-store",
 });
 
-use crate::stored::{self, claim_key, claim_note_key, index_key, order_key, pending_key};
+use crate::SpinStore;
 use exports::nano::orders::store::{Guest, KeyClaim, PendingOrder};
 use exports::nano::orders::types as wit;
-use order_domain::{Error, OrderRecord, OrderStatus};
-use spin_sdk::key_value::Store;
-use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as wasi_kv};
-
-const LABEL: &str = "default";
-
-fn unavailable(e: impl std::fmt::Debug) -> Error {
-    Error::Unavailable(format!("key-value store {LABEL:?}: {e:?}"))
-}
-
-fn open() -> Result<Store, Error> {
-    Store::open(LABEL).map_err(unavailable)
-}
-
-fn load(store: &Store, id: &str) -> Result<Option<OrderRecord>, Error> {
-    match store.get(&order_key(id)).map_err(unavailable)? {
-        Some(bytes) => stored::decode(id, &bytes).map(Some),
-        None => Ok(None),
-    }
-}
+use order_domain::{Error, OrderRecord, OrderStatus, Store};
 
 struct KvStore;
 
 impl Guest for KvStore {
     fn load(id: String) -> Result<Option<wit::OrderRecord>, wit::Error> {
-        Ok(load(&open()?, &id)?.map(to_wit))
+        Ok(SpinStore.load(&id)?.map(to_wit))
     }
 
     fn find_by_key(key: String) -> Result<Option<wit::OrderRecord>, wit::Error> {
-        let store = open()?;
-        let found = match store.get(&index_key(&key)).map_err(unavailable)? {
-            Some(id) => load(&store, &String::from_utf8_lossy(&id))?,
-            None => None,
-        };
-        Ok(found.map(to_wit))
+        Ok(SpinStore.find_by_key(&key)?.map(to_wit))
     }
 
     fn claim_key(key: String) -> Result<bool, wit::Error> {
-        let bucket = wasi_kv::open(LABEL).map_err(unavailable)?;
-        let count = atomics::increment(&bucket, &claim_key(&key), 1).map_err(unavailable)?;
-        Ok(count == 1)
+        Ok(SpinStore.claim_key(&key)?)
     }
 
     fn release_key(key: String) -> Result<(), wit::Error> {
-        let store = open()?;
-        // The claim first: a note without its claim is harmless, a claim without its note is
-        // only noted again.
-        store.delete(&claim_key(&key)).map_err(unavailable)?;
-        Ok(store.delete(&claim_note_key(&key)).map_err(unavailable)?)
+        Ok(SpinStore.release_key(&key)?)
     }
 
     fn claims(limit: u32) -> Result<Vec<KeyClaim>, wit::Error> {
-        let store = open()?;
-        let keys = store.get_keys().map_err(unavailable)?;
-        let mut claims = Vec::new();
-        for key in stored::claimed_keys(keys, limit) {
-            let indexed = store.exists(&index_key(&key)).map_err(unavailable)?;
-            let noted_at = match store.get(&claim_note_key(&key)).map_err(unavailable)? {
-                Some(bytes) => stored::decode_time(&bytes),
-                None => None,
-            };
-            claims.push(KeyClaim {
-                idempotency_key: key,
-                indexed,
-                noted_at,
-            });
-        }
-        Ok(claims)
+        Ok(SpinStore
+            .claims(limit)?
+            .into_iter()
+            .map(|c| KeyClaim {
+                idempotency_key: c.idempotency_key,
+                indexed: c.indexed,
+                noted_at: c.noted_at,
+            })
+            .collect())
     }
 
     fn note_claim(key: String, at: u64) -> Result<(), wit::Error> {
-        Ok(open()?
-            .set(&claim_note_key(&key), at.to_string().as_bytes())
-            .map_err(unavailable)?)
+        Ok(SpinStore.note_claim(&key, at)?)
     }
 
     fn save(record: wit::OrderRecord) -> Result<(), wit::Error> {
-        Ok(save(&from_wit(record))?)
+        Ok(SpinStore.save(&from_wit(record))?)
     }
 
     fn discard(record: wit::OrderRecord) -> Result<(), wit::Error> {
-        Ok(discard(&from_wit(record))?)
+        Ok(SpinStore.discard(&from_wit(record))?)
     }
 
     fn pending(limit: u32) -> Result<Vec<PendingOrder>, wit::Error> {
-        let keys = open()?.get_keys().map_err(unavailable)?;
-        Ok(stored::outbox(keys, limit)
+        Ok(SpinStore
+            .pending(limit)?
             .into_iter()
-            .map(|(since, id)| PendingOrder { id, since })
+            .map(|p| PendingOrder {
+                id: p.id,
+                since: p.since,
+            })
             .collect())
     }
 
     fn clear_pending(entry: PendingOrder) -> Result<(), wit::Error> {
-        Ok(open()?
-            .delete(&pending_key(entry.since, &entry.id))
-            .map_err(unavailable)?)
+        Ok(SpinStore.clear_pending(&order_domain::PendingOrder {
+            id: entry.id,
+            since: entry.since,
+        })?)
     }
-}
-
-fn save(record: &OrderRecord) -> Result<(), Error> {
-    let id = &record.order.id;
-    let pending = pending_key(record.order.placed_at, id);
-    let mut writes = Vec::with_capacity(3);
-    if record.status == OrderStatus::Accepted {
-        writes.push((pending.clone(), id.as_bytes().to_vec()));
-    }
-    writes.push((order_key(id), stored::encode(record)));
-    if let Some(key) = &record.order.idempotency_key {
-        // Also on the fulfilled save: it repairs an index whose first writer died before it.
-        writes.push((index_key(key), id.as_bytes().to_vec()));
-    }
-    // One batch: on Spin's SQLite store one transaction (one commit instead of three), on Redis
-    // one MSET; either way the outbox entry, the record and its index are written together.
-    let bucket = wasi_kv::open(LABEL).map_err(unavailable)?;
-    batch::set_many(&bucket, &writes).map_err(unavailable)?;
-    if record.status == OrderStatus::Fulfilled {
-        open()?.delete(&pending).map_err(unavailable)?;
-    }
-    Ok(())
-}
-
-fn discard(record: &OrderRecord) -> Result<(), Error> {
-    let store = open()?;
-    let id = &record.order.id;
-    if let Some(key) = &record.order.idempotency_key {
-        let index = store.get(&index_key(key)).map_err(unavailable)?;
-        if index.as_deref() == Some(id.as_bytes()) {
-            store.delete(&index_key(key)).map_err(unavailable)?;
-        }
-    }
-    store.delete(&order_key(id)).map_err(unavailable)?;
-    store
-        .delete(&pending_key(record.order.placed_at, id))
-        .map_err(unavailable)
 }
 
 // The exported interfaces have their own generated Rust types (wit-bindgen's `with` reuses

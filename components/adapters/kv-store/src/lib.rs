@@ -26,4 +26,9 @@
 pub mod stored;
 
 #[cfg(target_arch = "wasm32")]
+mod spin_store;
+#[cfg(target_arch = "wasm32")]
+pub use spin_store::SpinStore;
+
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

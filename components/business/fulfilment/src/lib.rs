@@ -1,6 +1,6 @@
 //! Fulfilment processor: moves an order from `accepted` to `fulfilled`.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 use order_domain::{parse_order_id, Error, OrderRecord, OrderStatus, Store, Timestamp};

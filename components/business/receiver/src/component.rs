@@ -28,13 +28,9 @@ struct Receiver;
 
 impl Guest for Receiver {
     fn place(request: OrderRequest) -> Result<OrderRecord, Error> {
-        intake::place(
+        intake::place_now(
             &WitStore,
             &WitEvents,
-            order_domain::now_millis(),
-            order_domain::new_order_id,
-            // wasi:clocks under the hood: the instance waits without spinning.
-            |ms| std::thread::sleep(std::time::Duration::from_millis(ms.into())),
             request.details,
             request.idempotency_key,
         )

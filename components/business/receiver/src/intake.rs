@@ -81,6 +81,25 @@ pub fn place(
     Ok(record)
 }
 
+/// [`place`] with this instance's clock, fresh UUIDs, and a sleep that waits without spinning
+/// (wasi:clocks under the hood): what the component and a statically linked program both run.
+pub fn place_now(
+    store: &impl Store,
+    events: &impl Events,
+    details: String,
+    idempotency_key: Option<String>,
+) -> Result<OrderRecord, Error> {
+    place(
+        store,
+        events,
+        order_domain::now_millis(),
+        order_domain::new_order_id,
+        |ms| std::thread::sleep(std::time::Duration::from_millis(ms.into())),
+        details,
+        idempotency_key,
+    )
+}
+
 fn replay(earlier: OrderRecord, details: &str, key: &str) -> Result<OrderRecord, Error> {
     if earlier.order.details == details {
         return Ok(earlier);

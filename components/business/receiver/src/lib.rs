@@ -5,8 +5,8 @@
 
 pub mod intake;
 
-pub use intake::{place, CLAIM_WAIT_MS, MAX_DETAILS_BYTES, MAX_IDEMPOTENCY_KEY_BYTES};
+pub use intake::{place, place_now, CLAIM_WAIT_MS, MAX_DETAILS_BYTES, MAX_IDEMPOTENCY_KEY_BYTES};
 pub use order_domain::Events;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

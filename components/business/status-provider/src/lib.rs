@@ -1,6 +1,6 @@
 //! Status provider: where does an order stand?
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 use order_domain::{parse_order_id, Error, OrderRecord, Store};

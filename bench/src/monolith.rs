@@ -1,0 +1,1005 @@
+//! The composition tax (issue 13, item 2): the composed order app (`order-app.wasm`, six
+//! components linked by wac) beside the same rules and adapters linked statically into ONE
+//! component (`bench/fixtures/monolith`: the same crates with their WIT glue left out, so no
+//! component boundary inside), both on nanohost with its in-memory store.
+//!
+//! - Wire contract: both apps get the same requests (placed, looked up, every refusal the
+//!   gateway owns) and must give the same answers; the run stops if they do not. This runs in
+//!   every mode, so `cargo xtask test` (the smoke run) keeps the monolith honest.
+//! - Over HTTP, one harness process serving both apps: rounds in which each app gets, in turn
+//!   (the order alternating), accept latency on one connection, end to end (POST until a GET says
+//!   fulfilled) and closed-loop throughput. Figures are medians over rounds; the throughput
+//!   ratio is the median of each round's composed ÷ monolith, so drift in the machine's load
+//!   hits both sides of a pair alike.
+//! - In process, from wasmtime with nanohost's engine configuration (pooling allocator): per
+//!   instance, a new store and instantiation (timed), then one `POST /order` through
+//!   `wasi:http/incoming-handler` (timed), and what the instance holds: its core instances,
+//!   memories and tables (the pooling allocator's counts while it is alive) and its linear memory
+//!   (every memory's size, summed by a store limiter, at instantiation and after the request).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use indicatif::ProgressBar;
+use serde::Serialize;
+use wasmtime::component::Component;
+use wasmtime::{Engine, ResourceLimiter};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpView;
+
+use nanohost::state::HostState;
+
+use crate::load::{self, histogram, summarize, EndToEnd, Summary, Throughput};
+use crate::procs;
+
+/// The composed app and its manifest (the root `spin.toml`), and the monolith's.
+const COMPOSED_WASM: &str = "target/composed/order-app.wasm";
+pub const MONOLITH_WASM: &str = "target/wasm32-wasip2/wasm-monolith/bench_monolith.wasm";
+const MONOLITH_MANIFEST: &str = "bench/fixtures/monolith/spin.toml";
+
+/// Cross-component calls of one `POST /order` (no idempotency key) in the composed app, from the
+/// code paths: gateway → `intake.place`; receiver → `store.save`, → `events.order-placed`;
+/// events-local → `fulfilment.fulfil`; fulfilment → `store.load`, → `store.save`. Each lifts and
+/// lowers the order or its record (the details string copied into the callee's memory and back).
+pub const BOUNDARY_CALLS_PER_POST: u64 = 6;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TaxSettings {
+    pub rounds: u64,
+    /// Per app and round: sequential POSTs (accept), orders end to end, orders under load.
+    pub accept: u64,
+    pub end_to_end: u64,
+    pub orders: u64,
+    pub connections: u64,
+    pub warm_up: u64,
+    /// In process: instances per app (each instantiated once and sent one POST).
+    pub instances: u64,
+}
+
+impl TaxSettings {
+    pub fn new(mode: &str) -> TaxSettings {
+        match mode {
+            "smoke" => TaxSettings {
+                rounds: 1,
+                accept: 5,
+                end_to_end: 5,
+                orders: 20,
+                connections: 2,
+                warm_up: 6,
+                instances: 4,
+            },
+            "quick" => TaxSettings {
+                rounds: 3,
+                accept: 300,
+                end_to_end: 300,
+                orders: 2000,
+                connections: 16,
+                warm_up: 400,
+                instances: 500,
+            },
+            _ => TaxSettings {
+                rounds: 6,
+                accept: 500,
+                end_to_end: 500,
+                orders: 4000,
+                connections: 16,
+                warm_up: 2000,
+                instances: 3000,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub accept: Summary,
+    pub end_to_end: EndToEnd,
+    pub throughput: Throughput,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Memory {
+    /// Sum of the sizes of every linear memory of the instance right after instantiation (the
+    /// modules' initial sizes), bytes.
+    pub linear_bytes_instantiated: u64,
+    /// The same after one `POST /order` (memories grow with `memory.grow`), median and largest
+    /// over the instances.
+    pub linear_bytes_after_request: u64,
+    pub linear_bytes_after_request_max: u64,
+    /// Held by one live instance, as the pooling allocator counts them.
+    pub core_instances: u64,
+    pub component_instances: u64,
+    pub memories: u64,
+    pub tables: u64,
+    /// Bytes the pool keeps resident in the slots of ended instances (`*_keep_resident`), after
+    /// the last one: what a warm slot costs between requests.
+    pub pool_resident_bytes_after: u64,
+    /// Instances alive at once (each after one `POST /order`) in a pool sized as nanohost sizes
+    /// it for 16 instances, before one more fails; and the error that stopped it.
+    pub live_in_pool_of_16: u64,
+    pub live_stopped_by: String,
+    /// Resident memory the process gained per live instance beyond the first (pages the instance
+    /// touched in its own slots: memories, tables, instance state), from `/proc/self/smaps_rollup`.
+    pub resident_bytes_per_live_instance: u64,
+    /// The component file, and its compiled code (shared by every instance, not per instance).
+    pub component_bytes: u64,
+    pub compiled_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InProcess {
+    pub instances: u64,
+    /// New store + instantiation.
+    pub instantiate: Summary,
+    /// `incoming-handler.handle` of one `POST /order` until it returns (the 202 is set before).
+    pub handle: Summary,
+    /// The same request again on the same instance: what every call pays, without the first
+    /// call's cold start (fresh memories' pages, each component's runtime set-up).
+    pub handle_again: Summary,
+    /// Minor page faults of new store + instantiation + the first request, median.
+    pub page_faults: u64,
+    pub memory: Memory,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppTax {
+    pub app: String,
+    pub manifest: String,
+    pub wasm: String,
+    pub rounds: Vec<Round>,
+    /// Medians over the rounds.
+    pub accept_p50_us: f64,
+    pub accept_p99_us: f64,
+    pub end_to_end_p50_us: f64,
+    pub end_to_end_p99_us: f64,
+    pub orders_per_s: f64,
+    pub lost: u64,
+    pub errors: u64,
+    pub in_process: InProcess,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tax {
+    pub settings: TaxSettings,
+    /// The wire-contract cases both apps answered alike.
+    pub contract_cases: Vec<String>,
+    pub composed: AppTax,
+    pub monolith: AppTax,
+    /// composed ÷ monolith orders/s, per round, and their median.
+    pub throughput_ratios: Vec<f64>,
+    pub throughput_ratio: f64,
+    pub boundary_calls_per_post: u64,
+}
+
+/// The monolith is built by `cargo xtask bench`; anything else is a setup error worth stopping
+/// for (the phase was asked for).
+pub fn run(
+    root: &Path,
+    out: &Path,
+    mode: &str,
+    rt: &tokio::runtime::Runtime,
+    pb: &ProgressBar,
+    say: &dyn Fn(String),
+) -> Result<Tax> {
+    let s = TaxSettings::new(mode);
+    for wasm in [COMPOSED_WASM, MONOLITH_WASM] {
+        ensure!(
+            root.join(wasm).exists(),
+            "{wasm} is not built (cargo xtask bench builds it)"
+        );
+    }
+    let (composed_port, monolith_port) = (procs::free_port()?, procs::free_port()?);
+    let apps = [
+        (PathBuf::from("spin.toml"), Some(composed_port)),
+        (PathBuf::from(MONOLITH_MANIFEST), Some(monolith_port)),
+    ];
+    let config = crate::nanohost_memory_config(out)?;
+    let harness =
+        procs::Harness::start(&apps, Some(&config), &[], &out.join("host-tax.log"), root)?;
+    let addrs: [SocketAddr; 2] = [
+        ([127, 0, 0, 1], composed_port).into(),
+        ([127, 0, 0, 1], monolith_port).into(),
+    ];
+
+    pb.set_message("composition tax: wire contract");
+    let contract_cases = same_contract(addrs[0], addrs[1])?;
+    say(format!(
+        "composition tax: the monolith answers the wire contract as the composed app does ({} cases)",
+        contract_cases.len()
+    ));
+
+    let mut rounds: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    rt.block_on(async {
+        for addr in addrs {
+            load::warm_up(addr, s.warm_up, s.connections, pb).await?;
+        }
+        for r in 0..s.rounds {
+            pb.set_message(format!("composition tax: round {} of {}", r + 1, s.rounds));
+            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                let addr = addrs[i];
+                let accept = load::accept(addr, s.accept, pb).await?;
+                let end_to_end = load::end_to_end(addr, s.end_to_end, pb).await?;
+                let throughput = load::throughput(addr, s.connections, s.orders, pb).await?;
+                rounds[i].push(Round {
+                    accept,
+                    end_to_end,
+                    throughput,
+                });
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    harness.stop();
+
+    pb.set_message("composition tax: instantiation and memory per instance");
+    let [composed_rounds, monolith_rounds] = rounds;
+    let inproc = rt.block_on(in_process(
+        &[root.join(COMPOSED_WASM), root.join(MONOLITH_WASM)],
+        s.instances,
+    ))?;
+    let [composed_in, monolith_in] = inproc;
+    let throughput_ratios: Vec<f64> = composed_rounds
+        .iter()
+        .zip(&monolith_rounds)
+        .map(|(c, m)| c.throughput.orders_per_s / m.throughput.orders_per_s.max(1e-9))
+        .collect();
+    let composed = app_tax(
+        "composed (order-app.wasm, 6 components linked by wac)",
+        "spin.toml",
+        COMPOSED_WASM,
+        composed_rounds,
+        composed_in,
+    );
+    let monolith = app_tax(
+        "monolith (bench_monolith.wasm, one component)",
+        MONOLITH_MANIFEST,
+        MONOLITH_WASM,
+        monolith_rounds,
+        monolith_in,
+    );
+    let tax = Tax {
+        throughput_ratio: median(&throughput_ratios),
+        throughput_ratios,
+        settings: s,
+        contract_cases,
+        composed,
+        monolith,
+        boundary_calls_per_post: BOUNDARY_CALLS_PER_POST,
+    };
+    for a in [&tax.composed, &tax.monolith] {
+        say(format!(
+            "composition tax: {}: accept p50 {:.0} µs, end to end p50 {:.0} µs, {:.0} orders/s, instantiate p50 {:.1} µs, {} KiB linear memory after a POST",
+            a.app, a.accept_p50_us, a.end_to_end_p50_us, a.orders_per_s,
+            a.in_process.instantiate.p50_us, a.in_process.memory.linear_bytes_after_request / 1024
+        ));
+    }
+    say(format!(
+        "composition tax: composed ÷ monolith throughput {:.3} (median of {} paired rounds)",
+        tax.throughput_ratio,
+        tax.throughput_ratios.len()
+    ));
+    Ok(tax)
+}
+
+fn app_tax(
+    app: &str,
+    manifest: &str,
+    wasm: &str,
+    rounds: Vec<Round>,
+    in_process: InProcess,
+) -> AppTax {
+    let of = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+    AppTax {
+        app: app.into(),
+        manifest: manifest.into(),
+        wasm: wasm.into(),
+        accept_p50_us: of(&|r| r.accept.p50_us),
+        accept_p99_us: of(&|r| r.accept.p99_us),
+        end_to_end_p50_us: of(&|r| r.end_to_end.latency.p50_us),
+        end_to_end_p99_us: of(&|r| r.end_to_end.latency.p99_us),
+        orders_per_s: of(&|r| r.throughput.orders_per_s),
+        lost: rounds
+            .iter()
+            .map(|r| r.end_to_end.lost + r.throughput.lost)
+            .sum(),
+        errors: rounds.iter().map(|r| r.throughput.errors).sum(),
+        rounds,
+        in_process,
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+// ---- The wire contract, both apps alike ----
+
+/// One answer: status, the headers the contract names, the body as JSON.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    allow: Option<String>,
+    body: serde_json::Value,
+}
+
+/// One request on a fresh connection (`Connection: close`), so each case stands alone.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<Answer> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no end of headers in {text:?}"))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line in {head:?}"))?;
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    Ok(Answer {
+        status,
+        location: header("location"),
+        allow: header("allow"),
+        body: serde_json::from_str(body)
+            .with_context(|| format!("{method} {path}: the body is not JSON: {body:?}"))?,
+    })
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The contract's cases on one app; each returns a description of what it checked. Fails on the
+/// first answer that breaks the contract.
+fn contract(addr: SocketAddr, key: &str) -> Result<Vec<(String, u16)>> {
+    let mut seen = Vec::new();
+    let mut case = |what: &str, a: &Answer| seen.push((what.to_string(), a.status));
+    let error_of = |a: &Answer| a.body["error"].as_str().map(str::to_string);
+
+    let placed = exchange(
+        addr,
+        "POST",
+        "/order",
+        &[JSON],
+        r#"{"details": "2 x espresso"}"#,
+    )?;
+    let location = placed.location.clone().unwrap_or_default();
+    let id = location
+        .strip_prefix("/order/")
+        .unwrap_or_default()
+        .to_string();
+    ensure!(
+        placed.status == 202
+            && id.len() == 36
+            && placed.body["task"]["id"] == id.as_str()
+            && placed.body["task"]["href"] == location.as_str()
+            && placed.body["task"]["status"] == "accepted",
+        "POST /order: {placed:?}"
+    );
+    case("POST /order → 202, Location, task accepted", &placed);
+
+    let got = exchange(addr, "GET", &location, &[], "")?;
+    ensure!(
+        got.status == 200
+            && got.body["id"] == id.as_str()
+            && got.body["status"] == "fulfilled"
+            && got.body["details"] == "2 x espresso"
+            && got.body["href"] == location.as_str(),
+        "GET {location} (fulfilled in-process before the 202): {got:?}"
+    );
+    case(
+        "GET /order/{id} → 200 fulfilled (fulfilment in-process)",
+        &got,
+    );
+
+    let unknown = exchange(
+        addr,
+        "GET",
+        "/order/6f1d2c3b-4a59-4e68-b7a6-958473625140",
+        &[],
+        "",
+    )?;
+    ensure!(
+        unknown.status == 404 && error_of(&unknown).is_some(),
+        "unknown id: {unknown:?}"
+    );
+    case("GET unknown id → 404", &unknown);
+
+    let malformed = exchange(addr, "GET", "/order/nope", &[], "")?;
+    ensure!(
+        malformed.status == 400 && error_of(&malformed).is_some(),
+        "malformed id: {malformed:?}"
+    );
+    case("GET malformed id → 400", &malformed);
+
+    for (what, body) in [
+        ("empty details → 400", r#"{"details": ""}"#),
+        ("details not a string → 400", r#"{"details": 3}"#),
+        ("malformed JSON → 400", "{"),
+    ] {
+        let a = exchange(addr, "POST", "/order", &[JSON], body)?;
+        ensure!(a.status == 400 && error_of(&a).is_some(), "{what}: {a:?}");
+        case(what, &a);
+    }
+
+    let text = exchange(
+        addr,
+        "POST",
+        "/order",
+        &[("content-type", "text/plain")],
+        "x",
+    )?;
+    ensure!(
+        text.status == 415 && error_of(&text).is_some(),
+        "text/plain: {text:?}"
+    );
+    case("content type not JSON → 415", &text);
+
+    let wrong = exchange(addr, "GET", "/order", &[], "")?;
+    ensure!(
+        wrong.status == 405 && wrong.allow.as_deref() == Some("POST"),
+        "GET /order: {wrong:?}"
+    );
+    case("wrong method → 405 with Allow", &wrong);
+
+    let keyed = [JSON, ("idempotency-key", key)];
+    let first = exchange(addr, "POST", "/order", &keyed, r#"{"details": "tea"}"#)?;
+    let again = exchange(addr, "POST", "/order", &keyed, r#"{"details": "tea"}"#)?;
+    ensure!(
+        first.status == 202 && again.status == 202 && first.location == again.location,
+        "idempotent replay: {first:?} then {again:?}"
+    );
+    case(
+        "same Idempotency-Key, same details → the same order",
+        &again,
+    );
+    let other = exchange(addr, "POST", "/order", &keyed, r#"{"details": "coffee"}"#)?;
+    ensure!(
+        other.status == 409 && error_of(&other).is_some(),
+        "key reused: {other:?}"
+    );
+    case("same Idempotency-Key, other details → 409", &other);
+    Ok(seen)
+}
+
+/// Both apps pass every case with the same status codes.
+fn same_contract(composed: SocketAddr, monolith: SocketAddr) -> Result<Vec<String>> {
+    let key = format!("tax-{}", std::process::id());
+    let a = contract(composed, &key).context("the composed app breaks the wire contract")?;
+    let b = contract(monolith, &key).context("the monolith breaks the wire contract")?;
+    if a != b {
+        bail!("the apps answer differently: composed {a:?}, monolith {b:?}");
+    }
+    Ok(a.into_iter().map(|(what, _)| what).collect())
+}
+
+// ---- In process: instantiation and memory per instance ----
+
+/// Linear memory bytes and memories of the instance being measured. Instances are measured one
+/// at a time on one thread, so process-wide counters reset per instance are exact.
+static LINEAR_BYTES: AtomicU64 = AtomicU64::new(0);
+static MEMORIES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts what the store's memories grow to; refuses what nanohost's limit would.
+struct Counting;
+
+impl ResourceLimiter for Counting {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > nanohost::Limits::default().max_memory_bytes {
+            return Ok(false);
+        }
+        // A memory is created as a growth from 0 to its initial size.
+        if current == 0 {
+            MEMORIES.fetch_add(1, Ordering::Relaxed);
+        }
+        LINEAR_BYTES.fetch_add((desired - current) as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
+struct Prepared {
+    engine: Engine,
+    pre: ProxyPre<HostState>,
+    ctx: std::sync::Arc<nanohost::state::ComponentCtx>,
+    component_bytes: u64,
+    compiled_bytes: u64,
+}
+
+struct Samples {
+    instantiate: hdrhistogram::Histogram<u64>,
+    handle: hdrhistogram::Histogram<u64>,
+    handle_again: hdrhistogram::Histogram<u64>,
+    faults: Vec<u64>,
+    linear_instantiated: Vec<u64>,
+    linear_after: Vec<u64>,
+    pool: [u64; 4],
+    memories: u64,
+}
+
+impl Samples {
+    fn new() -> Samples {
+        Samples {
+            instantiate: histogram(),
+            handle: histogram(),
+            handle_again: histogram(),
+            faults: Vec::new(),
+            linear_instantiated: Vec::new(),
+            linear_after: Vec::new(),
+            pool: [0; 4],
+            memories: 0,
+        }
+    }
+}
+
+/// One engine per app (nanohost's configuration), so each pool's counts are that app's alone.
+fn prepare(wasm: &Path) -> Result<Prepared> {
+    let engine = crate::micro::engine(false)?;
+    let linker = nanohost::app::linker(&engine)?;
+    let component = Component::from_file(&engine, wasm)
+        .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", wasm.display()))?;
+    let image = component.image_range();
+    let compiled_bytes = (image.end as usize - image.start as usize) as u64;
+    let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+    Ok(Prepared {
+        engine,
+        pre,
+        ctx: crate::micro::ctx()?,
+        component_bytes: std::fs::metadata(wasm)?.len(),
+        compiled_bytes,
+    })
+}
+
+/// One `POST /order` through `wasi:http/incoming-handler` on a live instance; its time.
+async fn post(
+    store: &mut wasmtime::Store<HostState>,
+    proxy: &wasmtime_wasi_http::p2::bindings::Proxy,
+) -> Result<Duration> {
+    let body = Full::new(Bytes::from_static(br#"{"details": "2 x espresso"}"#))
+        .map_err(|never| -> wasmtime_wasi_http::Error { match never {} });
+    let request = hyper::Request::post("http://127.0.0.1/order")
+        .header("content-type", "application/json")
+        .body(body)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let request = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, request)?;
+    let out = store.data_mut().http().new_response_outparam(tx)?;
+    let t = Instant::now();
+    proxy
+        .wasi_http_incoming_handler()
+        .call_handle(&mut *store, request, out)
+        .await?;
+    let took = t.elapsed();
+    let response = rx
+        .await
+        .context("no response")?
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    ensure!(
+        response.status() == 202,
+        "POST /order answered {}",
+        response.status()
+    );
+    Ok(took)
+}
+
+/// Minor page faults of this thread so far (/proc/thread-self/stat, field 10).
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/stat")
+        .ok()
+        .and_then(|stat| {
+            // The command name (field 2) may hold spaces; the fields after it do not.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// One instance: new store, instantiate (timed), one `POST /order` (timed), its memory and page
+/// faults; then the same request again on the same instance (timed), which separates what a
+/// fresh instance pays on its first call from what every call pays. The store (the live
+/// instance) is returned, so a caller can keep it alive.
+async fn one(p: &Prepared, s: &mut Samples) -> Result<wasmtime::Store<HostState>> {
+    LINEAR_BYTES.store(0, Ordering::Relaxed);
+    MEMORIES.store(0, Ordering::Relaxed);
+    let faults = minor_faults();
+    let t = Instant::now();
+    let mut store = crate::micro::store(&p.engine, &p.ctx);
+    store.limiter(|_| Box::leak(Box::new(Counting)));
+    let proxy = p.pre.instantiate_async(&mut store).await?;
+    let _ = s.instantiate.record((t.elapsed().as_nanos() as u64).max(1));
+    s.linear_instantiated
+        .push(LINEAR_BYTES.load(Ordering::Relaxed));
+    if let Some(m) = p.engine.pooling_allocator_metrics() {
+        s.pool = [
+            m.core_instances(),
+            m.component_instances(),
+            m.memories() as u64,
+            m.tables() as u64,
+        ];
+    }
+    s.memories = MEMORIES.load(Ordering::Relaxed);
+    let first = post(&mut store, &proxy).await?;
+    s.faults.push(minor_faults().saturating_sub(faults));
+    let _ = s.handle.record((first.as_nanos() as u64).max(1));
+    s.linear_after.push(LINEAR_BYTES.load(Ordering::Relaxed));
+    let again = post(&mut store, &proxy).await?;
+    let _ = s.handle_again.record((again.as_nanos() as u64).max(1));
+    Ok(store)
+}
+
+/// The process's resident memory (`Rss:` of /proc/self/smaps_rollup), bytes.
+fn resident_bytes() -> Result<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Rss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no Rss in /proc/self/smaps_rollup")
+}
+
+/// Live instances, each after one `POST /order`, on a fresh engine (cold pool slots), until the
+/// pool refuses one: how many fit, what stopped them, and the resident memory each added. The
+/// first instance is left out of the memory figure: it also pages in the shared compiled code.
+async fn live(wasm: &Path) -> Result<(u64, String, u64)> {
+    let p = prepare(wasm)?;
+    let mut s = Samples::new();
+    let mut alive = vec![one(&p, &mut s).await?];
+    let before = resident_bytes()?;
+    let stopped_by = loop {
+        if alive.len() >= 256 {
+            break "256 instances (the measurement's own cap)".to_string();
+        }
+        match one(&p, &mut s).await {
+            Ok(store) => alive.push(store),
+            Err(e) => break format!("{e:#}"),
+        }
+    };
+    let after = resident_bytes()?;
+    let extra = alive.len() as u64 - 1;
+    let per = after.saturating_sub(before) / extra.max(1);
+    Ok((alive.len() as u64, stopped_by, per))
+}
+
+/// Both apps, instance after instance, alternating, so drift hits both alike.
+async fn in_process(wasm: &[PathBuf; 2], instances: u64) -> Result<[InProcess; 2]> {
+    let prepared = [prepare(&wasm[0])?, prepare(&wasm[1])?];
+    let new = Samples::new;
+    let mut samples = [new(), new()];
+    // A tenth more as warm-up (code paged in, pool slots warm), dropped.
+    let warm = instances / 10;
+    for i in 0..instances + warm {
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for a in order {
+            drop(one(&prepared[a], &mut samples[a]).await?);
+        }
+        if i + 1 == warm {
+            samples = [new(), new()];
+        }
+    }
+    let live = [live(&wasm[0]).await?, live(&wasm[1]).await?];
+    let result = |p: &Prepared, s: &Samples, live: &(u64, String, u64)| {
+        let mut after = s.linear_after.clone();
+        after.sort_unstable();
+        InProcess {
+            instances,
+            instantiate: summarize(&s.instantiate),
+            handle: summarize(&s.handle),
+            handle_again: summarize(&s.handle_again),
+            page_faults: {
+                let mut f = s.faults.clone();
+                f.sort_unstable();
+                f.get(f.len() / 2).copied().unwrap_or(0)
+            },
+            memory: Memory {
+                linear_bytes_instantiated: s.linear_instantiated.iter().copied().max().unwrap_or(0),
+                linear_bytes_after_request: after.get(after.len() / 2).copied().unwrap_or(0),
+                linear_bytes_after_request_max: after.last().copied().unwrap_or(0),
+                core_instances: s.pool[0],
+                component_instances: s.pool[1],
+                memories: s.pool[2].max(s.memories),
+                tables: s.pool[3],
+                pool_resident_bytes_after: p
+                    .engine
+                    .pooling_allocator_metrics()
+                    .map(|m| m.unused_memory_bytes_resident() as u64)
+                    .unwrap_or(0),
+                live_in_pool_of_16: live.0,
+                live_stopped_by: live.1.clone(),
+                resident_bytes_per_live_instance: live.2,
+                component_bytes: p.component_bytes,
+                compiled_bytes: p.compiled_bytes,
+            },
+        }
+    };
+    Ok([
+        result(&prepared[0], &samples[0], &live[0]),
+        result(&prepared[1], &samples[1], &live[1]),
+    ])
+}
+
+// ---- The report ----
+
+impl Tax {
+    /// Met when the composed app keeps 90% of the monolith's throughput (median of the paired
+    /// rounds' ratios).
+    pub fn met(&self) -> bool {
+        self.throughput_ratio >= 0.90
+    }
+
+    /// The row of "Against the targets".
+    pub fn target_row(&self) -> String {
+        format!(
+            "| composition tax: composed within 10% of the monolith's throughput (same rules, one component, same host and store) | {:.0} vs {:.0} orders/s at {} connections: {:.3}x (median of {} paired rounds) | {} |",
+            self.composed.orders_per_s,
+            self.monolith.orders_per_s,
+            self.settings.connections,
+            self.throughput_ratio,
+            self.throughput_ratios.len(),
+            if self.met() { "met" } else { "**missed**" }
+        )
+    }
+
+    /// `hop_ns`: the composed hop alone (events-local → fulfilment, the `micro` phase), when that
+    /// phase ran too: the size of one boundary crossing, to compare the call difference with.
+    pub fn section(&self, md: &mut String, cores: usize, hop_ns: Option<f64>) {
+        use crate::report::us;
+        use std::fmt::Write as _;
+        let (c, m) = (&self.composed, &self.monolith);
+        let (ci, mi) = (&c.in_process, &m.in_process);
+        let s = &self.settings;
+        let _ = writeln!(
+            md,
+            "## The composition tax: the composed app against the same rules in one component\n"
+        );
+        let _ = writeln!(md, "**composed**: `{}`, six components linked by wac (`composition/order-app.wac`). **monolith**: `{}` (`bench/fixtures/monolith`), the same crates (gateway, receiver, status provider, events-local, fulfilment, kv-store) with their `component` feature off, linked by rustc into one component: no WIT boundary inside, the same gateway code, the same Spin key-value calls. Both on nanohost in one harness process with its in-memory store; both built with the wasm `release` settings.\n", c.wasm, m.wasm);
+        let _ = writeln!(
+            md,
+            "Wire contract: both answered the same {} cases alike ({}).\n",
+            self.contract_cases.len(),
+            self.contract_cases.join("; ")
+        );
+        let _ = writeln!(
+            md,
+            "| measure | composed | monolith | composed ÷ monolith |\n| --- | --- | --- | --- |"
+        );
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}x", a / b)
+            } else {
+                "–".into()
+            }
+        };
+        let mut time_row = |what: &str, a: f64, b: f64| {
+            let _ = writeln!(md, "| {what} | {} | {} | {} |", us(a), us(b), ratio(a, b));
+        };
+        time_row(
+            "accept p50 (POST → 202, 1 connection)",
+            c.accept_p50_us,
+            m.accept_p50_us,
+        );
+        time_row("accept p99", c.accept_p99_us, m.accept_p99_us);
+        time_row(
+            "end to end p50 (POST → GET says fulfilled, 1 client)",
+            c.end_to_end_p50_us,
+            m.end_to_end_p50_us,
+        );
+        time_row("end to end p99", c.end_to_end_p99_us, m.end_to_end_p99_us);
+        let _ = writeln!(md, "| throughput, {} connections, closed loop (orders/s) | {:.0} | {:.0} | {:.3}x (median of the paired rounds' ratios) |", s.connections, c.orders_per_s, m.orders_per_s, self.throughput_ratio);
+        let mut time_row = |what: &str, a: f64, b: f64| {
+            let _ = writeln!(md, "| {what} | {} | {} | {} |", us(a), us(b), ratio(a, b));
+        };
+        time_row(
+            "in process: new store + instantiation, p50",
+            ci.instantiate.p50_us,
+            mi.instantiate.p50_us,
+        );
+        time_row(
+            "in process: instantiation p99",
+            ci.instantiate.p99_us,
+            mi.instantiate.p99_us,
+        );
+        time_row(
+            "in process: one POST /order through `incoming-handler`, p50",
+            ci.handle.p50_us,
+            mi.handle.p50_us,
+        );
+        time_row(
+            "in process: that call p99",
+            ci.handle.p99_us,
+            mi.handle.p99_us,
+        );
+        time_row(
+            "in process: the same POST again on that instance, p50",
+            ci.handle_again.p50_us,
+            mi.handle_again.p50_us,
+        );
+        time_row(
+            "in process: instantiation + call, p50 sum",
+            ci.instantiate.p50_us + ci.handle.p50_us,
+            mi.instantiate.p50_us + mi.handle.p50_us,
+        );
+        let (cm, mm) = (&ci.memory, &mi.memory);
+        let mut count_row = |what: &str, a: u64, b: u64| {
+            let _ = writeln!(md, "| {what} | {a} | {b} | {} |", ratio(a as f64, b as f64));
+        };
+        count_row(
+            "in process: minor page faults, new store to first answer (median)",
+            ci.page_faults,
+            mi.page_faults,
+        );
+        count_row(
+            "per instance: core instances (pooling allocator, while alive)",
+            cm.core_instances,
+            mm.core_instances,
+        );
+        count_row(
+            "per instance: component instances",
+            cm.component_instances,
+            mm.component_instances,
+        );
+        count_row("per instance: linear memories", cm.memories, mm.memories);
+        count_row("per instance: tables", cm.tables, mm.tables);
+        let _ = writeln!(
+            md,
+            "| live at once in nanohost's pool configuration sized for 16 instances | {} | {} | {} |",
+            cm.live_in_pool_of_16,
+            mm.live_in_pool_of_16,
+            ratio(cm.live_in_pool_of_16 as f64, mm.live_in_pool_of_16 as f64)
+        );
+        let kib = |b: u64| format!("{:.0} KiB", b as f64 / 1024.0);
+        let mut bytes_row = |what: &str, a: u64, b: u64| {
+            let _ = writeln!(
+                md,
+                "| {what} | {} | {} | {} |",
+                kib(a),
+                kib(b),
+                ratio(a as f64, b as f64)
+            );
+        };
+        bytes_row(
+            "per instance: linear memory at instantiation (all memories)",
+            cm.linear_bytes_instantiated,
+            mm.linear_bytes_instantiated,
+        );
+        bytes_row(
+            "per instance: linear memory after one POST (median)",
+            cm.linear_bytes_after_request,
+            mm.linear_bytes_after_request,
+        );
+        bytes_row(
+            "per instance: linear memory after one POST (largest)",
+            cm.linear_bytes_after_request_max,
+            mm.linear_bytes_after_request_max,
+        );
+        bytes_row(
+            "resident memory added per live instance (RSS, instances 2..n alive at once)",
+            cm.resident_bytes_per_live_instance,
+            mm.resident_bytes_per_live_instance,
+        );
+        bytes_row(
+            "pool: bytes kept resident in ended instances' slots",
+            cm.pool_resident_bytes_after,
+            mm.pool_resident_bytes_after,
+        );
+        bytes_row(
+            "component file (shared, not per instance)",
+            cm.component_bytes,
+            mm.component_bytes,
+        );
+        bytes_row(
+            "compiled code (shared, not per instance)",
+            cm.compiled_bytes,
+            mm.compiled_bytes,
+        );
+        let per_round: Vec<String> = c
+            .rounds
+            .iter()
+            .zip(&m.rounds)
+            .map(|(a, b)| {
+                format!(
+                    "{:.0} / {:.0}",
+                    a.throughput.orders_per_s, b.throughput.orders_per_s
+                )
+            })
+            .collect();
+        let _ = writeln!(md, "\nThroughput per round, composed / monolith (orders/s): {}. Lost orders: {} composed, {} monolith; failed requests: {} and {}.\n", per_round.join(", "), c.lost, m.lost, c.errors, m.errors);
+
+        // Where the difference goes, from the in-process figures.
+        let d_inst = ci.instantiate.p50_us - mi.instantiate.p50_us;
+        let d_call = ci.handle.p50_us - mi.handle.p50_us;
+        let extra_core = cm.core_instances.saturating_sub(mm.core_instances);
+        let cpu_per_order_us = cores as f64 * 1e6 / c.orders_per_s.max(1e-9);
+        let _ = writeln!(
+            md,
+            "Where the difference goes (in process, p50, one instance at a time):"
+        );
+        let _ = writeln!(md, "- **Instantiation**: {} more per request ({} against {}): the composed app instantiates {} core instances and {} memories where the monolith has {} and {}{}.",
+            us(d_inst), us(ci.instantiate.p50_us), us(mi.instantiate.p50_us),
+            cm.core_instances, cm.memories, mm.core_instances, mm.memories,
+            if extra_core > 0 { format!(", about {} per extra core instance", us(d_inst / extra_core as f64)) } else { String::new() });
+        let d_again = ci.handle_again.p50_us - mi.handle_again.p50_us;
+        let d_cold = d_call - d_again;
+        let crossings = self.boundary_calls_per_post as f64;
+        let copies = match hop_ns {
+            Some(ns) => format!(
+                "The `micro` phase of this run measures one such hop alone (events-local → fulfilment, its copies included) at {}, so {} crossings come to about {}; the remaining {} is the composed component running more code in more places: {} of compiled code against {}, and six memories each with its own stack, heap and data, so caches and TLB hold less of it (a likely cause, not measured apart).",
+                us(ns / 1000.0), self.boundary_calls_per_post, us(ns * crossings / 1000.0),
+                us(d_again - ns * crossings / 1000.0), kib(cm.compiled_bytes), kib(mm.compiled_bytes)
+            ),
+            None => "(Run the `micro` phase too for the size of one crossing alone.)".to_string(),
+        };
+        let _ = writeln!(md, "- **The call**: {} more per `POST /order` on a fresh instance ({} against {}). Sent again to the same instance, the difference is {} ({} against {}): what every call pays. A POST crosses {} component boundaries in the composed app (gateway → intake, receiver → store.save, receiver → events, events-local → fulfil, fulfilment → store.load and → store.save), each lifting and lowering the order or its record through the canonical ABI, where the monolith passes references. {} {} Page faults play no part: a request took {} minor faults composed and {} monolith (the pool keeps slots resident).",
+            us(d_call), us(ci.handle.p50_us), us(mi.handle.p50_us),
+            us(d_again), us(ci.handle_again.p50_us), us(mi.handle_again.p50_us),
+            self.boundary_calls_per_post, copies,
+            if d_cold > 0.0 {
+                format!("The other {} is paid only by a fresh instance's first call (most likely each component's one-time set-up in its own memory, such as its allocator's first requests; not measured apart).", us(d_cold))
+            } else {
+                "A fresh instance's first call adds nothing measurable on top.".to_string()
+            },
+            ci.page_faults, mi.page_faults);
+        let _ = writeln!(md, "- **Memory**: {} of linear memory per live instance against {} ({} memories, each with its own allocator and stack, against {}).",
+            kib(cm.linear_bytes_after_request), kib(mm.linear_bytes_after_request), cm.memories, mm.memories);
+        let _ = writeln!(md, "- **Instances at once**: nanohost's pool reserves slots per instance (core instances, memories, tables in fixed proportions); sized for 16 instances it held {} live composed instances (stopped by: {}) against {} monoliths (stopped by: {}). The same proportions hold for the host's default of 1,000.",
+            cm.live_in_pool_of_16, cm.live_stopped_by, mm.live_in_pool_of_16, mm.live_stopped_by);
+        let _ = writeln!(md, "- **Share of a request**: together {} per order, against about {} of CPU per order in the HTTP run ({} cores ÷ {:.0} orders/s, the client and the host's HTTP work included): {:.1}%; the throughput ratio measured over HTTP is {:.3}.\n",
+            us(d_inst + d_call), us(cpu_per_order_us), cores, c.orders_per_s, 100.0 * (d_inst + d_call) / cpu_per_order_us.max(1e-9), self.throughput_ratio);
+        let _ = writeln!(md, "Method: {} round(s); in each, each app in turn (the order alternating) gets {} sequential POSTs on one connection, {} orders end to end, and {} orders over {} connections closed loop, after a warm-up of {} orders each; figures are medians over the rounds. In process: nanohost's engine configuration (pooling allocator, `concurrency_support(false)`) and linker, one engine per app; {} instances per app after a tenth as many for warm-up, alternating between the apps; each gets a new store, is instantiated (timed with the store's creation), handles one `POST /order` (timed until `handle` returns; minor page faults counted from the store's creation to the answer, /proc/thread-self/stat), then the same request again (timed). Linear memory is the sum of every memory's size as a store limiter sees them created and grown (reserved, not necessarily touched); core instances, memories and tables are the pooling allocator's counts while the instance is alive. Resident memory per instance: on a fresh engine, instances are created and sent one POST each and kept alive until the pool refuses one; the process's RSS after the last, minus after the first (which also pages in the shared compiled code), divided by the instances in between: the pages each live instance touched in its own slots. The pool's kept-resident figure is `unused_memory_bytes_resident` after the timed instances ended.\n",
+            s.rounds, s.accept, s.end_to_end, s.orders, s.connections, s.warm_up, s.instances);
+    }
+}

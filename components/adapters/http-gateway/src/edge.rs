@@ -1,0 +1,73 @@
+//! The Spin side of the gateway: reads a request, asks [`Orders`], sends the reply in one piece.
+//! The component answers [`Orders`] with its `intake` / `status` imports; a program that links the
+//! business rules statically (bench/fixtures/monolith) answers it with the rules themselves.
+
+use crate::wire::{self, Route, MAX_BODY_BYTES};
+use futures::StreamExt;
+use http_reply::Reply;
+use order_domain::{Error, OrderRecord};
+use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
+
+/// What the gateway calls: `intake.place` and `status.get`.
+pub trait Orders {
+    fn place(&self, details: String, idempotency_key: Option<String>)
+        -> Result<OrderRecord, Error>;
+    fn get(&self, id: &str) -> Result<OrderRecord, Error>;
+}
+
+/// Answers one request of the wire contract (README, "The wire contract").
+pub async fn handle(request: IncomingRequest, out: ResponseOutparam, orders: &impl Orders) {
+    http_reply::send(out, answer(request, orders).await);
+}
+
+async fn answer(request: IncomingRequest, orders: &impl Orders) -> Reply {
+    let method = match request.method() {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        _ => "other",
+    };
+    let path_and_query = request.path_with_query().unwrap_or_default();
+    let route = wire::route(method, &path_and_query);
+    if let Some(refused) = wire::refusal(&route) {
+        return refused;
+    }
+    match route {
+        Route::Place => place(request, orders)
+            .await
+            .unwrap_or_else(|refused| refused),
+        Route::LookUp(id) => match orders.get(id) {
+            Ok(record) => wire::order(&record),
+            Err(error) => wire::from_error(error),
+        },
+        _ => unreachable!("refused above"),
+    }
+}
+
+async fn place(request: IncomingRequest, orders: &impl Orders) -> Result<Reply, Reply> {
+    let headers = request.headers();
+    wire::check_content_type(&headers.get("content-type"))?;
+    wire::check_declared_length(&headers.get("content-length"))?;
+    let idempotency_key = wire::single_header(&headers.get("idempotency-key"), "Idempotency-Key")?;
+    drop(headers);
+
+    let body = read_body(request).await?;
+    let details = wire::details_from(&body)?;
+    Ok(match orders.place(details, idempotency_key) {
+        Ok(record) => wire::placed(&record),
+        Err(error) => wire::from_error(error),
+    })
+}
+
+/// Reads at most `MAX_BODY_BYTES`, whatever Content-Length claimed (or if it was absent).
+async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
+    let mut stream = request.into_body_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(wire::unreadable_body)?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(wire::too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
