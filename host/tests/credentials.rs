@@ -9,12 +9,13 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
+use support::orders::{self, Transport};
 use support::secured::{SecuredMosquitto, SecuredRedis};
 use support::{Mosquitto, Redis, TempDir};
 
@@ -31,21 +32,6 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
 /// Bounded: enough concurrent publishes to use the credentials many times over.
 const ORDERS: usize = 24;
 const CLIENTS: usize = 4;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Transport {
-    Mqtt,
-    Redis,
-}
-
-impl Transport {
-    fn name(self) -> &'static str {
-        match self {
-            Transport::Mqtt => "mqtt",
-            Transport::Redis => "redis",
-        }
-    }
-}
 
 /// The two apps of a shape and their brokers, every one of which needs a password. Fields drop
 /// in order: the apps stop before the brokers.
@@ -200,54 +186,20 @@ impl Shape {
 
     /// `ORDERS` orders from `CLIENTS` concurrent clients; the ids of the accepted ones.
     async fn place_many(&mut self) -> HashSet<String> {
-        let mut clients = tokio::task::JoinSet::new();
-        for client in 0..CLIENTS {
-            let (base, http) = (self.base.clone(), self.client.clone());
-            clients.spawn(async move {
-                let mut replies = Vec::new();
-                for n in (client..ORDERS).step_by(CLIENTS) {
-                    let response = http
-                        .post(format!("{base}/order"))
-                        .header("content-type", "application/json")
-                        .body(json!({ "details": format!("order {n}") }).to_string())
-                        .send()
-                        .await
-                        .unwrap();
-                    replies.push((response.status(), response.text().await.unwrap()));
-                }
-                replies
-            });
-        }
         let mut ids = HashSet::new();
-        while let Some(replies) = clients.join_next().await {
-            for (status, text) in replies.unwrap() {
-                self.bodies.push(text.clone());
-                assert_eq!(status, StatusCode::ACCEPTED, "{text}");
-                let body: Value = serde_json::from_str(&text).unwrap();
-                ids.insert(body["task"]["id"].as_str().unwrap().to_string());
-            }
+        for (status, text) in orders::post_orders(&self.client, &self.base, ORDERS, CLIENTS).await {
+            self.bodies.push(text.clone());
+            assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+            let body: Value = serde_json::from_str(&text).unwrap();
+            ids.insert(body["task"]["id"].as_str().unwrap().to_string());
         }
         assert_eq!(ids.len(), ORDERS, "an order id was handed out twice");
         ids
     }
 
-    /// Polls until every order is `fulfilled` or the deadline passes; returns those that never were.
+    /// The orders that are not `fulfilled` by the delivery deadline.
     async fn unfulfilled_after_deadline(&mut self, ids: &HashSet<String>) -> Vec<String> {
-        let deadline = Instant::now() + DELIVERY_DEADLINE;
-        let mut pending: Vec<String> = ids.iter().cloned().collect();
-        loop {
-            let mut still = Vec::new();
-            for id in pending {
-                if self.status(&id).await != "fulfilled" {
-                    still.push(id);
-                }
-            }
-            pending = still;
-            if pending.is_empty() || Instant::now() >= deadline {
-                return pending;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        orders::unfulfilled_after(DELIVERY_DEADLINE, ids, self).await
     }
 
     /// Stops both apps (their logs are complete then), and finds no password in any body they
@@ -419,12 +371,10 @@ fn right_password(transport: Transport) -> &'static str {
     }
 }
 
-/// Spin runs `[[trigger.mqtt]]` only with the trigger plugin installed.
-fn shape_unavailable(host: HostKind, transport: Transport) -> Option<String> {
-    if host != HostKind::Spin || transport != Transport::Mqtt || host.unavailable().is_some() {
-        return None;
+impl orders::OrderStatus for Shape {
+    async fn status_of(&mut self, id: &str) -> String {
+        self.status(id).await
     }
-    hosts::mqtt_trigger_plugin().err()
 }
 
 /// Spin keeps passwords out of its log at its default level only: at `debug` it writes every
@@ -441,7 +391,9 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
         for transport in [Transport::Redis, Transport::Mqtt] {
-            let skip = shape_unavailable(host, transport).or(spin_log_level_changed(host));
+            let skip = transport
+                .unavailable_on(host)
+                .or(spin_log_level_changed(host));
             cases.push(
                 case(
                     host,

@@ -6,31 +6,17 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
+use support::orders::{self, Transport};
 use support::{Mosquitto, Redis};
 
 /// Long enough for a slow CI machine; a healthy run needs a fraction of it.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Copy, PartialEq)]
-enum Transport {
-    Mqtt,
-    Redis,
-}
-
-impl Transport {
-    fn name(self) -> &'static str {
-        match self {
-            Transport::Mqtt => "mqtt",
-            Transport::Redis => "redis",
-        }
-    }
-}
 
 /// Two apps and their brokers. Fields drop in order: the apps stop before the brokers.
 struct Shape {
@@ -131,24 +117,9 @@ impl Shape {
         body["status"].as_str().unwrap().to_string()
     }
 
-    /// Polls the orders until all show `fulfilled` or the deadline passes; returns those that
-    /// never did.
+    /// The orders that are not `fulfilled` by the delivery deadline.
     async fn unfulfilled_after_deadline(&self, ids: &HashSet<String>) -> Vec<String> {
-        let deadline = Instant::now() + DELIVERY_DEADLINE;
-        let mut pending: Vec<String> = ids.iter().cloned().collect();
-        loop {
-            let mut still = Vec::new();
-            for id in pending {
-                if self.status(&id).await != "fulfilled" {
-                    still.push(id);
-                }
-            }
-            pending = still;
-            if pending.is_empty() || Instant::now() >= deadline {
-                return pending;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        orders::unfulfilled_after(DELIVERY_DEADLINE, ids, &mut &*self).await
     }
 
     fn stored_orders(&self) -> usize {
@@ -212,38 +183,17 @@ async fn a_thousand_orders_are_all_fulfilled_once(shape: &Shape) {
     const ORDERS: usize = 1000;
     const CLIENTS: usize = 32;
     let stored_before = shape.stored_orders();
-    let mut clients = tokio::task::JoinSet::new();
-    for client in 0..CLIENTS {
-        let (base, http) = (shape.base.clone(), shape.client.clone());
-        clients.spawn(async move {
-            let mut replies = Vec::new();
-            for n in (client..ORDERS).step_by(CLIENTS) {
-                let response = http
-                    .post(format!("{base}/order"))
-                    .header("content-type", "application/json")
-                    .body(json!({ "details": format!("order {n}") }).to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                let status = response.status();
-                let body: Value = response.json().await.unwrap();
-                replies.push((status, body));
-            }
-            replies
-        });
-    }
     let mut ids = HashSet::new();
     let mut handed_out_twice = 0;
     let mut refused: HashMap<String, usize> = HashMap::new();
-    while let Some(client) = clients.join_next().await {
-        for (status, body) in client.unwrap() {
-            if status == StatusCode::ACCEPTED {
-                if !ids.insert(body["task"]["id"].as_str().unwrap().to_string()) {
-                    handed_out_twice += 1;
-                }
-            } else {
-                *refused.entry(format!("{status} {body}")).or_default() += 1;
+    for (status, body) in orders::post_orders(&shape.client, &shape.base, ORDERS, CLIENTS).await {
+        if status == StatusCode::ACCEPTED {
+            let body: Value = serde_json::from_str(&body).unwrap();
+            if !ids.insert(body["task"]["id"].as_str().unwrap().to_string()) {
+                handed_out_twice += 1;
             }
+        } else {
+            *refused.entry(format!("{status} {body}")).or_default() += 1;
         }
     }
     let lost = shape.unfulfilled_after_deadline(&ids).await.len();
@@ -297,13 +247,14 @@ async fn a_broker_that_is_down_loses_no_accepted_order(host: HostKind, transport
     assert_eq!(shape.status(id).await, "accepted", "{body}");
 }
 
-/// Why a shape cannot run on `host` here, beyond a missing host: Spin runs `[[trigger.mqtt]]`
-/// only with the trigger plugin installed.
-fn shape_unavailable(host: HostKind, transport: Transport, _case: &str) -> Option<String> {
-    if host != HostKind::Spin || transport != Transport::Mqtt || host.unavailable().is_some() {
-        return None;
+impl orders::OrderStatus for &Shape {
+    async fn status_of(&mut self, id: &str) -> String {
+        self.status(id).await
     }
-    hosts::mqtt_trigger_plugin().err()
+}
+
+fn shape_unavailable(host: HostKind, transport: Transport, _case: &str) -> Option<String> {
+    transport.unavailable_on(host)
 }
 
 fn main() {

@@ -318,29 +318,11 @@ async fn an_oversized_chunked_body_is_refused(app: &OrderApp) {
 }
 
 async fn concurrent_orders_all_get_distinct_ids_and_are_all_fulfilled(app: &OrderApp) {
-    let mut clients = tokio::task::JoinSet::new();
-    for client in 0..16 {
-        let (base, http) = (app.base.clone(), app.client.clone());
-        clients.spawn(async move {
-            let mut ids = Vec::new();
-            for n in 0..25 {
-                let response = http
-                    .post(format!("{base}/order"))
-                    .header("content-type", "application/json")
-                    .body(json!({ "details": format!("client {client} order {n}") }).to_string())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::ACCEPTED);
-                let body = json_body(response).await;
-                ids.push(body["task"]["id"].as_str().unwrap().to_string());
-            }
-            ids
-        });
-    }
     let mut ids = std::collections::HashSet::new();
-    while let Some(client) = clients.join_next().await {
-        ids.extend(client.unwrap());
+    for (status, text) in support::orders::post_orders(&app.client, &app.base, 400, 16).await {
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        ids.insert(body["task"]["id"].as_str().unwrap().to_string());
     }
     assert_eq!(ids.len(), 400, "ids collided");
     for id in &ids {

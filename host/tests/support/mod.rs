@@ -8,6 +8,7 @@ pub mod faults;
 pub mod harness;
 pub mod host;
 pub mod http;
+pub mod orders;
 pub mod secured;
 pub mod spin_toml;
 

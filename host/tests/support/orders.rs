@@ -1,0 +1,97 @@
+//! What the suites that drive the order apps share: the transports of the networked shapes, a
+//! bounded load of concurrent `POST /order`s, and the wait until orders are fulfilled.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::json;
+
+use super::harness::HostKind;
+
+/// How a networked shape carries "order placed" to its fulfilment app.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Transport {
+    Mqtt,
+    Redis,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Mqtt => "mqtt",
+            Transport::Redis => "redis",
+        }
+    }
+
+    /// Why the shape cannot run on `host` here, beyond a missing host: Spin runs
+    /// `[[trigger.mqtt]]` only with the trigger plugin installed.
+    pub fn unavailable_on(self, host: HostKind) -> Option<String> {
+        if host != HostKind::Spin || self != Transport::Mqtt || host.unavailable().is_some() {
+            return None;
+        }
+        super::host::mqtt_trigger_plugin().err()
+    }
+}
+
+/// `count` orders (`{"details": "order <n>"}`) from `clients` concurrent clients on their own
+/// connections; every reply's status and body text, in no particular order.
+pub async fn post_orders(
+    http: &Client,
+    base: &str,
+    count: usize,
+    clients: usize,
+) -> Vec<(StatusCode, String)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let (base, http) = (base.to_string(), http.clone());
+        tasks.spawn(async move {
+            let mut replies = Vec::new();
+            for n in (client..count).step_by(clients) {
+                let response = http
+                    .post(format!("{base}/order"))
+                    .header("content-type", "application/json")
+                    .body(json!({ "details": format!("order {n}") }).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                replies.push((response.status(), response.text().await.unwrap()));
+            }
+            replies
+        });
+    }
+    let mut replies = Vec::with_capacity(count);
+    while let Some(client) = tasks.join_next().await {
+        replies.extend(client.unwrap());
+    }
+    replies
+}
+
+/// Whatever can tell an order's status (the `status` field of `GET /order/{id}`).
+pub trait OrderStatus {
+    async fn status_of(&mut self, id: &str) -> String;
+}
+
+/// Asks `app` for each order until every one is `fulfilled` or `deadline` has passed; returns
+/// those that never were.
+pub async fn unfulfilled_after(
+    deadline: Duration,
+    ids: &HashSet<String>,
+    app: &mut impl OrderStatus,
+) -> Vec<String> {
+    let deadline = Instant::now() + deadline;
+    let mut pending: Vec<String> = ids.iter().cloned().collect();
+    loop {
+        let mut still = Vec::new();
+        for id in pending {
+            if app.status_of(&id).await != "fulfilled" {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if pending.is_empty() || Instant::now() >= deadline {
+            return pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
