@@ -431,48 +431,40 @@ fn contract(addr: SocketAddr, key: &str) -> Result<Vec<(String, u16)>> {
         &got,
     );
 
-    let unknown = exchange(
-        addr,
-        "GET",
-        "/order/6f1d2c3b-4a59-4e68-b7a6-958473625140",
-        &[],
-        "",
-    )?;
-    ensure!(
-        unknown.status == 404 && error_of(&unknown).is_some(),
-        "unknown id: {unknown:?}"
-    );
-    case("GET unknown id → 404", &unknown);
-
-    let malformed = exchange(addr, "GET", "/order/nope", &[], "")?;
-    ensure!(
-        malformed.status == 400 && error_of(&malformed).is_some(),
-        "malformed id: {malformed:?}"
-    );
-    case("GET malformed id → 400", &malformed);
-
-    for (what, body) in [
-        ("empty details → 400", r#"{"details": ""}"#),
-        ("details not a string → 400", r#"{"details": 3}"#),
-        ("malformed JSON → 400", "{"),
-    ] {
-        let a = exchange(addr, "POST", "/order", &[JSON], body)?;
-        ensure!(a.status == 400 && error_of(&a).is_some(), "{what}: {a:?}");
+    // Refused requests: the status and a JSON body naming the problem.
+    let unknown = "/order/6f1d2c3b-4a59-4e68-b7a6-958473625140";
+    let gets = [
+        ("GET unknown id → 404", unknown, 404),
+        ("GET malformed id → 400", "/order/nope", 400),
+    ];
+    let posts = [
+        ("empty details → 400", JSON.1, r#"{"details": ""}"#, 400),
+        (
+            "details not a string → 400",
+            JSON.1,
+            r#"{"details": 3}"#,
+            400,
+        ),
+        ("malformed JSON → 400", JSON.1, "{", 400),
+        ("content type not JSON → 415", "text/plain", "x", 415),
+    ];
+    let refused = (gets.into_iter())
+        .map(|(what, path, status)| (what, "GET", path, None, "", status))
+        .chain(posts.map(|(what, content_type, body, status)| {
+            (what, "POST", "/order", Some(content_type), body, status)
+        }));
+    for (what, method, path, content_type, body, status) in refused {
+        let headers: Vec<_> = content_type
+            .map(|t| ("content-type", t))
+            .into_iter()
+            .collect();
+        let a = exchange(addr, method, path, &headers, body)?;
+        ensure!(
+            a.status == status && error_of(&a).is_some(),
+            "{what}: {a:?}"
+        );
         case(what, &a);
     }
-
-    let text = exchange(
-        addr,
-        "POST",
-        "/order",
-        &[("content-type", "text/plain")],
-        "x",
-    )?;
-    ensure!(
-        text.status == 415 && error_of(&text).is_some(),
-        "text/plain: {text:?}"
-    );
-    case("content type not JSON → 415", &text);
 
     let wrong = exchange(addr, "GET", "/order", &[], "")?;
     ensure!(

@@ -118,22 +118,12 @@ impl Shape {
         };
 
         let mut fulfilment_app = App::start(host, &fulfilment, &fulfilment_dir).await;
-        match &mosquitto {
-            Some(broker) => {
-                fulfilment_app
-                    .wait_for("the MQTT subscription", || {
-                        broker.mosquitto.subscriptions("orders/placed") >= 1
-                    })
-                    .await
-            }
-            None => {
-                fulfilment_app
-                    .wait_for("the Redis subscription", || {
-                        redis.subscribers("orders.placed") >= 1
-                    })
-                    .await
-            }
-        }
+        orders::wait_until_subscribed(
+            &mut fulfilment_app,
+            mosquitto.as_ref().map(|b| &b.mosquitto),
+            |channel| redis.subscribers(channel),
+        )
+        .await;
         // Every order still `accepted` is due at once: a sweep publishes again right away.
         let order_app =
             App::start(host, &order_app.variable("sweep_grace_ms", "0"), &order_dir).await;

@@ -60,22 +60,10 @@ impl Shape {
             &fulfilment_dir,
         )
         .await;
-        match &mosquitto {
-            Some(broker) => {
-                fulfilment_app
-                    .wait_for("the MQTT subscription", || {
-                        broker.subscriptions("orders/placed") >= 1
-                    })
-                    .await
-            }
-            None => {
-                fulfilment_app
-                    .wait_for("the Redis subscription", || {
-                        redis.subscribers("orders.placed") >= 1
-                    })
-                    .await
-            }
-        }
+        orders::wait_until_subscribed(&mut fulfilment_app, mosquitto.as_ref(), |channel| {
+            redis.subscribers(channel)
+        })
+        .await;
         let order_app = App::start(
             host,
             &spec(format!("order-app-{name}"))

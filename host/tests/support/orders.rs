@@ -8,6 +8,8 @@ use reqwest::{Client, StatusCode};
 use serde_json::json;
 
 use super::harness::HostKind;
+use super::host::App;
+use super::Mosquitto;
 
 /// How a networked shape carries "order placed" to its fulfilment app.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -93,5 +95,29 @@ pub async fn unfulfilled_after(
             return pending;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the fulfilment app listens for "order placed": its subscription on `mosquitto`
+/// when the shape runs on MQTT, else on Redis, whose subscriber count `redis_subscribers` reads
+/// (with whatever credentials that Redis needs).
+pub async fn wait_until_subscribed(
+    fulfilment_app: &mut App,
+    mosquitto: Option<&Mosquitto>,
+    redis_subscribers: impl Fn(&str) -> i64,
+) {
+    match mosquitto {
+        Some(broker) => {
+            let subscribed = || broker.subscriptions("orders/placed") >= 1;
+            fulfilment_app
+                .wait_for("the MQTT subscription", subscribed)
+                .await
+        }
+        None => {
+            let subscribed = || redis_subscribers("orders.placed") >= 1;
+            fulfilment_app
+                .wait_for("the Redis subscription", subscribed)
+                .await
+        }
     }
 }

@@ -47,23 +47,14 @@ mod tests {
     use super::with_password;
 
     #[test]
-    fn no_password_leaves_the_address_alone() {
-        assert_eq!(
-            with_password("redis://cache:6379", "").unwrap(),
-            "redis://cache:6379"
-        );
-    }
-
-    #[test]
     fn the_password_becomes_the_userinfo() {
-        assert_eq!(
-            with_password("redis://cache:6379", "hunter2").unwrap(),
-            "redis://:hunter2@cache:6379"
-        );
-        assert_eq!(
-            with_password("redis://cache:6379/2", "hunter2").unwrap(),
-            "redis://:hunter2@cache:6379/2"
-        );
+        for (address, password, url) in [
+            ("redis://cache:6379", "", "redis://cache:6379"),
+            ("redis://cache:6379", "hunter2", "redis://:hunter2@cache:6379"),
+            ("redis://cache:6379/2", "hunter2", "redis://:hunter2@cache:6379/2"),
+        ] {
+            assert_eq!(with_password(address, password).unwrap(), url);
+        }
     }
 
     #[test]
