@@ -56,12 +56,23 @@ def runtime_config(objects: list[dict]) -> str:
 
 
 def k8s_variables(objects: list[dict], app: str) -> dict[str, str]:
-    """The Spin variables Kubernetes gives `app`: SPIN_VARIABLE_* env or SpinApp spec.variables."""
-    found = {e["name"].removeprefix("SPIN_VARIABLE_").lower(): e.get("value", "")
+    """The Spin variables Kubernetes gives `app`: SPIN_VARIABLE_* env or SpinApp spec.variables, each a plain
+    value or a key of a rendered Secret (valueFrom.secretKeyRef); a reference to nothing here fails."""
+    secrets = of_kind(objects, "Secret")
+
+    def value(entry: dict) -> str:
+        if "valueFrom" not in entry:
+            return entry.get("value", "")
+        ref = entry["valueFrom"].get("secretKeyRef", {})
+        data = secrets.get(ref.get("name"), {}).get("stringData", {})
+        assert ref.get("key") in data, f"{app}: {entry['name']} names no key of a Secret here: {ref}"
+        return data[ref["key"]]
+
+    found = {e["name"].removeprefix("SPIN_VARIABLE_").lower(): value(e)
              for o, spec, _ in pods(objects) if o["metadata"]["name"] == app
              for c in spec["containers"] for e in c.get("env", []) if e["name"].startswith("SPIN_VARIABLE_")}
     spinapp = of_kind(objects, "SpinApp").get(app, {"spec": {}})
-    return found | {v["name"]: v.get("value", "") for v in spinapp["spec"].get("variables", [])}
+    return found | {v["name"]: value(v) for v in spinapp["spec"].get("variables", [])}
 
 
 def address_problem(value: str, known: dict[str, set[int]]) -> str | None:
