@@ -382,9 +382,7 @@ fn run(args: RunArgs) -> Result<()> {
     let needs_redis = settings.has(Phase::Peers) || shapes.iter().any(|s| *s != Shape::Composed);
     let needs_mqtt = shapes.contains(&Shape::Mqtt);
     let redis = needs_redis.then(procs::start_redis).transpose()?;
-    let mosquitto = needs_mqtt
-        .then(|| procs::start_mosquitto(&out))
-        .transpose()?;
+    let mosquitto = needs_mqtt.then(procs::start_mosquitto).transpose()?;
     let redis_url = redis
         .as_ref()
         .map(|r| format!("redis://127.0.0.1:{}", r.port));

@@ -3,39 +3,23 @@
 //! behind; Ctrl-C reaches them all through the terminal's process group.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context, Error, Result};
 
-/// A port nobody listens on right now.
+pub use test_brokers::{Mosquitto, Redis};
+
+/// A loopback port nobody listens on, the tests' way (below the ephemeral range, never twice).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_until_accepting(port: u16, child: &mut Child, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("{what} exited early with {status}");
-        }
-        if Instant::now() > deadline {
-            bail!("{what} did not start on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    Ok(test_brokers::free_port())
 }
 
 /// A child killed on drop.
 pub struct Guard {
     pub child: Child,
-    pub port: u16,
 }
 
 impl Drop for Guard {
@@ -45,45 +29,15 @@ impl Drop for Guard {
     }
 }
 
-pub fn start_redis() -> Result<Guard> {
-    let port = free_port()?;
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run redis-server (apt-get install redis-server)")?;
-    let guard_port = port;
-    wait_until_accepting(port, &mut child, "redis-server")?;
-    Ok(Guard {
-        child,
-        port: guard_port,
-    })
+/// `redis-server` on a free loopback port, nothing kept on disk (the tests' fixture).
+pub fn start_redis() -> Result<Redis> {
+    Redis::try_start_with(test_brokers::free_port(), &["--appendonly", "no"]).map_err(Error::msg)
 }
 
-/// Mosquitto with `set_tcp_nodelay true` (design.md section 7), no persistence, no logging.
-pub fn start_mosquitto(dir: &Path) -> Result<Guard> {
-    let port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             set_tcp_nodelay true\nlog_dest none\n"
-        ),
-    )?;
-    let mut child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot run mosquitto (apt-get install mosquitto)")?;
-    wait_until_accepting(port, &mut child, "mosquitto")?;
-    Ok(Guard { child, port })
+/// Mosquitto with `set_tcp_nodelay true` (design.md section 7), no persistence (the tests'
+/// fixture; its log, subscriptions and errors only, goes to a file of its own).
+pub fn start_mosquitto() -> Result<Mosquitto> {
+    Mosquitto::try_start(test_brokers::free_port(), "allow_anonymous true").map_err(Error::msg)
 }
 
 /// `nano-bench host ...` running a shape's apps; talks over its stdin/stdout.
@@ -213,9 +167,10 @@ pub fn start_server(mut cmd: Command, port: u16, what: &str, log: &Path) -> Resu
         .stderr(log_file)
         .spawn()
         .with_context(|| format!("cannot run {what}"))?;
-    wait_until_accepting(port, &mut child, what)
+    test_brokers::wait_until_serving(port, &mut child, what, || true)
+        .map_err(Error::msg)
         .with_context(|| format!("see {} for its output", log.display()))?;
-    Ok(Guard { child, port })
+    Ok(Guard { child })
 }
 
 /// A program found as the tests find it: the environment variable, then `PATH`, then the

@@ -732,31 +732,30 @@ class Run:
             wait_health(port, app.probe_path, self.ctrd, cid)
         return cid, port
 
-    def wait_redis_subscriber(self, channel: str, cid: str) -> None:
+    def wait_subscribed(self, what: str, subscribed, cid: str) -> None:
+        """Until `subscribed()` holds; fails at once if the container `cid` stops."""
         end = time.monotonic() + START_DEADLINE_S
         while time.monotonic() < end:
-            out = self.redis_cli("PUBSUB", "NUMSUB", channel).split()
-            if len(out) == 2 and int(out[1]) >= 1:
+            if subscribed():
                 return
             if self.ctrd.task_status(cid) != "RUNNING":
                 break
             time.sleep(0.2)
-        raise Failure(f"{cid}: no subscriber on Redis channel {channel} (task {self.ctrd.task_status(cid)}); "
+        raise Failure(f"{cid}: {what} (task {self.ctrd.task_status(cid)}); "
                       f"containerd log: {tail_log(self.work / 'logs/containerd.log', 600)}")
+
+    def wait_redis_subscriber(self, channel: str, cid: str) -> None:
+        def subscribed() -> bool:
+            out = self.redis_cli("PUBSUB", "NUMSUB", channel).split()
+            return len(out) == 2 and int(out[1]) >= 1
+        self.wait_subscribed(f"no subscriber on Redis channel {channel}", subscribed, cid)
 
     def mqtt_subscriptions(self, topic: str) -> int:
         return len(re.findall(rf"^\d+: \S+ \d {re.escape(topic)}$", self.mosquitto_log(), re.MULTILINE))
 
     def wait_mqtt_subscriber(self, topic: str, cid: str, before: int) -> None:
-        end = time.monotonic() + START_DEADLINE_S
-        while time.monotonic() < end:
-            if self.mqtt_subscriptions(topic) > before:
-                return
-            if self.ctrd.task_status(cid) != "RUNNING":
-                break
-            time.sleep(0.2)
-        raise Failure(f"{cid}: did not subscribe to MQTT topic {topic} (task {self.ctrd.task_status(cid)}); "
-                      f"containerd log: {tail_log(self.work / 'logs/containerd.log', 600)}")
+        self.wait_subscribed(f"did not subscribe to MQTT topic {topic}",
+                             lambda: self.mqtt_subscriptions(topic) > before, cid)
 
     def variable(self, app: App, name: str) -> str:
         env = app.env.get("SPIN_VARIABLE_" + name.upper())

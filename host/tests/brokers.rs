@@ -68,7 +68,7 @@ fn app(dir: &TempDir, redis_port: u16, mqtt_port: u16, triggers: &str) -> PathBu
 async fn key_value_on_a_real_redis(kind: HostKind) {
     let redis = Redis::start();
     let dir = TempDir::new("kv-redis");
-    let rc = redis.runtime_config(&dir.path);
+    let rc = support::redis_runtime_config(&redis.url(), &dir.path);
     let host = start(kind, "kv-redis", app(&dir, 1, 1, ""), Some(rc)).await;
     answers(&host, "/p/kv?store=default&op=set&key=k1&value=v1", "ok").await;
     answers(&host, "/p/kv?store=default&op=get&key=k1", "v1").await;
@@ -251,7 +251,7 @@ async fn mqtt_publish_fails_while_the_broker_is_gone(kind: HostKind) {
 /// connects on first use): routes that do not touch the store are served.
 async fn a_redis_store_that_is_down_at_start_does_not_stop_the_host(kind: HostKind) {
     let dir = TempDir::new("kv-redis-down");
-    let nobody = Redis::runtime_config_for(
+    let nobody = support::redis_runtime_config(
         &format!("redis://127.0.0.1:{}", support::free_port()),
         &dir.path,
     );

@@ -16,8 +16,8 @@ use serde_json::{json, Value};
 use support::harness::{self, case, Case, HostKind};
 use support::host::{App, AppDir, AppSpec};
 use support::orders::{self, Transport};
-use support::secured::{SecuredMosquitto, SecuredRedis};
-use support::{Mosquitto, Redis, TempDir};
+use support::secured::{self, SecuredMosquitto, SecuredRedis};
+use support::TempDir;
 
 const REDIS_PASSWORD: &str = "redis-s3cret/with@signs:";
 const MQTT_USERNAME: &str = "orders";
@@ -58,14 +58,14 @@ impl Shape {
         publisher_password: &str,
     ) -> Shape {
         let label = format!("{}-{}-{case}", host.name(), transport.name());
-        let redis = Redis::start_with_password(REDIS_PASSWORD);
+        let redis = secured::redis(REDIS_PASSWORD);
         assert!(
             redis.refuses_anonymous_clients(),
             "the test Redis lets clients in without the password"
         );
         let mosquitto = match transport {
             Transport::Mqtt => {
-                let broker = Mosquitto::start_with_password(MQTT_USERNAME, MQTT_PASSWORD);
+                let broker = secured::mosquitto(MQTT_USERNAME, MQTT_PASSWORD);
                 assert!(
                     broker.refuses(None).await,
                     "Mosquitto lets anonymous clients in"
@@ -311,7 +311,7 @@ const SPIN_STORE_WAIT: Duration = Duration::from_secs(10);
 /// within [`SPIN_STORE_WAIT`]. On both, the logs show no password.
 async fn a_wrong_store_password_is_refused_without_showing_it(host: HostKind) {
     let label = format!("{}-wrong-store-password", host.name());
-    let redis = Redis::start_with_password(REDIS_PASSWORD);
+    let redis = secured::redis(REDIS_PASSWORD);
     let config = TempDir::new(&format!("{label}-config"));
     let dir = AppDir::new(&label);
     let spec = AppSpec::new(support::workspace_root().join("apps/order-app-redis/spin.toml"))

@@ -114,7 +114,9 @@ impl Net {
         let mosquitto = (shape == Shape::Mqtt).then(Mosquitto::start);
         let order_dir = AppDir::new(&format!("{label}-order-app"));
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
-        let runtime_config = redis.as_ref().map(|r| r.runtime_config(&order_dir.path));
+        let runtime_config = redis
+            .as_ref()
+            .map(|r| support::redis_runtime_config(&r.url(), &order_dir.path));
         let mut net = Net {
             limited_order_app: None,
             order_app: None,

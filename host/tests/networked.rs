@@ -42,7 +42,7 @@ impl Shape {
         let mosquitto = (transport == Transport::Mqtt).then(Mosquitto::start);
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
         let order_dir = AppDir::new(&format!("{label}-order-app"));
-        let runtime_config = redis.runtime_config(&fulfilment_dir.path);
+        let runtime_config = support::redis_runtime_config(&redis.url(), &fulfilment_dir.path);
         let (variable, address) = match &mosquitto {
             Some(broker) => ("mqtt_address", broker.url()),
             None => ("redis_address", redis.url()),

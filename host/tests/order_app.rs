@@ -46,8 +46,11 @@ impl OrderApp {
 
     /// Starts in `dir`, whose state a previous start may have left.
     async fn start_in(host: HostKind, dir: &AppDir, redis: Option<Redis>) -> OrderApp {
-        let spec =
-            OrderApp::spec().runtime_config(redis.as_ref().map(|r| r.runtime_config(&dir.path)));
+        let spec = OrderApp::spec().runtime_config(
+            redis
+                .as_ref()
+                .map(|r| support::redis_runtime_config(&r.url(), &dir.path)),
+        );
         OrderApp::start_spec(host, dir, &spec, redis).await
     }
 

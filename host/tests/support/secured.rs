@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, wait_until_serving, Mosquitto, Redis, TempDir};
+use super::{free_port, Mosquitto, Redis, TempDir};
 
 /// The characters a password may not show raw inside a URL's userinfo are escaped (`%40` for
 /// `@`): how the password appears in `redis://:<password>@host` and in the runtime config.
@@ -20,33 +20,12 @@ pub struct SecuredRedis {
     pub password: String,
 }
 
-impl Redis {
-    /// `redis-server` on a free loopback port that refuses every command before `AUTH password`.
-    pub fn start_with_password(password: &str) -> SecuredRedis {
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                password,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed (apt-get install redis-server)");
-        let pid = child.id();
-        let url = format!("redis://:{}@127.0.0.1:{port}", url_encoded(password));
-        wait_until_serving(port, &mut child, "redis-server", || {
-            super::redis_process_id(&url) == Some(pid)
-        });
-        SecuredRedis {
-            redis: Redis { child, port },
-            password: password.to_string(),
-        }
+/// `redis-server` on a free loopback port that refuses every command before `AUTH password`.
+pub fn redis(password: &str) -> SecuredRedis {
+    let args = ["--appendonly", "no", "--requirepass", password];
+    SecuredRedis {
+        redis: Redis::start_with(free_port(), &args),
+        password: password.to_string(),
     }
 }
 
@@ -67,22 +46,17 @@ impl SecuredRedis {
 
     /// A Spin runtime config in `dir` whose `default` store is this Redis, opened with `password`.
     pub fn runtime_config(&self, password: &str, dir: &Path) -> PathBuf {
-        Redis::runtime_config_for(&self.url_with(password), dir)
+        super::redis_runtime_config(&self.url_with(password), dir)
     }
 
     /// A blocking connection that has passed `AUTH`.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url_with(&self.password))
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-            .expect("connect to the test's redis-server with its password")
+        self.redis.connection()
     }
 
     /// How many clients are subscribed to `channel`.
     pub fn subscribers(&self, channel: &str) -> i64 {
-        let mut numsub = redis::cmd("PUBSUB");
-        numsub.arg("NUMSUB").arg(channel);
-        let (_, count): (String, i64) = numsub.query(&mut self.connection()).unwrap();
-        count
+        self.redis.subscribers(channel)
     }
 
     /// Whether a client without the password is refused (so the apps really authenticate).
@@ -99,57 +73,37 @@ pub struct SecuredMosquitto {
     pub mosquitto: Mosquitto,
     pub username: String,
     pub password: String,
+    _password_file: TempDir,
 }
 
-impl Mosquitto {
-    /// `mosquitto` on a free loopback port with `allow_anonymous false` and a `password_file` that
-    /// holds `username` (hashed by `mosquitto_passwd`, as an operator would make it).
-    pub fn start_with_password(username: &str, password: &str) -> SecuredMosquitto {
-        let port = free_port();
-        let dir = TempDir::new("mosquitto-secured");
-        let passwords = dir.file("passwords", "");
-        let hashed = Command::new("mosquitto_passwd")
-            .arg("-b")
-            .arg(&passwords)
-            .args([username, password])
-            .stdout(Stdio::null())
-            .status()
-            .expect("mosquitto_passwd is not installed (apt-get install mosquitto)");
-        assert!(hashed.success(), "mosquitto_passwd failed: {hashed}");
-        // Started as root, mosquitto drops to its own user, which must read the password file and
-        // append to the log (the plain fixture explains the log).
-        let log = dir.file("mosquitto.log", "");
-        for file in [&passwords, &log] {
-            std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o666))
-                .expect("open the broker's files to its user");
-        }
-        let conf = dir.file(
-            "mosquitto.conf",
-            &format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-                 persistence false\nset_tcp_nodelay true\nlog_dest file {}\nlog_type subscribe\n\
-                 log_type error\nlog_type information\n",
-                passwords.display(),
-                log.display()
-            ),
-        );
-        let mut child = super::mosquitto_process(&conf);
-        wait_until_serving(port, &mut child, "mosquitto", || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .any(|line| line.ends_with(" running"))
-        });
-        SecuredMosquitto {
-            mosquitto: Mosquitto {
-                child,
-                port,
-                log,
-                _dir: dir,
-            },
-            username: username.to_string(),
-            password: password.to_string(),
-        }
+/// `mosquitto` on a free loopback port with `allow_anonymous false` and a `password_file` that
+/// holds `username` (hashed by `mosquitto_passwd`, as an operator would make it).
+pub fn mosquitto(username: &str, password: &str) -> SecuredMosquitto {
+    let dir = TempDir::new("mosquitto-secured");
+    let passwords = dir.file("passwords", "");
+    let hashed = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg(&passwords)
+        .args([username, password])
+        .stdout(Stdio::null())
+        .status()
+        .expect("mosquitto_passwd is not installed (apt-get install mosquitto)");
+    assert!(hashed.success(), "mosquitto_passwd failed: {hashed}");
+    // Started as root, mosquitto drops to its own user, which must read the password file.
+    std::fs::set_permissions(
+        &passwords,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("open the password file to the broker's user");
+    let access = format!(
+        "allow_anonymous false\npassword_file {}",
+        passwords.display()
+    );
+    SecuredMosquitto {
+        mosquitto: Mosquitto::try_start(free_port(), &access).unwrap_or_else(|e| panic!("{e}")),
+        username: username.to_string(),
+        password: password.to_string(),
+        _password_file: dir,
     }
 }
 
