@@ -50,8 +50,16 @@ mod tests {
     fn the_password_becomes_the_userinfo() {
         for (address, password, url) in [
             ("redis://cache:6379", "", "redis://cache:6379"),
-            ("redis://cache:6379", "hunter2", "redis://:hunter2@cache:6379"),
-            ("redis://cache:6379/2", "hunter2", "redis://:hunter2@cache:6379/2"),
+            (
+                "redis://cache:6379",
+                "hunter2",
+                "redis://:hunter2@cache:6379",
+            ),
+            (
+                "redis://cache:6379/2",
+                "hunter2",
+                "redis://:hunter2@cache:6379/2",
+            ),
         ] {
             assert_eq!(with_password(address, password).unwrap(), url);
         }
