@@ -605,7 +605,7 @@ fn run_peers(
         runs.push(skipped("nanohost", trivial, why.clone()));
         runs.push(skipped("wasmtime serve", trivial, why));
     } else {
-        let port = procs::free_port()?;
+        let port = procs::free_port();
         let manifest = PathBuf::from("bench/fixtures/hello/spin.toml");
         let h = procs::Harness::start(
             &[(manifest.clone(), Some(port))],
@@ -626,7 +626,7 @@ fn run_peers(
         h.stop();
         match &tools.wasmtime {
             Ok(bin) => {
-                let port = procs::free_port()?;
+                let port = procs::free_port();
                 let cmd = peers::wasmtime_serve(bin, &hello, port);
                 let line = peers::describe(&cmd, root);
                 match procs::start_server(
@@ -673,7 +673,7 @@ fn run_peers(
     ];
     let _ = redis_url;
     for (workload, nano_config, spin_config) in stores {
-        let port = procs::free_port()?;
+        let port = procs::free_port();
         let h = procs::Harness::start(
             &[(manifest.clone(), Some(port))],
             Some(&nano_config),
@@ -700,7 +700,7 @@ fn run_peers(
         h.stop();
         match &tools.spin {
             Ok(bin) => {
-                let port = procs::free_port()?;
+                let port = procs::free_port();
                 let state = out.join("spin-state");
                 let cmd = peers::spin_up(bin, &manifest, port, &spin_config, &state);
                 let line = peers::describe(&cmd, root);
@@ -739,7 +739,7 @@ fn run_shape(
     pb: &ProgressBar,
 ) -> Result<ShapeResult> {
     pb.set_message(format!("{shape}: starting"));
-    let http_port = procs::free_port()?;
+    let http_port = procs::free_port();
     let mut env: Vec<(String, String)> = Vec::new();
     if let Some(url) = redis_url {
         env.push(("SPIN_VARIABLE_REDIS_ADDRESS".into(), url.to_string()));
@@ -770,7 +770,7 @@ fn run_shape(
         Shape::Mqtt => (networked("mqtt", None), Some(redis_config)),
         Shape::Redis => (networked("redis", None), Some(redis_config)),
         Shape::Http => {
-            let fulfil_port = procs::free_port()?;
+            let fulfil_port = procs::free_port();
             env.push((
                 "SPIN_VARIABLE_FULFILMENT_ORIGIN".into(),
                 format!("http://127.0.0.1:{fulfil_port}"),

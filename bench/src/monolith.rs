@@ -195,7 +195,7 @@ pub fn run(
             "{wasm} is not built (cargo xtask bench builds it)"
         );
     }
-    let (composed_port, monolith_port) = (procs::free_port()?, procs::free_port()?);
+    let (composed_port, monolith_port) = (procs::free_port(), procs::free_port());
     let apps = [
         (PathBuf::from("spin.toml"), Some(composed_port)),
         (PathBuf::from(MONOLITH_MANIFEST), Some(monolith_port)),

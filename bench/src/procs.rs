@@ -10,12 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Error, Result};
 
-pub use test_brokers::{Mosquitto, Redis};
-
-/// A loopback port nobody listens on, the tests' way (below the ephemeral range, never twice).
-pub fn free_port() -> Result<u16> {
-    Ok(test_brokers::free_port())
-}
+pub use test_brokers::{free_port, Mosquitto, Redis};
 
 /// A child killed on drop.
 pub struct Guard {
@@ -31,13 +26,13 @@ impl Drop for Guard {
 
 /// `redis-server` on a free loopback port, nothing kept on disk (the tests' fixture).
 pub fn start_redis() -> Result<Redis> {
-    Redis::try_start_with(test_brokers::free_port(), &["--appendonly", "no"]).map_err(Error::msg)
+    Redis::try_start_with(free_port(), &["--appendonly", "no"]).map_err(Error::msg)
 }
 
 /// Mosquitto with `set_tcp_nodelay true` (design.md section 7), no persistence (the tests'
 /// fixture; its log, subscriptions and errors only, goes to a file of its own).
 pub fn start_mosquitto() -> Result<Mosquitto> {
-    Mosquitto::try_start(test_brokers::free_port(), "allow_anonymous true").map_err(Error::msg)
+    Mosquitto::try_start(free_port(), "allow_anonymous true").map_err(Error::msg)
 }
 
 /// `nano-bench host ...` running a shape's apps; talks over its stdin/stdout.

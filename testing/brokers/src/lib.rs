@@ -107,17 +107,17 @@ impl Redis {
             .windows(2)
             .find(|pair| pair[0] == "--requirepass")
             .map(|pair| pair[1].to_string());
-        let redis = |child: Child| Redis {
-            child,
-            port,
-            password: password.clone(),
-        };
         let pid = child.id();
         let started = wait_until_serving(port, &mut child, "redis-server", || {
             redis_process_id(port, password.as_deref()) == Some(pid)
         });
-        // Dropped on failure too, so that no half-started server is left behind.
-        let server = redis(child);
+        // Built before the check's result is looked at, so that a server that did not start
+        // is killed on drop too.
+        let server = Redis {
+            child,
+            port,
+            password,
+        };
         started.map(|()| server)
     }
 
@@ -200,6 +200,10 @@ impl Mosquitto {
     /// (mosquitto binds without SO_REUSEADDR): it exits with "Address already in use", and is
     /// started again until the port is free, for 30 s.
     pub fn try_start(port: u16, access: &str) -> Result<Mosquitto, String> {
+        Mosquitto::start_retrying(port, access, Duration::from_secs(30))
+    }
+
+    fn start_retrying(port: u16, access: &str, retry: Duration) -> Result<Mosquitto, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "nano-orders-mosquitto-{}-{}",
@@ -233,7 +237,7 @@ impl Mosquitto {
                 .lines()
                 .any(|line| line.ends_with(" running"))
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + retry;
         loop {
             let _ = std::fs::write(&log, "");
             let mut child = Command::new("mosquitto")
@@ -330,10 +334,15 @@ mod tests {
     }
 
     #[test]
-    fn mosquitto_logs_the_subscriptions_it_takes() {
+    fn a_started_mosquitto_is_the_one_running_and_takes_its_folder_along() {
         let broker = Mosquitto::start();
         assert!(broker.log_text().contains(" running"));
-        assert_eq!(broker.subscriptions("orders/placed"), 0);
+        let second = Mosquitto::start_retrying(broker.port, "allow_anonymous true", Duration::ZERO);
+        assert!(
+            second.is_err(),
+            "a second mosquitto on {} started",
+            broker.port
+        );
         let dir = broker.dir.clone();
         drop(broker);
         assert!(!dir.exists(), "{dir:?} is left behind");
