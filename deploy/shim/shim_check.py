@@ -6,11 +6,11 @@
 No Kubernetes API server can run here, but the part of a node that runs our apps can: containerd with
 containerd-shim-spin v0.24.0 (the shim of the k3d node image in deploy/config.env). This script
 
-1. reads what a cluster would run from the manifests themselves (`kubectl kustomize`, or their
-   `resources` followed by hand without kubectl): images, the runtime config Secret and where it is
-   mounted, the `SPIN_VARIABLE_*` environment, the HTTP port and probe path, the sweep CronJob's request;
-   and checks that deploy/k8s, deploy/spinkube, deploy/apps.tsv, deploy/config.env and the apps'
-   spin.toml agree on them;
+1. reads what a cluster would run from the manifests themselves, through deploy/tools/deploytree.py
+   (`kubectl kustomize`): images, the runtime config Secret, the `SPIN_VARIABLE_*` environment, the probe
+   path, the sweep CronJob's request. That deploy/k8s, deploy/spinkube, apps.tsv, config.env and the apps'
+   spin.toml agree on them, and with what the shim fixes (runtime config path, port 80), is checked
+   offline by deploy/check.sh, which `cargo xtask test` runs first;
 2. starts a private containerd (CRI disabled; root, state and socket in its own directory), Redis and
    Mosquitto on loopback (their settings taken from deploy/k8s/base), all on free ports;
 3. builds each app's image with the packaging deploy/up.sh uses (deploy/oci/stage.py + Dockerfile), with
@@ -44,21 +44,17 @@ import tomllib
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+sys.path.insert(0, str(DEPLOY / "tools"))
+from deploytree import (APPS, CONFIG, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, DeployError,  # noqa: E402
+                        container_env, cronjob_commands, of_kind, pods, probe_paths, render, runtime_config)
 SHIM_UNPACK = ROOT.parent / "shared/tools/containerd-shim-spin/unpack"
 RUNTIME = "io.containerd.spin.v2"
 NAMESPACE = "nano-shim-check"
-# What containerd-shim-spin v0.24.0 itself fixes (containerd-shim-spin/src/constants.rs at tag v0.24.0):
-# the runtime config is read from this path only, and the HTTP trigger listens on 0.0.0.0:80 unless
-# SPIN_HTTP_LISTEN_ADDR is in the container's environment. The manifests must agree with both.
-SHIM_RUNTIME_CONFIG_PATH = "/runtime-config.toml"
-SHIM_DEFAULT_HTTP_PORT = 80
 ORDERS = int(os.environ.get("NANO_SHIM_ORDERS", "300"))
 CONCURRENCY = 8
 FULFIL_DEADLINE_S = 60.0
@@ -88,12 +84,10 @@ class App:
     name: str
     manifest: Path  # the app's spin.toml
     http: bool
-    image: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    runtime_config_mount: str = ""
-    port: int | None = None
-    probe_path: str | None = None
-    sweep: tuple[str, str] | None = None  # (method, path) the shape's CronJob sends this HTTP app
+    image: str
+    env: dict[str, str]  # the container's environment, Secret-backed values resolved
+    probe_path: str | None  # HTTP apps: the path the kubelet probes
+    sweep: tuple[str, str] | None  # (method, path) the shape's CronJob sends this HTTP app
 
 
 @dataclass
@@ -106,202 +100,30 @@ class Cluster:
     apps: dict[str, list[App]]  # shape -> apps
 
 
-def read_config_env() -> dict[str, str]:
-    values = {}
-    for line in (DEPLOY / "config.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key] = value
-    return values
-
-
-def read_apps_tsv() -> dict[str, list[App]]:
-    shapes: dict[str, list[App]] = {}
-    for line in (DEPLOY / "apps.tsv").read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        shape, name, manifest, http = line.split()
-        shapes.setdefault(shape, []).append(App(shape, name, ROOT / manifest, http == "yes"))
-    return shapes
-
-
-def render(kustomization: Path) -> list[dict]:
-    """The objects a `kubectl apply -k` would send. Without kubectl, the kustomizations' `resources`
-    are followed by hand: deploy/ uses nothing else of kustomize that changes what this check reads."""
-    if shutil.which("kubectl"):
-        out = subprocess.run(["kubectl", "kustomize", str(kustomization)], check=True, capture_output=True,
-                             text=True, timeout=60).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
-    spec = yaml.safe_load((kustomization / "kustomization.yaml").read_text())
-    objects: list[dict] = []
-    for resource in spec.get("resources", []):
-        path = kustomization / resource
-        if path.is_dir():
-            objects += render(path)
-        else:
-            objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-    return objects
-
-
-def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
-    return {o["metadata"]["name"]: o for o in objects if o.get("kind") == kind}
-
-
 def read_cluster() -> Cluster:
-    """Read deploy/k8s and deploy/spinkube and check that they agree with each other and with the apps."""
-    config = read_config_env()
-    shapes = read_apps_tsv()
-    problems: list[str] = []
-    runtime_config = None
-    services: dict[str, int] = {}
-    mosquitto_conf = ""
-    redis_args: list[str] = []
-    for shape, apps in shapes.items():
-        k8s = render(DEPLOY / "k8s/overlays" / shape)
-        spinkube = render(DEPLOY / "spinkube" / shape)
-        deployments = by_kind(k8s, "Deployment")
-        spinapps = by_kind(spinkube, "SpinApp")
-        secret = by_kind(k8s, "Secret").get("spin-runtime-config")
-        if not secret:
-            raise Failure(f"deploy/k8s/overlays/{shape} has no Secret spin-runtime-config")
-        runtime_config = secret["stringData"]["runtime-config.toml"]
-        for svc in ("redis", "mosquitto"):
-            services[svc] = by_kind(k8s, "Service")[svc]["spec"]["ports"][0]["port"]
-        mosquitto_conf = by_kind(k8s, "ConfigMap")["mosquitto-config"]["data"]["mosquitto.conf"]
-        redis_args = deployments["redis"]["spec"]["template"]["spec"]["containers"][0]["args"]
-        spin_deployments = {n: d for n, d in deployments.items()
-                            if d["spec"]["template"]["spec"].get("runtimeClassName")}
-        if set(spin_deployments) != {a.name for a in apps}:
-            problems.append(f"{shape}: apps.tsv lists {sorted(a.name for a in apps)}, "
-                            f"deploy/k8s/overlays/{shape} runs {sorted(spin_deployments)}")
-        if set(spinapps) != {a.name for a in apps}:
-            problems.append(f"{shape}: apps.tsv lists {sorted(a.name for a in apps)}, "
-                            f"deploy/spinkube/{shape} runs {sorted(spinapps)}")
-        for app in apps:
-            if app.name not in spin_deployments or app.name not in spinapps:
-                continue
-            problems += read_app(app, spin_deployments[app.name], spinapps[app.name], config,
-                                 by_kind(k8s, "Secret"))
-        problems += read_sweep(shape, apps, by_kind(k8s, "CronJob"), by_kind(spinkube, "CronJob"),
-                               config["NAMESPACE"])
-    if problems:
-        raise Failure("the manifests do not agree:\n  " + "\n  ".join(problems))
-    assert runtime_config is not None
-    return Cluster(config["NAMESPACE"], runtime_config, services, mosquitto_conf, redis_args, shapes)
-
-
-def secret_value(entry: dict, secrets: dict[str, dict]) -> str | None:
-    """An env entry's or SpinApp variable's value: its plain `value`, or the key of a Secret of the
-    manifests that its valueFrom.secretKeyRef names (what the kubelet or the operator hands the app)."""
-    if "value" in entry:
-        return entry["value"]
-    ref = entry.get("valueFrom", {}).get("secretKeyRef", {})
-    return secrets.get(ref.get("name", ""), {}).get("stringData", {}).get(ref.get("key", ""))
-
-
-def read_app(app: App, deployment: dict, spinapp: dict, config: dict[str, str],
-             secrets: dict[str, dict]) -> list[str]:
-    problems = []
-    where = f"{app.shape}/{app.name}"
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    want_image = f"{config['REGISTRY_NAME']}:{config['REGISTRY_PORT']}/{app.name}:{config['IMAGE_TAG']}"
-    app.image = container["image"]
-    if app.image != want_image or spinapp["spec"]["image"] != want_image:
-        problems.append(f"{where}: images {app.image} (Deployment), {spinapp['spec']['image']} (SpinApp); "
-                        f"deploy/config.env and deploy/up.sh push {want_image}")
-    if pod["runtimeClassName"] != config["RUNTIME_CLASS"]:
-        problems.append(f"{where}: runtimeClassName {pod['runtimeClassName']}, config.env says "
-                        f"{config['RUNTIME_CLASS']}")
-    # Spin variables: the Deployment's SPIN_VARIABLE_* environment, the SpinApp's spec.variables (which
-    # the operator turns into the same environment) and the variables the app's spin.toml declares.
-    if any(secret_value(e, secrets) is None for e in container.get("env", [])):
-        problems.append(f"{where}: an env entry that is neither a plain value nor a key of a Secret here")
-    app.env = {e["name"]: secret_value(e, secrets) or "" for e in container.get("env", [])}
-    declared = tomllib.loads(app.manifest.read_text()).get("variables", {})
-    from_spinapp = {"SPIN_VARIABLE_" + v["name"].upper(): secret_value(v, secrets)
-                    for v in spinapp["spec"].get("variables", [])}
-    from_deployment = {k: v for k, v in app.env.items() if k.startswith("SPIN_VARIABLE_")}
-    if from_spinapp != from_deployment:
-        problems.append(f"{where}: Deployment sets {from_deployment}, SpinApp sets {from_spinapp}")
-    for key in from_deployment:
-        name = key.removeprefix("SPIN_VARIABLE_").lower()
-        if name not in declared:
-            problems.append(f"{where}: sets {key}, but {app.manifest.relative_to(ROOT)} declares no "
-                            f"variable {name}")
-    # The runtime config: mounted at the one path the shim reads; the SpinApp names the same Secret.
-    mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    secret_mounts = [m for n, m in mounts.items()
-                     if volumes.get(n, {}).get("secret", {}).get("secretName") == "spin-runtime-config"]
-    if len(secret_mounts) != 1 or secret_mounts[0]["mountPath"] != SHIM_RUNTIME_CONFIG_PATH:
-        problems.append(f"{where}: the Secret spin-runtime-config is not mounted at "
-                        f"{SHIM_RUNTIME_CONFIG_PATH}, where containerd-shim-spin v0.24 reads it")
-    else:
-        app.runtime_config_mount = secret_mounts[0]["mountPath"]
-    if spinapp["spec"].get("runtimeConfig", {}).get("loadFromSecret") != "spin-runtime-config":
-        problems.append(f"{where}: the SpinApp does not load its runtime config from spin-runtime-config")
-    # HTTP: the shim listens on port 80 unless told otherwise, so that is the port the Deployment must
-    # declare and probe; the probe path must be one Spin answers (the check GETs it).
-    ports = container.get("ports", [])
-    if "SPIN_HTTP_LISTEN_ADDR" in app.env:
-        problems.append(f"{where}: sets SPIN_HTTP_LISTEN_ADDR; the manifests rely on the shim's default "
-                        f"port {SHIM_DEFAULT_HTTP_PORT}")
-    if app.http:
-        if [p["containerPort"] for p in ports] != [SHIM_DEFAULT_HTTP_PORT]:
-            problems.append(f"{where}: containerPort {ports}, the shim listens on {SHIM_DEFAULT_HTTP_PORT}")
-        app.port = SHIM_DEFAULT_HTTP_PORT
-        probes = [container.get("readinessProbe", {}), container.get("livenessProbe", {}),
-                  spinapp["spec"].get("checks", {}).get("readiness", {}),
-                  spinapp["spec"].get("checks", {}).get("liveness", {})]
-        paths = {p.get("httpGet", {}).get("path") for p in probes}
-        if len(paths) != 1 or None in paths:
-            problems.append(f"{where}: HTTP probes {paths}; expected one httpGet path on every probe")
-        else:
-            app.probe_path = paths.pop()
-    elif ports:
-        problems.append(f"{where}: not an HTTP app, yet it declares ports {ports}")
-    return problems
-
-
-def http_routes(app: App) -> list[str]:
-    return [t.get("route") for t in tomllib.loads(app.manifest.read_text()).get("trigger", {}).get("http", [])]
-
-
-def read_sweep(shape: str, apps: list[App], k8s: dict[str, dict], spinkube: dict[str, dict],
-               namespace: str) -> list[str]:
-    """The shape's CronJob calls `/sweep` of its HTTP app, through that app's Service, on a route the
-    app's spin.toml has; the same one in deploy/k8s and deploy/spinkube. Remembers the request, which
-    the check then sends itself."""
-    http_apps = [a for a in apps if a.http]
-    if not k8s and not spinkube:
-        routed = [a.name for a in http_apps if "/sweep" in http_routes(a)]
-        return [f"{shape}: {routed} route /sweep, but no CronJob calls it"] if routed else []
-    if k8s.keys() != spinkube.keys() or len(k8s) != 1:
-        return [f"{shape}: CronJobs {sorted(k8s)} (deploy/k8s) and {sorted(spinkube)} (deploy/spinkube); "
-                "expected the same one sweep job"]
-    (name,) = k8s
-    containers = [o["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-                  for o in (k8s[name], spinkube[name])]
-    if containers[0] != containers[1] or len(containers[0]) != 1:
-        return [f"{shape}: CronJob {name} differs between deploy/k8s and deploy/spinkube"]
-    argv = containers[0][0].get("command", []) + containers[0][0].get("args", [])
-    urls = [a for a in argv if a.startswith("http://")]
-    method = argv[argv.index("-X") + 1] if "-X" in argv else "GET"
-    if argv[:1] != ["curl"] or len(urls) != 1 or len(http_apps) != 1:
-        return [f"{shape}: CronJob {name} runs {argv}; expected curl with one http:// URL of the shape's HTTP app"]
-    app, url = http_apps[0], urllib.parse.urlsplit(urls[0])
-    problems = []
-    if url.hostname != f"{app.name}.{namespace}.svc.cluster.local" or (url.port or 80) != SHIM_DEFAULT_HTTP_PORT:
-        problems.append(f"{shape}: CronJob {name} calls {urls[0]}, not the Service {app.name} on port "
-                        f"{SHIM_DEFAULT_HTTP_PORT}")
-    routes = http_routes(app)
-    if url.path not in routes:
-        problems.append(f"{shape}: CronJob {name} calls {url.path}, which {app.manifest.relative_to(ROOT)} "
-                        f"does not route (routes: {routes})")
-    app.sweep = (method, url.path)
-    return problems
+    """What deploy/k8s would run. That it agrees with deploy/spinkube, apps.tsv, config.env and the apps'
+    spin.toml is deploy/check.sh's part (`cargo xtask test` runs it first); this only reads."""
+    try:
+        base = render("k8s/base")
+        shapes: dict[str, list[App]] = {}
+        for a in APPS:
+            objects = render(f"k8s/overlays/{a.shape}")
+            images = [c["image"] for o, spec, _ in pods(objects) if o["metadata"]["name"] == a.name
+                      for c in spec["containers"]]
+            jobs = [argv for argv in cronjob_commands(objects).values()] if a.http else []
+            sweep = next(((argv[argv.index("-X") + 1] if "-X" in argv else "GET",
+                           urllib.parse.urlsplit(u).path) for argv in jobs for u in argv if u.startswith("http://")),
+                          None)
+            shapes.setdefault(a.shape, []).append(App(
+                a.shape, a.name, ROOT / a.manifest, a.http, images[0], container_env(objects, a.name),
+                next(iter(probe_paths(objects, a.name))) if a.http else None, sweep))
+        return Cluster(
+            CONFIG["NAMESPACE"], runtime_config(base),
+            {svc: of_kind(base, "Service")[svc]["spec"]["ports"][0]["port"] for svc in ("redis", "mosquitto")},
+            of_kind(base, "ConfigMap")["mosquitto-config"]["data"]["mosquitto.conf"],
+            of_kind(base, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"], shapes)
+    except (DeployError, KeyError, IndexError) as err:
+        raise Failure(f"cannot read deploy/k8s ({err!r}); deploy/check.sh says what is wrong") from err
 
 
 # --------------------------------------------------------------------------------------------------
@@ -725,7 +547,7 @@ class Run:
         if app.http:
             port = free_port()
             env["SPIN_HTTP_LISTEN_ADDR"] = f"127.0.0.1:{port}"
-        mounts = {app.runtime_config_mount: self.runtime_config()} if store == "redis" else {}
+        mounts = {SHIM_RUNTIME_CONFIG_PATH: self.runtime_config()} if store == "redis" else {}
         self.ctrd.run(cid, app.image, env, mounts)
         if app.http:
             assert app.probe_path and port
@@ -769,7 +591,7 @@ class Run:
     def composed(self) -> None:
         (app,) = self.cluster.apps["composed"]
         for store in ("redis", "embedded"):
-            label = f"composed ({'store in Redis via ' + app.runtime_config_mount if store == 'redis' else 'embedded store'})"
+            label = f"composed ({'store in Redis via ' + SHIM_RUNTIME_CONFIG_PATH if store == 'redis' else 'embedded store'})"
             t0 = time.monotonic()
             keys_before = int(self.redis_cli("DBSIZE"))
             cid, port = self.start_app(app, store, store)
@@ -1036,15 +858,13 @@ def main() -> int:
     except Skip as skip:
         print(f"shim check SKIPPED: {skip}", flush=True)
         return 0
-    # The same names and values in every manifest; read before anything starts.
     try:
         cluster = read_cluster()
     except Failure as failure:
         print(f"shim check FAILED: {failure}", flush=True)
         return 1
-    log(f"manifests agree: {sum(len(a) for a in cluster.apps.values())} apps, images as in deploy/config.env, "
-        f"runtime config at {SHIM_RUNTIME_CONFIG_PATH}, HTTP on port {SHIM_DEFAULT_HTTP_PORT}, sweep CronJobs "
-        f"on routes the apps have")
+    log(f"read deploy/k8s: {sum(len(a) for a in cluster.apps.values())} apps, runtime config at "
+        f"{SHIM_RUNTIME_CONFIG_PATH}")
     runs = ROOT / "target/shim-check"
     runs.mkdir(parents=True, exist_ok=True)
     work = runs / f"{os.getpid()}-{int(time.time())}"

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, DEPLOY, NANOHOST, ROOT, SHAPE_DIRS
+from conftest import NANOHOST, SHAPE_DIRS
+from deploytree import APPS, DEPLOY, ROOT
 
-MQTT_APP = next(a["manifest"] for a in APPS if a["shape"] == "mqtt" and a["http"] == "yes")
-MQTT_WORKER = next(a["manifest"] for a in APPS if a["shape"] == "mqtt" and a["http"] == "no")
+MQTT_APP = next(a.manifest for a in APPS if a.shape == "mqtt" and a.http)
+MQTT_WORKER = next(a.manifest for a in APPS if a.shape == "mqtt" and not a.http)
 # id: (file, text to replace or None to rename the file away, replacement, `-k` selection, cases that must fail)
 BREAKS = {
     "spin-manifest-renamed": (MQTT_WORKER, None, None, "spin or stage", {
@@ -33,8 +34,12 @@ BREAKS = {
                              f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_APP}]"}),
     "variable-not-set": ("deploy/spinkube/redis/spinapps.yaml", "- name: redis_address", "- name: redis_addr",
                          "in_cluster or admission", {
-                             f"test_spin_app_in_cluster[spinkube/redis:{a['manifest']}]"
-                             for a in APPS if a["shape"] == "redis"}),
+                             f"test_spin_app_in_cluster[spinkube/redis:{a.manifest}]"
+                             for a in APPS if a.shape == "redis"}),
+    "http-port-moved": ("deploy/k8s/overlays/composed/order-app.yaml", "containerPort: 80", "containerPort: 8080",
+                        "shim", {"test_spin_pods_run_on_the_shim[k8s/overlays/composed]"}),
+    "sweep-not-routed": ("deploy/k8s/overlays/redis/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
+                         "sweep", {"test_sweep_cronjob_calls_the_sweeper[redis]"}),
     "wrong-service-port": ("deploy/k8s/base/redis.yaml", "port: 6379", "port: 6380", "addresses", {
         f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
 }
@@ -46,8 +51,8 @@ def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("pristine")
     shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     for a in APPS:
-        (root / a["manifest"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / a["manifest"], root / a["manifest"])
+        (root / a.manifest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / a.manifest, root / a.manifest)
     return root
 
 

@@ -12,7 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import APPS, CONFIG, DEPLOY, KUSTOMIZATIONS, ROOT, SHAPE_DIRS, image_ref, nanohost_check, render
+from conftest import KUSTOMIZATIONS, SHAPE_DIRS, nanohost_check, render, runtime_config, variables
+from deploytree import (APPS, CONFIG, DEPLOY, ROOT, SHAPES, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, cronjob_commands,
+                        container_env, image_ref, of_kind, pods, probe_paths)
 
 sys.path.insert(0, str(DEPLOY / "oci"))
 import stage  # noqa: E402
@@ -25,17 +27,7 @@ LOOPBACK = re.compile(r"//(127\.|localhost\b)")
 SPIN_VARIABLE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SPINKUBE_DIRS = [d for d in KUSTOMIZATIONS if d.startswith("spinkube/")]
-CLUSTER_APPS = [(d, a) for a in APPS for s, d in SHAPE_DIRS if s == a["shape"]]
-
-
-def of_kind(objects: list[dict], kind: str) -> dict[str, dict]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def pods(objects: list[dict]) -> list[tuple[dict, dict, dict]]:
-    """(Deployment, pod spec, pod labels) of every Deployment."""
-    return [(o, o["spec"]["template"]["spec"], o["spec"]["template"].get("metadata", {}).get("labels", {}))
-            for o in of_kind(objects, "Deployment").values()]
+CLUSTER_APPS = [(d, a) for a in APPS for s, d in SHAPE_DIRS if s == a.shape]
 
 
 def is_spin_pod(spec: dict) -> bool:
@@ -46,33 +38,6 @@ def services(objects: list[dict]) -> dict[str, set[int]]:
     """Service name -> ports, with the Service (port 80) the operator makes for each SpinApp."""
     ports = {n: {p["port"] for p in s["spec"].get("ports", [])} for n, s in of_kind(objects, "Service").items()}
     return ports | {name: {80} for name in of_kind(objects, "SpinApp")}
-
-
-def runtime_config(objects: list[dict]) -> str:
-    secret = of_kind(objects, "Secret").get("spin-runtime-config", {})
-    text = secret.get("stringData", {}).get("runtime-config.toml")
-    assert text is not None, "no Secret spin-runtime-config with stringData key runtime-config.toml"
-    return text
-
-
-def k8s_variables(objects: list[dict], app: str) -> dict[str, str]:
-    """The Spin variables Kubernetes gives `app`: SPIN_VARIABLE_* env or SpinApp spec.variables, each a plain
-    value or a key of a rendered Secret (valueFrom.secretKeyRef); a reference to nothing here fails."""
-    secrets = of_kind(objects, "Secret")
-
-    def value(entry: dict) -> str:
-        if "valueFrom" not in entry:
-            return entry.get("value", "")
-        ref = entry["valueFrom"].get("secretKeyRef", {})
-        data = secrets.get(ref.get("name"), {}).get("stringData", {})
-        assert ref.get("key") in data, f"{app}: {entry['name']} names no key of a Secret here: {ref}"
-        return data[ref["key"]]
-
-    found = {e["name"].removeprefix("SPIN_VARIABLE_").lower(): value(e)
-             for o, spec, _ in pods(objects) if o["metadata"]["name"] == app
-             for c in spec["containers"] for e in c.get("env", []) if e["name"].startswith("SPIN_VARIABLE_")}
-    spinapp = of_kind(objects, "SpinApp").get(app, {"spec": {}})
-    return found | {v["name"]: value(v) for v in spinapp["spec"].get("variables", [])}
 
 
 def address_problem(value: str, known: dict[str, set[int]]) -> str | None:
@@ -181,10 +146,13 @@ def test_namespace_and_runtime_class(directory):
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
 def test_spin_pods_run_on_the_shim(directory):
-    """Spin apps on the RuntimeClass with command ["/"] and the runtime config at /runtime-config.toml."""
+    """Spin apps on the RuntimeClass with command ["/"], the runtime config where the shim reads it, and HTTP
+    where the shim listens: one port, 80, and one probe path."""
     objects, problems = render(directory), []
+    http = {a.name for a in APPS if a.http}
     for o, spec, labels in pods(objects):
-        where, rc = f"Deployment {o['metadata']['name']}", spec.get("runtimeClassName")
+        name, rc = o["metadata"]["name"], spec.get("runtimeClassName")
+        where = f"Deployment {name}"
         if any(labels.get(k) != v for k, v in o["spec"]["selector"].get("matchLabels", {}).items()):
             problems.append(f"{where}: selector does not match its pod labels")
         if not is_spin_pod(spec):
@@ -194,12 +162,41 @@ def test_spin_pods_run_on_the_shim(directory):
             problems.append(f"{where}: a Spin app needs runtimeClassName {CONFIG['RUNTIME_CLASS']} (defined here)")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for c in spec["containers"]:
-            mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == "/runtime-config.toml"), {})
+            mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == SHIM_RUNTIME_CONFIG_PATH), {})
             secret = volumes.get(mount.get("name"), {}).get("secret", {}).get("secretName")
             if c.get("command") != ["/"] or mount.get("subPath") != "runtime-config.toml" \
                     or secret != "spin-runtime-config":
-                problems.append(f"{where}: needs command [\"/\"] and spin-runtime-config at /runtime-config.toml")
+                problems.append(f"{where}: needs command [\"/\"] and spin-runtime-config at {SHIM_RUNTIME_CONFIG_PATH}")
+            ports = [p["containerPort"] for p in c.get("ports", [])]
+            if ports != ([SHIM_HTTP_PORT] if name in http else []):
+                problems.append(f"{where}: containerPorts {ports}; the shim serves HTTP apps on {SHIM_HTTP_PORT} only")
+        if "SPIN_HTTP_LISTEN_ADDR" in container_env(objects, name):
+            problems.append(f"{where}: SPIN_HTTP_LISTEN_ADDR moves the shim off port {SHIM_HTTP_PORT}")
+    for name in http & ({o["metadata"]["name"] for o, _, _ in pods(objects)} | set(of_kind(objects, "SpinApp"))):
+        if len(paths := probe_paths(objects, name)) != 1 or None in paths:
+            problems.append(f"{name}: probe paths {paths}; every probe needs the same httpGet path")
     assert not problems
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_both_deploys_hand_an_app_the_same_variables(shape):
+    k8s, spinkube = render(f"k8s/overlays/{shape}"), render(f"spinkube/{shape}")
+    assert {a.name: variables(k8s, a.name) for a in APPS if a.shape == shape} == \
+           {a.name: variables(spinkube, a.name) for a in APPS if a.shape == shape}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_sweep_cronjob_calls_the_sweeper(shape):
+    """The same one CronJob in both deploys curls a route of the shape's HTTP app, through its Service."""
+    (app,) = [a for a in APPS if a.shape == shape and a.http]
+    jobs = {d: cronjob_commands(render(f"{d}/{shape}")) for d in ("k8s/overlays", "spinkube")}
+    for d, job in jobs.items():
+        urls = [a for argv in job.values() for a in argv if a.startswith("http://")]
+        assert len(job) == 1 and next(iter(job.values()))[:1] == ["curl"] and len(urls) == 1, f"{d}: {job}"
+        url = urlsplit(urls[0])
+        assert (url.hostname, url.port or 80) == (f"{app.name}.{CONFIG['NAMESPACE']}.svc.cluster.local", SHIM_HTTP_PORT)
+        assert nanohost_check(ROOT / app.manifest, {}, routes=(url.path,))["routes"][url.path] == "sweeper", d
+    assert jobs["k8s/overlays"] == jobs["spinkube"]
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
@@ -230,21 +227,21 @@ def test_addresses_are_in_cluster_services(directory):
     addresses = [(f"key_value_store.{k}", s.get("url", "")) for k, s in stores.items() if s["type"] == "redis"]
     apps = {o["metadata"]["name"] for o, spec, _ in pods(objects) if is_spin_pod(spec)}
     apps |= set(of_kind(objects, "SpinApp"))
-    addresses += [(app, v) for app in apps for v in k8s_variables(objects, app).values() if "://" in v]
+    addresses += [(app, v) for app in apps for v in variables(objects, app).values() if "://" in v]
     assert [f"{who}: {p}" for who, v in addresses if (p := address_problem(v, services(objects)))] == []
 
 
 def test_lib_sh_builds_the_images_of_apps_tsv():
-    names = " ".join(a["app"] for a in APPS)
+    names = " ".join(a.name for a in APPS)
     proc = subprocess.run(["bash", "-c", f'. "{DEPLOY}/lib.sh"; for a in {names}; do image_ref "$a"; done'],
                           capture_output=True, text=True, check=True)
-    assert proc.stdout.split() == [image_ref(a["app"]) for a in APPS]
+    assert proc.stdout.split() == [image_ref(a.name) for a in APPS]
 
 
 @pytest.mark.parametrize("shape,directory", SHAPE_DIRS, ids=[d for _, d in SHAPE_DIRS])
 def test_images_of_shape(shape, directory):
     """Each app of the shape runs the image deploy/oci builds for it, under its name; other images are pinned."""
-    want, seen, problems = {image_ref(a["app"]): a["app"] for a in APPS if a["shape"] == shape}, set(), []
+    want, seen, problems = {image_ref(a.name): a.name for a in APPS if a.shape == shape}, set(), []
     for o in render(directory):
         where = f"{o['kind']} {o['metadata']['name']}"
         images = [o["spec"]["image"]] if o["kind"] == "SpinApp" else \
@@ -279,37 +276,37 @@ def test_dockerfile_puts_spin_toml_and_wasm_where_the_shim_looks():
     assert ["spin.toml", "/spin.toml"] in copies and ["target/composed/", "/target/composed/"] in copies
 
 
-@pytest.mark.parametrize("app", APPS, ids=[a["manifest"] for a in APPS])
+@pytest.mark.parametrize("app", APPS, ids=[a.manifest for a in APPS])
 def test_stage_rewrites_sources_into_target_composed(app, tmp_path):
-    sources = stage.stage(ROOT / app["manifest"], tmp_path, allow_missing=True)
+    sources = stage.stage(ROOT / app.manifest, tmp_path, allow_missing=True)
     assert sources and all(s.startswith("target/composed/") for s in sources), sources
     staged = tomllib.loads((tmp_path / "spin.toml").read_text())
     assert {c["source"] for c in staged["component"].values()} <= set(sources)
 
 
-@pytest.mark.parametrize("app", APPS, ids=[a["manifest"] for a in APPS])
+@pytest.mark.parametrize("app", APPS, ids=[a.manifest for a in APPS])
 def test_spin_manifest_fits_apps_tsv(app):
-    report = nanohost_check(ROOT / app["manifest"], {})
+    report = nanohost_check(ROOT / app.manifest, {})
     triggers = {t["type"] for t in report["triggers"]}
-    sources = {(ROOT / app["manifest"]).parent.joinpath(c["source"] or "/").resolve()
+    sources = {(ROOT / app.manifest).parent.joinpath(c["source"] or "/").resolve()
                for c in report["components"].values()}
-    assert report["application"] == app["app"]
-    assert ROOT / f"target/composed/{app['app']}.wasm" in sources, "the app's own build output is no component"
+    assert report["application"] == app.name
+    assert ROOT / f"target/composed/{app.name}.wasm" in sources, "the app's own build output is no component"
     assert all(s.parent == ROOT / "target/composed" for s in sources), f"sources outside target/composed: {sources}"
-    assert ("http" in triggers) == (app["http"] == "yes"), "http trigger vs deploy/apps.tsv"
-    if app["http"] == "yes":
-        assert {"/order", "/order/...", "/..."} & {t.get("route") for t in report["triggers"]}, "no route for /order"
-    elif app["shape"] in ("mqtt", "redis"):
-        assert app["shape"] in triggers, f"no [[trigger.{app['shape']}]]"
+    assert ("http" in triggers) == (app.http), "http trigger vs deploy/apps.tsv"
+    if app.http:
+        report = nanohost_check(ROOT / app.manifest, {}, routes=("/order", "/order/1"))
+        assert None not in report["routes"].values(), f"POST /order or GET /order/<id> is not routed: {report['routes']}"
+    elif app.shape in ("mqtt", "redis"):
+        assert app.shape in triggers, f"no [[trigger.{app.shape}]]"
 
 
-@pytest.mark.parametrize("directory,app", CLUSTER_APPS, ids=[f"{d}:{a['manifest']}" for d, a in CLUSTER_APPS])
+@pytest.mark.parametrize("directory,app", CLUSTER_APPS, ids=[f"{d}:{a.manifest}" for d, a in CLUSTER_APPS])
 def test_spin_app_in_cluster(directory, app, tmp_path):
     """With the variables Kubernetes sets: every address in-cluster, reachable and allowed; stores defined."""
     objects = render(directory)
     (tmp_path / "runtime-config.toml").write_text(runtime_config(objects))
-    variables = k8s_variables(objects, app["app"])
-    report = nanohost_check(ROOT / app["manifest"], variables, tmp_path / "runtime-config.toml")
+    report = nanohost_check(ROOT / app.manifest, variables(objects, app.name), tmp_path / "runtime-config.toml")
     known, problems = services(objects), []
     problems += [f"variable {n} defaults to {v['value']}, not the broker inside a pod"
                  for n, v in report["variables"].items() if not v["set"] and LOOPBACK.search(v["value"] or "")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import APPS, CONFIG, DEPLOY, ROOT, image_ref
+from deploytree import APPS, CONFIG, DEPLOY, ROOT, image_ref
 
 SCRIPTS = sorted(str(p.relative_to(DEPLOY)) for p in DEPLOY.rglob("*.sh"))
 
@@ -108,13 +108,13 @@ def stubbed(tmp_path):
     """A copy of deploy/ with the mqtt apps' manifests, and stand-ins for docker, k3d, kubectl, cargo, curl."""
     root = tmp_path / "repo"
     shutil.copytree(DEPLOY, root / "deploy")
-    for a in (a for a in APPS if a["shape"] == "mqtt"):
-        manifest = root / a["manifest"]
+    for a in (a for a in APPS if a.shape == "mqtt"):
+        manifest = root / a.manifest
         manifest.parent.mkdir(parents=True, exist_ok=True)
-        depth = "../" * (len(Path(a["manifest"]).parts) - 1)
-        manifest.write_text(f'spin_manifest_version = 2\n[application]\nname = "{a["app"]}"\n'
-                            f'[component.{a["app"]}]\nsource = "{depth}target/composed/{a["app"]}.wasm"\n')
-        wasm = root / "target/composed" / f"{a['app']}.wasm"
+        depth = "../" * (len(Path(a.manifest).parts) - 1)
+        manifest.write_text(f'spin_manifest_version = 2\n[application]\nname = "{a.name}"\n'
+                            f'[component.{a.name}]\nsource = "{depth}target/composed/{a.name}.wasm"\n')
+        wasm = root / "target/composed" / f"{a.name}.wasm"
         wasm.parent.mkdir(parents=True, exist_ok=True)
         wasm.write_bytes(b"\0asm\x0d\0\x01\0")
     bin_dir = tmp_path / "bin"
@@ -140,12 +140,12 @@ def test_up_sh_creates_builds_pushes_applies_in_order(stubbed):
     proc, calls = run(str(root / "deploy/up.sh"), "mqtt", "--no-smoke")
     assert proc.returncode == 0, proc.stderr[-500:]
     expected = [f"k3d cluster create --config {root}/deploy/k3d/config.yaml", "cargo xtask build"]
-    for a in (a for a in APPS if a["shape"] == "mqtt"):
-        push = f"localhost:{CONFIG['REGISTRY_PORT']}/{a['app']}:{CONFIG['IMAGE_TAG']}"
-        expected += [f"-t {push} -t {image_ref(a['app'])} {root}/target/deploy-oci/{a['app']}",
-                     f"docker push --quiet {push}", f"rollout status deployment/{a['app']}"]
-        staged = root / "target/deploy-oci" / a["app"]
-        assert (staged / "spin.toml").is_file() and (staged / f"target/composed/{a['app']}.wasm").is_file()
+    for a in (a for a in APPS if a.shape == "mqtt"):
+        push = f"localhost:{CONFIG['REGISTRY_PORT']}/{a.name}:{CONFIG['IMAGE_TAG']}"
+        expected += [f"-t {push} -t {image_ref(a.name)} {root}/target/deploy-oci/{a.name}",
+                     f"docker push --quiet {push}", f"rollout status deployment/{a.name}"]
+        staged = root / "target/deploy-oci" / a.name
+        assert (staged / "spin.toml").is_file() and (staged / f"target/composed/{a.name}.wasm").is_file()
     expected += [f"kubectl --context k3d-{CONFIG['CLUSTER_NAME']} apply -k {root}/deploy/k8s/overlays/mqtt",
                  "rollout status deployment/redis", "rollout status deployment/mosquitto"]
     assert [e for e in expected if e not in calls] == []
@@ -176,4 +176,4 @@ def test_down_sh(stubbed):
 
 def test_apps_tsv_names_real_manifests():
     """Every manifest deploy/apps.tsv names exists; the per-app cases would fail too, this says why."""
-    assert [a["manifest"] for a in APPS if not (ROOT / a["manifest"]).is_file()] == []
+    assert [a.manifest for a in APPS if not (ROOT / a.manifest).is_file()] == []

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::allowed_hosts::{AllowedHosts, OutboundUrl};
 use crate::expressions::{Resolver, Template};
 use crate::manifest::{HttpRoute, Manifest};
+use crate::routes::{routable, Router};
 use crate::runtime_config::RuntimeConfig;
 
 /// The JSON `nanohost check` prints. Secret values are never printed.
@@ -22,6 +23,9 @@ pub struct Report {
     pub components: BTreeMap<String, ComponentReport>,
     /// Labels the runtime config defines (`--runtime-config`), before Spin's implicit `default`.
     pub runtime_config_stores: Option<Vec<String>>,
+    /// For each path asked about (`--route`), the component the HTTP router sends it to, if any.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub routes: BTreeMap<String, Option<String>>,
     pub errors: Vec<String>,
 }
 
@@ -73,11 +77,13 @@ pub struct UrlReport {
 }
 
 /// Checks `manifest` with `variables` (as `nanohost up --variable`) over `env`, the way
-/// `nanohost up` resolves them: explicit values, then `SPIN_VARIABLE_*`, then defaults.
+/// `nanohost up` resolves them: explicit values, then `SPIN_VARIABLE_*`, then defaults; and
+/// routes each of `paths` as the HTTP trigger would.
 pub fn check(
     manifest_path: &Path,
     runtime_config: Option<&Path>,
     variables: &[(String, String)],
+    paths: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> Report {
     let mut report = Report::default();
@@ -175,6 +181,9 @@ pub fn check(
         });
     }
     report.triggers = triggers;
+    if !paths.is_empty() {
+        route(&manifest, paths, &mut report);
+    }
 
     for (id, decl) in &manifest.component {
         let mut uses = BTreeSet::new();
@@ -225,13 +234,35 @@ pub fn check(
     report
 }
 
+/// The component `nanohost up`'s router would send each of `paths` to.
+fn route(manifest: &Manifest, paths: &[String], report: &mut Report) {
+    let mut routes = Vec::new();
+    for t in &manifest.trigger.http {
+        match routable(&t.route) {
+            Ok(Some(p)) => routes.push((p.to_string(), Manifest::component_id(&t.component))),
+            Ok(None) => {}
+            Err(e) => return report.errors.push(format!("{e:#}")),
+        }
+    }
+    match Router::new(routes) {
+        Ok(router) => {
+            for path in paths {
+                let target = router.route(path).map(|m| m.target.to_string());
+                report.routes.insert(path.clone(), target);
+            }
+        }
+        Err(e) => report.errors.push(format!("{e:#}")),
+    }
+}
+
 /// `nanohost check`: the report as JSON on stdout; failure when it lists errors.
 pub fn main(
     manifest: &Path,
     runtime_config: Option<&Path>,
     variables: &[(String, String)],
+    paths: &[String],
 ) -> std::process::ExitCode {
-    let report = check(manifest, runtime_config, variables, |k| {
+    let report = check(manifest, runtime_config, variables, paths, |k| {
         std::env::var(k).ok()
     });
     match serde_json::to_string_pretty(&report) {
@@ -261,6 +292,11 @@ mod tests {
     use crate::spin_toml::SpinToml;
 
     fn run(manifest: &str, variables: &[(&str, &str)]) -> Report {
+        run_routing(manifest, variables, &[])
+    }
+
+    fn run_routing(manifest: &str, variables: &[(&str, &str)], paths: &[&str]) -> Report {
+        let paths: Vec<_> = paths.iter().map(|p| p.to_string()).collect();
         let dir = std::env::temp_dir().join(format!(
             "nanohost-check-{}-{:?}",
             std::process::id(),
@@ -273,7 +309,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let report = check(&path, None, &vars, |_| None);
+        let report = check(&path, None, &vars, &paths, |_| None);
         std::fs::remove_dir_all(&dir).unwrap();
         report
     }
@@ -348,8 +384,41 @@ mod tests {
 
     #[test]
     fn an_unreadable_manifest_is_an_error() {
-        let r = check(Path::new("/nonexistent/spin.toml"), None, &[], |_| None);
+        let r = check(Path::new("/nonexistent/spin.toml"), None, &[], &[], |_| {
+            None
+        });
         assert_eq!(r.application, None);
         assert_eq!(r.errors.len(), 1);
+    }
+
+    #[test]
+    fn routes_paths_as_the_http_trigger_does() {
+        let app = SpinToml::new("a", "/order/...", "c", "c.wasm")
+            .section("[[trigger.http]]\nroute = \"/sweep\"\ncomponent = \"s\"")
+            .section("[component.s]\nsource = \"s.wasm\"")
+            .section("[[trigger.http]]\nroute = { private = true }\ncomponent = \"p\"")
+            .section("[component.p]\nsource = \"p.wasm\"")
+            .to_string();
+        let r = run_routing(
+            &app,
+            &[],
+            &["/sweep", "/order/1", "/order", "/sweep/x", "/"],
+        );
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let served: Vec<_> = r
+            .routes
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_deref()))
+            .collect();
+        assert_eq!(
+            served,
+            [
+                ("/", None),
+                ("/order", Some("c")),
+                ("/order/1", Some("c")),
+                ("/sweep", Some("s")),
+                ("/sweep/x", None)
+            ]
+        );
     }
 }

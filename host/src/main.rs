@@ -48,6 +48,9 @@ enum Command {
         /// Set an application variable (repeatable): `--variable name=value`.
         #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = parse_variable)]
         variables: Vec<(String, String)>,
+        /// Report the component the HTTP router sends this path to (repeatable).
+        #[arg(long = "route", value_name = "PATH")]
+        routes: Vec<String>,
     },
 }
 
@@ -65,9 +68,10 @@ fn main() -> ExitCode {
         manifest,
         runtime_config,
         variables,
+        routes,
     } = &cli.command
     {
-        return nanohost::check::main(manifest, runtime_config.as_deref(), variables);
+        return nanohost::check::main(manifest, runtime_config.as_deref(), variables, routes);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
