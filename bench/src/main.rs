@@ -1,4 +1,4 @@
-//! nano-bench: composed vs networked, one command, one report (issue 5, design.md sections 7-8).
+//! nano-bench: composed vs networked, one command, one report (README.md, "Benchmark").
 //!
 //! `nano-bench run` starts the brokers, runs each shape's apps in a harness process (`nano-bench
 //! host`, the nanohost library), drives the same load against each, measures the composed hop

@@ -29,7 +29,7 @@ pub fn start_redis() -> Result<Redis> {
     Redis::try_start_with(free_port(), &["--appendonly", "no"]).map_err(Error::msg)
 }
 
-/// Mosquitto with `set_tcp_nodelay true` (design.md section 7), no persistence (the tests'
+/// Mosquitto with `set_tcp_nodelay true` (Nagle could hold a small publish ~40 ms), no persistence (the tests'
 /// fixture; its log, subscriptions and errors only, goes to a file of its own).
 pub fn start_mosquitto() -> Result<Mosquitto> {
     Mosquitto::try_start(free_port(), "allow_anonymous true").map_err(Error::msg)

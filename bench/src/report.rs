@@ -336,8 +336,8 @@ impl Report {
             );
         }
 
-        // Summary against design.md section 8.
-        let _ = writeln!(md, "## Against the targets (design.md section 8)\n");
+        // Summary against the project's targets (README.md, "Benchmark").
+        let _ = writeln!(md, "## Against the targets\n");
         let _ = writeln!(md, "| target | measured | verdict |\n| --- | --- | --- |");
         let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
         let micro = self.kept_micro();
