@@ -33,31 +33,18 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
 const ORDERS: usize = 24;
 const CLIENTS: usize = 4;
 
-/// The two apps of a shape and their brokers, every one of which needs a password. Fields drop
-/// in order: the apps stop before the brokers.
-struct Shape {
-    order_app: App,
-    fulfilment_app: App,
-    dirs: Vec<PathBuf>,
-    base: String,
-    client: Client,
-    bodies: Vec<String>,
+/// The brokers of a shape, every one of which needs a password, and the runtime config that keeps
+/// the orders in that Redis.
+struct Brokers {
+    transport: Transport,
     redis: SecuredRedis,
-    _mosquitto: Option<SecuredMosquitto>,
+    mosquitto: Option<SecuredMosquitto>,
+    runtime_config: PathBuf,
     _config: TempDir,
 }
 
-impl Shape {
-    /// Starts the fulfilment app with the right credentials and waits for its subscription, then
-    /// the order app, whose publisher gets `publisher_password` (the right one or not). Both keep
-    /// their orders in the password-protected Redis.
-    async fn start(
-        host: HostKind,
-        transport: Transport,
-        case: &str,
-        publisher_password: &str,
-    ) -> Shape {
-        let label = format!("{}-{}-{case}", host.name(), transport.name());
+impl Brokers {
+    async fn start(transport: Transport, label: &str) -> Brokers {
         let redis = secured::redis(REDIS_PASSWORD);
         assert!(
             redis.refuses_anonymous_clients(),
@@ -85,59 +72,183 @@ impl Shape {
         // Outside the apps' folders, which are searched for the password afterwards.
         let config = TempDir::new(&format!("{label}-config"));
         let runtime_config = redis.runtime_config(REDIS_PASSWORD, &config.path);
-        let spec = |app: String| {
-            support::composed(&app);
-            AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
-                .runtime_config(Some(runtime_config.clone()))
-                .nanohost_binary()
-        };
-        let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
-        let order_dir = AppDir::new(&format!("{label}-order-app"));
-        let name = transport.name();
-        let (fulfilment, order_app) = match &mosquitto {
-            Some(broker) => {
-                let with_broker = |spec: AppSpec, password: &str| {
-                    spec.variable("mqtt_address", broker.address())
-                        .variable("mqtt_username", MQTT_USERNAME)
-                        .variable("mqtt_password", password)
-                };
-                (
-                    with_broker(spec(format!("fulfilment-{name}")), MQTT_PASSWORD),
-                    with_broker(spec(format!("order-app-{name}")), publisher_password),
-                )
-            }
-            // The Redis trigger's address carries the password; the publisher's address cannot
-            // (it is an allowed outbound host), so its password is a variable of its own.
-            None => (
-                spec(format!("fulfilment-{name}"))
-                    .variable("redis_address", redis.url_with(REDIS_PASSWORD)),
-                spec(format!("order-app-{name}"))
-                    .variable("redis_address", redis.address())
-                    .variable("redis_password", publisher_password),
-            ),
-        };
-
-        let mut fulfilment_app = App::start(host, &fulfilment, &fulfilment_dir).await;
-        orders::wait_until_subscribed(
-            &mut fulfilment_app,
-            mosquitto.as_ref().map(|b| &b.mosquitto),
-            |channel| redis.subscribers(channel),
-        )
-        .await;
-        // Every order still `accepted` is due at once: a sweep publishes again right away.
-        let order_app =
-            App::start(host, &order_app.variable("sweep_grace_ms", "0"), &order_dir).await;
-        Shape {
-            base: order_app.base(),
-            order_app,
-            fulfilment_app,
-            dirs: vec![fulfilment_dir.path, order_dir.path],
-            client: Client::new(),
-            bodies: Vec::new(),
+        Brokers {
+            transport,
             redis,
-            _mosquitto: mosquitto,
+            mosquitto,
+            runtime_config,
             _config: config,
         }
+    }
+
+    /// `apps/<app>-<transport>`, run as nanohost's binary, its orders in the protected Redis.
+    fn spec(&self, app: &str) -> AppSpec {
+        let app = format!("{app}-{}", self.transport.name());
+        support::composed(&app);
+        AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
+            .runtime_config(Some(self.runtime_config.clone()))
+            .nanohost_binary()
+    }
+
+    /// The fulfilment app, its trigger logging in as `login` says.
+    fn fulfilment(&self, login: Login) -> AppSpec {
+        let spec = self.spec("fulfilment");
+        match (&self.mosquitto, login.password(self.transport)) {
+            (Some(broker), Some(password)) => spec
+                .variable("mqtt_address", broker.address())
+                .variable("mqtt_username", MQTT_USERNAME)
+                .variable("mqtt_password", password),
+            // The manifest's defaults: no username, no password.
+            (Some(broker), None) => spec.variable("mqtt_address", broker.address()),
+            // The Redis trigger's address carries the password.
+            (None, Some(password)) => spec.variable("redis_address", self.redis.url_with(password)),
+            (None, None) => spec.variable("redis_address", self.redis.address()),
+        }
+    }
+
+    /// The order app, its publisher using `publisher_password`; every order still `accepted` is
+    /// due at once: a sweep publishes again right away.
+    fn order_app(&self, publisher_password: &str) -> AppSpec {
+        let spec = self.spec("order-app").variable("sweep_grace_ms", "0");
+        match &self.mosquitto {
+            Some(broker) => spec
+                .variable("mqtt_address", broker.address())
+                .variable("mqtt_username", MQTT_USERNAME)
+                .variable("mqtt_password", publisher_password),
+            // The publisher's address cannot carry the password (it is an allowed outbound
+            // host), so its password is a variable of its own.
+            None => spec
+                .variable("redis_address", self.redis.address())
+                .variable("redis_password", publisher_password),
+        }
+    }
+
+    /// Where the fulfilment app's trigger connects, as both hosts name it in their errors.
+    fn trigger_broker(&self) -> String {
+        let port = match &self.mosquitto {
+            Some(broker) => broker.mosquitto.port,
+            None => self.redis.redis.port,
+        };
+        format!("127.0.0.1:{port}")
+    }
+
+    async fn wait_until_subscribed(&self, fulfilment_app: &mut App) {
+        orders::wait_until_subscribed(
+            fulfilment_app,
+            self.mosquitto.as_ref().map(|b| &b.mosquitto),
+            |channel| self.redis.subscribers(channel),
+        )
+        .await;
+    }
+}
+
+/// How the fulfilment app's trigger logs in to its broker.
+#[derive(Clone, Copy, Debug)]
+enum Login {
+    Right,
+    WrongPassword,
+    /// No password at all (MQTT: no username either), as the manifest has by default.
+    NoPassword,
+}
+
+impl Login {
+    fn name(self) -> &'static str {
+        match self {
+            Login::Right => "right-login",
+            Login::WrongPassword => "wrong-trigger-password",
+            Login::NoPassword => "no-trigger-password",
+        }
+    }
+
+    fn password(self, transport: Transport) -> Option<&'static str> {
+        match self {
+            Login::Right => Some(right_password(transport)),
+            Login::WrongPassword => Some(WRONG_PASSWORD),
+            Login::NoPassword => None,
+        }
+    }
+}
+
+/// The two apps of a shape and their brokers. Fields drop in order: the apps stop before the
+/// brokers.
+struct Shape {
+    host: HostKind,
+    label: String,
+    order_app: App,
+    fulfilment_apps: Vec<App>,
+    dirs: Vec<PathBuf>,
+    base: String,
+    client: Client,
+    bodies: Vec<String>,
+    brokers: Brokers,
+}
+
+impl Shape {
+    /// Starts the fulfilment app with the right credentials and waits for its subscription, then
+    /// the order app, whose publisher gets `publisher_password` (the right one or not). Both keep
+    /// their orders in the password-protected Redis.
+    async fn start(
+        host: HostKind,
+        transport: Transport,
+        case: &str,
+        publisher_password: &str,
+    ) -> Shape {
+        let label = format!("{}-{}-{case}", host.name(), transport.name());
+        let brokers = Brokers::start(transport, &label).await;
+        let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment-0"));
+        let mut fulfilment_app =
+            App::start(host, &brokers.fulfilment(Login::Right), &fulfilment_dir).await;
+        brokers.wait_until_subscribed(&mut fulfilment_app).await;
+        let mut shape = Shape::start_order_app(host, label, brokers, publisher_password).await;
+        shape.dirs.push(fulfilment_dir.path);
+        shape.fulfilment_apps.push(fulfilment_app);
+        shape
+    }
+
+    /// The order app alone, its publisher and store with the right passwords: the fulfilment app
+    /// comes later, through [`Shape::start_fulfilment`].
+    async fn without_fulfilment(host: HostKind, transport: Transport, case: &str) -> Shape {
+        let label = format!("{}-{}-{case}", host.name(), transport.name());
+        let brokers = Brokers::start(transport, &label).await;
+        Shape::start_order_app(host, label, brokers, right_password(transport)).await
+    }
+
+    async fn start_order_app(
+        host: HostKind,
+        label: String,
+        brokers: Brokers,
+        publisher_password: &str,
+    ) -> Shape {
+        let order_dir = AppDir::new(&format!("{label}-order-app"));
+        let order_app = App::start(host, &brokers.order_app(publisher_password), &order_dir).await;
+        Shape {
+            host,
+            base: order_app.base(),
+            order_app,
+            fulfilment_apps: Vec::new(),
+            dirs: vec![order_dir.path],
+            client: Client::new(),
+            bodies: Vec::new(),
+            brokers,
+            label,
+        }
+    }
+
+    /// Starts a fulfilment app in a folder of its own, its trigger logging in as `login` says;
+    /// returns at once (it has no HTTP listener to wait for) with it.
+    async fn start_fulfilment(&mut self, login: Login) -> &mut App {
+        let n = self.fulfilment_apps.len();
+        let dir = AppDir::new(&format!("{}-fulfilment-{n}-{}", self.label, login.name()));
+        let app = App::start(self.host, &self.brokers.fulfilment(login), &dir).await;
+        self.dirs.push(dir.path);
+        self.fulfilment_apps.push(app);
+        self.fulfilment_apps.last_mut().unwrap()
+    }
+
+    /// Waits until the fulfilment app started last is subscribed.
+    async fn wait_until_subscribed(&mut self) {
+        let app = self.fulfilment_apps.last_mut().expect("a fulfilment app");
+        self.brokers.wait_until_subscribed(app).await;
     }
 
     /// Sends `request` and keeps the body, to search it for passwords at the end.
@@ -197,13 +308,15 @@ impl Shape {
     async fn stop_and_find_no_password(self) {
         let Shape {
             order_app,
-            fulfilment_app,
+            fulfilment_apps,
             dirs,
             bodies,
             ..
         } = self;
         order_app.stop().await;
-        fulfilment_app.stop().await;
+        for app in fulfilment_apps {
+            app.stop().await;
+        }
         assert_no_password(&bodies, &dirs);
     }
 }
@@ -268,7 +381,7 @@ async fn orders_are_fulfilled_with_passwords_everywhere(host: HostKind, transpor
     assert_eq!(report["failed"], 0, "{report}");
     let stored: Vec<String> = redis::cmd("KEYS")
         .arg("*order:*")
-        .query(&mut shape.redis.connection())
+        .query(&mut shape.brokers.redis.connection())
         .unwrap();
     assert_eq!(
         stored.len(),
@@ -299,6 +412,118 @@ async fn a_wrong_publisher_password_keeps_the_order_and_shows_nothing(
         "the sweep's publish with the wrong password did not fail: {report}"
     );
     assert_eq!(shape.status(&id).await, "accepted");
+    shape.stop_and_find_no_password().await;
+}
+
+/// Bounds a start that must fail: Spin compiles the app first (seconds on a cold cache, on a busy
+/// machine); the refused login itself ends either host within a second.
+const REFUSED_START_DEADLINE: Duration = Duration::from_secs(60);
+/// Orders placed while no fulfilment app listens.
+const ORDERS_MEANWHILE: usize = 3;
+
+/// Spin 3.6.3's Redis trigger given an address without the password a Redis wants: redis-rs
+/// drops the server's NOAUTH answer to SUBSCRIBE, so `spin up` lists the channel as active and
+/// runs, subscribed to nothing. nanohost refuses to start instead (host/README, differences).
+fn runs_deaf(host: HostKind, transport: Transport, login: Login) -> bool {
+    matches!(
+        (host, transport, login),
+        (HostKind::Spin, Transport::Redis, Login::NoPassword)
+    )
+}
+
+/// A fulfilment app whose trigger the broker refuses (`login`) does not pretend to listen: the
+/// host exits non-zero at start-up with an error that names the broker, as `spin up` does (the
+/// one case where Spin runs deaf instead is held to that, see [`runs_deaf`]). Orders placed
+/// meanwhile stay `accepted`, in the outbox; once the app runs with the right password, a sweep
+/// announces them again and they are fulfilled. No password shows in a body or a log.
+async fn a_refused_trigger_fails_visibly_and_loses_no_order(
+    host: HostKind,
+    transport: Transport,
+    login: Login,
+) {
+    let mut shape = Shape::without_fulfilment(host, transport, login.name()).await;
+    let broker = shape.brokers.trigger_broker();
+    let deaf = runs_deaf(host, transport, login);
+    let refused = shape.start_fulfilment(login).await;
+    if deaf {
+        let log = refused.log.clone().unwrap();
+        let listed = format!("{broker}/orders.placed: [fulfilment]");
+        refused
+            .wait_for("Spin's list of active channels", || {
+                std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&listed))
+            })
+            .await;
+    } else {
+        let status = refused
+            .exit_within(REFUSED_START_DEADLINE)
+            .await
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} runs on {REFUSED_START_DEADLINE:?} after a refused login ({login:?}):\n{}",
+                    host.name(),
+                    refused.log_tail(20)
+                )
+            });
+        assert!(!status.success(), "{} exited with {status}", host.name());
+        let said = std::fs::read_to_string(refused.log.as_ref().unwrap()).unwrap();
+        assert!(
+            said.to_lowercase().contains("error") && said.contains(&broker),
+            "{} exited without an error that names {broker}:\n{said}",
+            host.name()
+        );
+    }
+
+    let mut ids = HashSet::new();
+    for n in 0..ORDERS_MEANWHILE {
+        let (status, body) = shape.place(&format!("placed meanwhile {n}")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ids.insert(body["task"]["id"].as_str().unwrap().to_string());
+    }
+    let report = shape.sweep().await;
+    assert_eq!(
+        report["failed"], 0,
+        "the publisher's password is right: {report}"
+    );
+    assert!(
+        report["announced"].as_u64() >= Some(ORDERS_MEANWHILE as u64),
+        "{report}"
+    );
+    for id in &ids {
+        assert_eq!(shape.status(id).await, "accepted", "order {id}");
+    }
+    if deaf {
+        let refused = shape.fulfilment_apps.last_mut().unwrap();
+        assert!(
+            refused.exit_within(Duration::ZERO).await.is_none(),
+            "Spin's Redis trigger without a password no longer runs deaf: update this case and \
+             host/README's difference table:\n{}",
+            refused.log_tail(20)
+        );
+        assert_eq!(
+            shape.brokers.redis.subscribers("orders.placed"),
+            0,
+            "Spin's trigger without the password is subscribed after all"
+        );
+        shape.fulfilment_apps.pop().unwrap().stop().await;
+    }
+
+    shape.start_fulfilment(Login::Right).await;
+    shape.wait_until_subscribed().await;
+    let report = shape.sweep().await;
+    assert_eq!(report["failed"], 0, "{report}");
+    let never = shape.unfulfilled_after_deadline(&ids).await;
+    assert!(never.is_empty(), "orders {never:?} were lost");
+    harness::loud(&format!(
+        "{} {}, {login:?}: {}; {ORDERS_MEANWHILE} orders placed meanwhile were fulfilled after \
+         a restart with the right password and a sweep",
+        host.name(),
+        transport.name(),
+        if deaf {
+            "ran subscribed to nothing (Spin 3.6.3)"
+        } else {
+            "exited at start-up with an error naming the broker"
+        }
+    ));
     shape.stop_and_find_no_password().await;
 }
 
@@ -408,8 +633,26 @@ fn main() {
                         )
                     },
                 )
-                .skip_if(skip),
+                .skip_if(skip.clone()),
             );
+            for login in [Login::WrongPassword, Login::NoPassword] {
+                cases.push(
+                    case(
+                        host,
+                        format!(
+                            "{}::{}::a_refused_trigger_fails_visibly_and_loses_no_order",
+                            transport.name(),
+                            login.name().replace('-', "_")
+                        ),
+                        move || {
+                            a_refused_trigger_fails_visibly_and_loses_no_order(
+                                host, transport, login,
+                            )
+                        },
+                    )
+                    .skip_if(skip.clone()),
+                );
+            }
         }
         cases.push(
             case(

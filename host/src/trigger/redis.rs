@@ -112,6 +112,22 @@ async fn subscribe(address: &str, channels: &Channels) -> Result<redis::aio::Pub
             .await
             .with_context(|| format!("cannot subscribe to {ch:?} on {shown}"))?;
     }
+    // redis-rs (0.32, as in Spin 3.6.3) drops the server's answer to SUBSCRIBE, a refusal
+    // included: given an address without the password a Redis wants, the trigger would run
+    // subscribed to nothing, which Spin 3.6.3 does (host/README, differences). A PING on the same
+    // connection meets the same refusal, and its answer is read.
+    let answer = pubsub
+        .ping::<redis::Value>()
+        .await
+        .with_context(|| format!("Redis trigger lost {shown} while subscribing"))?;
+    if let redis::Value::ServerError(refusal) = answer {
+        if refusal.code() == "NOAUTH" {
+            anyhow::bail!(
+                "Redis trigger cannot subscribe on {shown}: {} (the address has no password)",
+                redis::RedisError::from(refusal)
+            );
+        }
+    }
     Ok(pubsub)
 }
 

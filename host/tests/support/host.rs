@@ -375,6 +375,27 @@ impl App {
         }
     }
 
+    /// Waits up to `limit` for a child host to end by itself: its exit status, or None while it
+    /// still runs.
+    pub async fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let Running::Process(child) = &mut self.running else {
+            panic!(
+                "{} runs in process: start it with AppSpec::nanohost_binary",
+                self.label
+            );
+        };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("ask the host for its exit status") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// The last `lines` lines of the host's log (a child host only).
     pub fn log_tail(&self, lines: usize) -> String {
         match &self.log {
