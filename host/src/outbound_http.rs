@@ -67,6 +67,23 @@ impl ServiceChaining {
     }
 }
 
+/// The component a service-chaining host names, as Spin parses it: `<id>.spin.internal`, with an
+/// optional port, and no further dots in `<id>`.
+fn chaining_target(host: &str) -> Option<&str> {
+    let host = host.trim();
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    match host.split_once('.') {
+        Some((id, "spin.internal")) => Some(id),
+        _ => None,
+    }
+}
+
+/// Whether a Host header names a service-chaining host (the HTTP trigger strips such a header
+/// from outside requests, as Spin does).
+pub(crate) fn is_chaining_host(host: &str) -> bool {
+    chaining_target(host).is_some()
+}
+
 type SendFuture = Box<
     dyn std::future::Future<
             Output = Result<
@@ -102,16 +119,15 @@ impl WasiHttpHooks for OutboundHttp {
         }
         drop(fut);
         crate::hop::record(crate::hop::Point::Sent, uri.path().as_bytes());
-        if let Some(target) = uri
-            .host()
-            .and_then(|h| h.strip_suffix(".spin.internal"))
-            .map(str::to_string)
-        {
+        // Never to the network, not even `a.b.spin.internal`, which Spin does not chain: Spin
+        // allows `*.spin.internal` for the app's component ids only, and refuses the rest.
+        if let Some(host) = uri.host().filter(|h| h.ends_with(".spin.internal")) {
+            let target = chaining_target(host).map(str::to_string);
             let http = self.chaining.0.as_ref().and_then(|w| w.upgrade());
             return Box::new(async move {
-                let resp = match http {
-                    Some(http) => http.chain(&target, request).await,
-                    None => None,
+                let resp = match (http, target) {
+                    (Some(http), Some(target)) => http.chain(&target, request).await,
+                    _ => None,
                 };
                 match resp {
                     Some(resp) => Ok((
@@ -119,7 +135,7 @@ impl WasiHttpHooks for OutboundHttp {
                         Box::new(async { Ok(()) })
                             as Box<dyn std::future::Future<Output = _> + Send>,
                     )),
-                    // Spin: a chained request to a component no HTTP trigger serves.
+                    // Spin traps the guest here (a hook cannot); an error is as close as it gets.
                     None => Err(HttpError::DestinationNotFound),
                 }
             });
@@ -134,3 +150,6 @@ impl WasiHttpHooks for OutboundHttp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -173,8 +173,11 @@ impl v2::HostConnection for OutboundRedisInstance {
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let mut conn = self.redis_conn(&c)?;
-        let r = conn.get(key).await;
-        Ok(r.map_err(other))
+        let r: redis::RedisResult<Option<Vec<u8>>> = conn.get(key).await;
+        Ok(r.map_err(other).and_then(|v| {
+            let size = std::mem::size_of::<Option<Vec<u8>>>() + v.as_ref().map_or(0, Vec::len);
+            within_limit(v, size)
+        }))
     }
 
     async fn set(
@@ -258,13 +261,43 @@ impl v2::HostConnection for OutboundRedisInstance {
             };
         }
         let r = cmd.query_async::<Results>(&mut conn).await;
-        Ok(r.map_err(other).map(|r| r.0))
+        Ok(r.map_err(other).and_then(|Results(r)| {
+            let size = results_size(&r);
+            within_limit(r, size)
+        }))
     }
 
     async fn drop(&mut self, c: Resource<RedisConnection>) -> wasmtime::Result<()> {
         self.table.delete(c)?;
         Ok(())
     }
+}
+
+/// What Spin lets one host call buffer for the guest (`spin_world::MAX_HOST_BUFFERED_BYTES`):
+/// a larger `get` or `execute` result is an error there, so it is one here.
+const MAX_HOST_BUFFERED_BYTES: usize = 128 << 20;
+
+fn within_limit<T>(value: T, size: usize) -> Result<T, Error> {
+    if size > MAX_HOST_BUFFERED_BYTES {
+        return Err(Error::Other(format!(
+            "query result exceeds limit of {MAX_HOST_BUFFERED_BYTES} bytes"
+        )));
+    }
+    Ok(value)
+}
+
+/// The size Spin counts for `execute`'s results (its `memory_size`).
+fn results_size(results: &[RedisResult]) -> usize {
+    let each = std::mem::size_of::<RedisResult>();
+    std::mem::size_of::<Vec<RedisResult>>()
+        + results
+            .iter()
+            .map(|r| match r {
+                RedisResult::Nil | RedisResult::Int64(_) => each,
+                RedisResult::Binary(b) => each + b.len(),
+                RedisResult::Status(s) => each + s.len(),
+            })
+            .sum::<usize>()
 }
 
 /// `execute`'s results, flattened as Spin flattens them.
@@ -313,3 +346,6 @@ impl FromRedisValue for Results {
         Ok(Results(out))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -101,24 +101,6 @@ impl HttpTrigger {
         })))
     }
 
-    /// `/.well-known/spin/info`: the app's name and version, as Spin reports them.
-    fn app_info(&self) -> Response<HyperOutgoingBody> {
-        let app = &self.app.manifest.application;
-        let mut body = serde_json::json!({ "name": app.name });
-        if let Some(version) = &app.version {
-            body["version"] = version.clone().into();
-        }
-        let mut resp = text(StatusCode::OK, "");
-        *resp.body_mut() = Full::new(Bytes::from(body.to_string()))
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        resp.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        resp
-    }
-
     /// What the instances of this app get for service chaining.
     pub fn chaining(&self) -> crate::outbound_http::ServiceChaining {
         let me: std::sync::Weak<dyn crate::outbound_http::ChainTarget> = self.me.clone();
@@ -208,25 +190,16 @@ impl HttpTrigger {
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
         crate::hop::record(crate::hop::Point::Received, path.as_bytes());
-        // Spin answers these itself, before routing (the shim's liveness probes use `health`).
-        if let Some(well_known) = path.strip_prefix(crate::routes::WELL_KNOWN_PREFIX) {
-            return match well_known {
-                "health" => text(StatusCode::OK, "OK"),
-                "info" => self.app_info(),
-                _ => empty(StatusCode::NOT_FOUND),
-            };
+        match front(
+            &self.router,
+            &self.app.manifest.application,
+            &path,
+            &mut req,
+            client,
+        ) {
+            Front::Dispatch(idx) => self.dispatch(idx, req, path).await,
+            Front::Answer(answer) => answer,
         }
-        let Some(m) = self.router.route(&path) else {
-            return empty(StatusCode::NOT_FOUND);
-        };
-        // Spin cannot build the request's URL without it and drops the connection; a 400 says
-        // what is wrong instead (host/README.md lists this difference).
-        if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
-            return json_error(StatusCode::BAD_REQUEST, "the request has no Host header");
-        }
-        let idx = *m.target;
-        set_spin_headers(&mut req, &m, client);
-        self.dispatch(idx, req, path).await
     }
 
     /// A request from a component to `http://<id>.spin.internal/...` (Spin's service
@@ -274,13 +247,7 @@ impl HttpTrigger {
     {
         let handler = &self.handlers[idx];
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            let mut resp = json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is busy; retry shortly",
-            );
-            resp.headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return resp;
+            return busy();
         };
         let mut store = self.app.store(&handler.ctx, &self.chaining());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -336,6 +303,99 @@ impl HttpTrigger {
             }
         }
     }
+}
+
+/// What the host decides before any component runs.
+enum Front {
+    /// Run the request on this handler; the `spin-*` headers are set.
+    Dispatch(usize),
+    /// The host's own answer: the well-known paths, no route, no usable Host.
+    Answer(Response<HyperOutgoingBody>),
+}
+
+fn front<B>(
+    router: &Router<usize>,
+    application: &crate::manifest::Application,
+    path: &str,
+    req: &mut Request<B>,
+    client: SocketAddr,
+) -> Front {
+    // Spin strips a service-chaining Host from every request it serves: only a chained request
+    // comes from `<id>.spin.internal`.
+    let chaining_host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(crate::outbound_http::is_chaining_host);
+    if chaining_host {
+        req.headers_mut().remove(hyper::header::HOST);
+    }
+    // Spin answers these itself, before routing (the shim's liveness probes use `health`).
+    if let Some(well_known) = path.strip_prefix(crate::routes::WELL_KNOWN_PREFIX) {
+        return Front::Answer(match well_known {
+            "health" => text(StatusCode::OK, "OK"),
+            "info" => app_info(application),
+            _ => empty(StatusCode::NOT_FOUND),
+        });
+    }
+    let Some(m) = router.route(path) else {
+        return Front::Answer(empty(StatusCode::NOT_FOUND));
+    };
+    // Spin cannot build the request's URL then and drops the connection; a 400 says what is
+    // wrong instead (host/README.md lists this difference).
+    if let Some(problem) = authority_problem(req) {
+        return Front::Answer(json_error(StatusCode::BAD_REQUEST, problem));
+    }
+    let idx = *m.target;
+    set_spin_headers(req, &m, client);
+    Front::Dispatch(idx)
+}
+
+/// Why Spin's `set_req_uri` would fail for `req`: the authority comes from the Host header or
+/// the URI, and when both are there they must agree.
+fn authority_problem<B>(req: &Request<B>) -> Option<&'static str> {
+    let header = match req.headers().get(hyper::header::HOST) {
+        None => None,
+        Some(h) => match h.to_str().ok().map(str::parse::<http::uri::Authority>) {
+            Some(Ok(a)) => Some(a),
+            _ => return Some("the request's Host header is not a valid authority"),
+        },
+    };
+    match (header, req.uri().authority()) {
+        (None, None) => Some("the request has no Host header"),
+        (Some(h), Some(u)) if h != *u => Some("the request's Host header does not match its URI"),
+        _ => None,
+    }
+}
+
+/// `/.well-known/spin/info`: the app's name and version, as Spin writes them (pretty JSON).
+fn app_info(application: &crate::manifest::Application) -> Response<HyperOutgoingBody> {
+    let mut body = serde_json::json!({ "name": application.name });
+    if let Some(version) = &application.version {
+        body["version"] = version.clone().into();
+    }
+    let body = serde_json::to_string_pretty(&body).unwrap_or_default();
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// The answer to a request beyond the in-flight cap: at once, saying when to retry.
+fn busy() -> Response<HyperOutgoingBody> {
+    let mut resp = json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is busy; retry shortly",
+    );
+    resp.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(5);
@@ -411,8 +471,8 @@ fn empty(status: StatusCode) -> Response<HyperOutgoingBody> {
 }
 
 /// The headers Spin adds for the component (spin trigger-http `compute_default_headers`).
-fn set_spin_headers(
-    req: &mut Request<Incoming>,
+fn set_spin_headers<B>(
+    req: &mut Request<B>,
     m: &crate::routes::RouteMatch<'_, usize>,
     client: SocketAddr,
 ) {
@@ -460,3 +520,6 @@ impl crate::outbound_http::ChainTarget for HttpTrigger {
         Box::pin(HttpTrigger::chain(self, component, request))
     }
 }
+
+#[cfg(test)]
+mod tests;
