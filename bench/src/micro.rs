@@ -108,7 +108,7 @@ pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
     let kv = KeyValueApp::new(&configs, labels.clone())?;
     Ok(Arc::new(ComponentCtx {
         id: "bench".into(),
-        allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver)?),
+        allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver, &[])?),
         key_value: kv.component(&labels),
         variables: Arc::new(HashMap::new()),
         environment: Vec::new(),

@@ -5,7 +5,8 @@
 //! Entries are `<scheme>://<host>[:<port>]` where each part may be `*`, the host may be
 //! `*.domain` or a CIDR range, and the port may be a range `a..b` (end excluded); a missing port
 //! means the scheme's well-known port. Templates (`{{ var }}`) are resolved at start-up. A URL is
-//! matched on its scheme, host and port only: credentials and query do not take part. Spin's
+//! matched on its scheme, host and port only: credentials and query do not take part.
+//! `*.spin.internal` means the app's own components, one `<id>.spin.internal` host each. Spin's
 //! test cases are ported as data in `allowed_hosts/spin_cases.toml`.
 //!
 //! A refused connection gets Spin's error: `invalid-address` for Redis,
@@ -66,7 +67,14 @@ fn well_known_port(scheme: &str) -> Option<u16> {
 
 impl AllowedHosts {
     /// Parses a component's list, resolving templates against the application variables.
-    pub fn parse(entries: &[String], vars: &Resolver) -> Result<AllowedHosts> {
+    /// `component_ids` are all the app's components: `*.spin.internal` stands for exactly their
+    /// service-chaining hosts, as in Spin (`expand_wildcard_service_chaining`), so a name that is
+    /// no component, or has a further dot, is refused like any host not listed.
+    pub fn parse(
+        entries: &[String],
+        vars: &Resolver,
+        component_ids: &[String],
+    ) -> Result<AllowedHosts> {
         if entries.len() == 1 && entries[0] == "insecure:allow-all" {
             bail!("'insecure:allow-all' is not allowed - use '*://*:*' instead if you really want to allow all outbound traffic");
         }
@@ -81,7 +89,11 @@ impl AllowedHosts {
                     )
                 })
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        let hosts = hosts
+            .into_iter()
+            .flat_map(|h| h.expand_service_chaining(component_ids))
+            .collect();
         Ok(AllowedHosts { hosts })
     }
 
@@ -110,6 +122,27 @@ impl AllowedHosts {
                 && h.host.allows(&host)
                 && h.port.allows(port.or_else(|| well_known_port(&scheme)))
         })
+    }
+}
+
+/// The service-chaining domain: `<component-id>.spin.internal`.
+const SERVICE_CHAINING_SUFFIX: &str = ".spin.internal";
+
+impl AllowedHost {
+    /// `*.spin.internal` becomes one entry per component, with this entry's scheme and port.
+    fn expand_service_chaining(self, component_ids: &[String]) -> Vec<AllowedHost> {
+        match &self.host {
+            HostPattern::AnySubdomain(suffix) if suffix == SERVICE_CHAINING_SUFFIX => component_ids
+                .iter()
+                .map(|id| AllowedHost {
+                    host: HostPattern::Literal(Host::Domain(format!(
+                        "{id}{SERVICE_CHAINING_SUFFIX}"
+                    ))),
+                    ..self.clone()
+                })
+                .collect(),
+            _ => vec![self],
+        }
     }
 }
 

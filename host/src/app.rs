@@ -57,6 +57,7 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    crate::outbound_http::add_to_linker(&mut linker)?;
     // One call per capability, each handing over only its own per-instance state.
     crate::key_value::add_to_linker(&mut linker, |s: &mut HostState| &mut s.key_value)?;
     crate::variables::add_to_linker(&mut linker, |s: &mut HostState| &mut s.variables)?;
@@ -145,11 +146,14 @@ impl App {
         let engine = crate::engine::new_engine(&limits)?;
         let shared = Arc::new(Shared::default());
 
+        // Every component of the manifest, used or not, as Spin expands `*.spin.internal`.
+        let component_ids: Vec<String> = manifest.component.keys().cloned().collect();
         let mut compiling = Vec::new();
         for id in &used {
             let decl = &manifest.component[id];
-            let allowed_hosts = AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver)
-                .with_context(|| format!("component {id:?}"))?;
+            let allowed_hosts =
+                AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver, &component_ids)
+                    .with_context(|| format!("component {id:?}"))?;
             let variables = resolver
                 .component_variables(&decl.variables)
                 .with_context(|| format!("component {id:?}"))?;

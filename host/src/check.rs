@@ -185,6 +185,7 @@ pub fn check(
         route(&manifest, paths, &mut report);
     }
 
+    let component_ids: Vec<String> = manifest.component.keys().cloned().collect();
     for (id, decl) in &manifest.component {
         let mut uses = BTreeSet::new();
         for template in decl.variables.values().chain(&decl.allowed_outbound_hosts) {
@@ -192,7 +193,7 @@ pub fn check(
                 uses.extend(t.variables().map(str::to_string));
             }
         }
-        let allowed = AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver);
+        let allowed = AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver, &component_ids);
         let resolved_hosts = decl
             .allowed_outbound_hosts
             .iter()

@@ -117,6 +117,52 @@ async fn service_chaining_to_another_component(probe: &Probe) {
     assert!(body.contains("HttpRequestDenied"), "{body}");
 }
 
+/// `http://*.spin.internal` allows the app's own components and no other name under
+/// `spin.internal` (Spin expands it to one host per component id).
+async fn wildcard_service_chaining_is_the_apps_components(probe: &Probe) {
+    let (status, body) = probe
+        .get("/chain/http?url=http://locked.spin.internal/echo")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("200 "), "{body}");
+    for host in ["nothere.spin.internal", "a.locked.spin.internal"] {
+        probe
+            .fails_with(
+                &format!("/chain/http?url=http://{host}/echo"),
+                "HttpRequestDenied",
+            )
+            .await;
+    }
+}
+
+/// A chained request, its host allowed, to a component of the app that no HTTP route serves:
+/// the calling guest traps ("unknown routing destination"), so its request gets the host's
+/// answer to a trap (Spin: an empty 500; nanohost: its JSON error, see the difference table).
+async fn chaining_to_a_component_without_a_route_traps_the_caller(probe: &Probe) {
+    let (status, body) = probe
+        .get("/chain/http?url=http://unrouted.spin.internal/echo")
+        .await;
+    assert_eq!(status, 500, "{body}");
+    let trap = match probe.app.kind {
+        HostKind::Spin => "",
+        HostKind::Nanohost => r#"{"error":"the component failed"}"#,
+    };
+    assert_eq!(body, trap);
+    // Spin's log names the reason (nanohost in process has no log of its own); the line may
+    // land just after the answer.
+    if let Some(log) = &probe.app.log {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let tail = support::host::tail(log, 200);
+            if tail.contains("unknown routing destination 'unrouted'") {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{tail}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[allow(clippy::needless_update)]
 /// What a chained request looks like to the component it reaches: Spin 3.6.3 builds the URL on
 /// `localhost` and reports no client address.
@@ -259,6 +305,8 @@ fn main() {
                 variables_from_defaults_and_templates,
                 service_chaining_to_another_component,
                 service_chaining_headers_are_spins,
+                wildcard_service_chaining_is_the_apps_components,
+                chaining_to_a_component_without_a_route_traps_the_caller,
                 an_unknown_route_is_an_empty_404,
             ]
         );

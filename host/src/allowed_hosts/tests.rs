@@ -14,6 +14,7 @@ struct Table {
     entry: Vec<Entry>,
     list: Vec<List>,
     check: Vec<Check>,
+    expand: Vec<Expand>,
     url: Vec<UrlCase>,
 }
 
@@ -44,10 +45,24 @@ struct Check {
     from: String,
     name: String,
     entries: Vec<String>,
+    /// The app's components, for `*.spin.internal`.
+    #[serde(default)]
+    component_ids: Vec<String>,
     #[serde(default)]
     allow: Vec<Target>,
     #[serde(default)]
     deny: Vec<Target>,
+}
+
+/// A list as parsed for an app with `component_ids`: every entry it becomes, in order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expand {
+    from: String,
+    name: String,
+    entries: Vec<String>,
+    component_ids: Vec<String>,
+    parses_as: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +144,7 @@ fn table_of_cases() {
     let spin_cases = table.entry.iter().filter(|c| c.from == "spin").count()
         + table.list.iter().filter(|c| c.from == "spin").count()
         + table.check.iter().filter(|c| c.from == "spin").count()
+        + table.expand.iter().filter(|c| c.from == "spin").count()
         + table.url.iter().filter(|c| c.from == "spin").count();
     assert!(
         spin_cases >= 40,
@@ -145,7 +161,7 @@ fn table_of_cases() {
             ))
         };
         match (
-            AllowedHosts::parse(std::slice::from_ref(&case.entry), &vars),
+            AllowedHosts::parse(std::slice::from_ref(&case.entry), &vars, &[]),
             case.error,
         ) {
             (Ok(h), true) => fail(format!(
@@ -173,7 +189,7 @@ fn table_of_cases() {
 
     for case in &table.list {
         check_origin(&case.from, &case.name);
-        if AllowedHosts::parse(&case.entries, &vars).is_err() != case.error {
+        if AllowedHosts::parse(&case.entries, &vars, &[]).is_err() != case.error {
             failures.push(format!(
                 "[{}] {}: error should be {}",
                 case.from, case.name, case.error
@@ -183,7 +199,7 @@ fn table_of_cases() {
 
     for case in &table.check {
         check_origin(&case.from, &case.name);
-        let hosts = match AllowedHosts::parse(&case.entries, &vars) {
+        let hosts = match AllowedHosts::parse(&case.entries, &vars, &case.component_ids) {
             Ok(h) => h,
             Err(e) => {
                 failures.push(format!("[{}] {}: refused: {e:#}", case.from, case.name));
@@ -211,6 +227,22 @@ fn table_of_cases() {
         }
     }
 
+    for case in &table.expand {
+        check_origin(&case.from, &case.name);
+        match AllowedHosts::parse(&case.entries, &vars, &case.component_ids) {
+            Ok(h) => {
+                let got: Vec<String> = h.hosts.iter().map(describe).collect();
+                if got != case.parses_as {
+                    failures.push(format!(
+                        "[{}] {}: parsed as {got:?}, expected {:?}",
+                        case.from, case.name, case.parses_as
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("[{}] {}: refused: {e:#}", case.from, case.name)),
+        }
+    }
+
     for case in &table.url {
         check_origin(&case.from, &case.name);
         match OutboundUrl::parse(&case.url, &case.scheme) {
@@ -227,8 +259,12 @@ fn table_of_cases() {
 
 #[test]
 fn a_bad_url_with_a_password_is_denied_and_its_error_hides_the_password() {
-    let hosts =
-        AllowedHosts::parse(&["redis://cache:6379".to_string()], &Resolver::default()).unwrap();
+    let hosts = AllowedHosts::parse(
+        &["redis://cache:6379".to_string()],
+        &Resolver::default(),
+        &[],
+    )
+    .unwrap();
     for url in [
         "redis://:hunter2@",
         "redis://:hunter2@cache:port",
@@ -245,7 +281,7 @@ fn a_bad_url_with_a_password_is_denied_and_its_error_hides_the_password() {
 #[test]
 fn a_bare_ipv6_address_is_taken_as_a_host() {
     let hosts =
-        AllowedHosts::parse(&["http://[::1]:80".to_string()], &Resolver::default()).unwrap();
+        AllowedHosts::parse(&["http://[::1]:80".to_string()], &Resolver::default(), &[]).unwrap();
     assert!(hosts.allows("http", "::1", Some(80)));
     assert!(hosts.allows("http", "[::1]", None));
     assert!(!hosts.allows("http", "::2", Some(80)));

@@ -10,12 +10,18 @@ use http_body_util::{BodyExt, Empty, Full};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::{chaining_target, ChainTarget, OutboundHttp, ServiceChaining};
+use super::{
+    as_unknown_routing_destination, chaining_target, ChainTarget, OutboundHttp, ServiceChaining,
+};
 use crate::allowed_hosts::AllowedHosts;
 use crate::expressions::Resolver;
 
+/// The app's components: `*.spin.internal` allows these and no other name.
+const COMPONENTS: &[&str] = &["caller", "locked", "sweeper"];
+
 fn hooks(allowed: &[String], chaining: ServiceChaining) -> OutboundHttp {
-    let allowed = AllowedHosts::parse(allowed, &Resolver::default()).unwrap();
+    let ids: Vec<String> = COMPONENTS.iter().map(|c| c.to_string()).collect();
+    let allowed = AllowedHosts::parse(allowed, &Resolver::default(), &ids).unwrap();
     OutboundHttp::new("caller".into(), Arc::new(allowed), chaining)
 }
 
@@ -201,7 +207,7 @@ fn chaining_to(target: &Arc<Fake>) -> ServiceChaining {
 }
 
 #[test]
-fn chained_requests_reach_the_target_or_are_destination_not_found() {
+fn chained_requests_reach_the_target_or_fail_as_in_spin() {
     block_on(async {
         let allowed = ["http://*.spin.internal".to_string()];
         let url = "http://locked.spin.internal/echo?x=1";
@@ -221,15 +227,47 @@ fn chained_requests_reach_the_target_or_are_destination_not_found() {
             fake.calls.lock().unwrap().as_slice(),
             [("locked".to_string(), url.to_string())]
         );
-        // A component the trigger does not serve.
+        // A component of the app that the trigger does not serve: Spin traps the guest ("unknown
+        // routing destination"); the hook's error carries that to `future-incoming-response.get`.
         let r = send(&mut live, "http://sweeper.spin.internal/").await;
-        assert!(matches!(r, Err(HttpError::DestinationNotFound)), "{r:?}");
+        let unknown = r.as_ref().err().and_then(as_unknown_routing_destination);
+        assert_eq!(unknown.map(|u| u.0.as_str()), Some("sweeper"), "{r:?}");
+        assert_eq!(
+            unknown.unwrap().to_string(),
+            "unknown routing destination 'sweeper'"
+        );
+
+        // `*.spin.internal` is the app's components only (as Spin 3.6.3): any other name under
+        // it is refused before anything is looked up.
+        for url in [
+            "http://nothere.spin.internal/",
+            "http://a.locked.spin.internal/",
+        ] {
+            let r = send(&mut live, url).await;
+            assert!(
+                matches!(r, Err(HttpError::HttpRequestDenied)),
+                "{url}: {r:?}"
+            );
+        }
+        assert_eq!(
+            fake.calls.lock().unwrap().len(),
+            2,
+            "a refused name was chained"
+        );
 
         // Not a name Spin chains: not found, and never looked up on the network.
         let mut all = hooks(&["*://*:*".to_string()], chaining_to(&fake));
         let r = send(&mut all, "http://a.locked.spin.internal/").await;
         assert!(matches!(r, Err(HttpError::DestinationNotFound)), "{r:?}");
         assert_eq!(fake.calls.lock().unwrap().len(), 2, "a.locked was chained");
+        // Without an HTTP trigger nothing is a routing destination: no trap (Spin has no
+        // chaining then at all).
+        let r = send(
+            &mut hooks(&allowed, ServiceChaining::none()),
+            "http://sweeper.spin.internal/",
+        )
+        .await;
+        assert!(matches!(r, Err(HttpError::DestinationNotFound)), "{r:?}");
 
         // The trigger is gone (the app is shutting down): not found, not a panic.
         let gone = chaining_to(&fake);
@@ -262,4 +300,26 @@ fn chained_requests_need_the_internal_host_in_allowed_hosts() {
             (200, "locked served".into())
         );
     });
+}
+
+/// The hook's own error code for the trap's carrier, used only where `future-incoming-response.get`
+/// is not nanohost's: never `connection-refused`, which would send a guest to retry.
+#[test]
+fn an_unknown_destination_that_does_not_trap_is_destination_not_found() {
+    use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
+    let mut hooks = hooks(&[], ServiceChaining::none());
+    let carrier = match super::unknown_routing_destination("sweeper".into()) {
+        HttpError::Connect(e) => e,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        hooks.p2_error_from_connect(&carrier),
+        ErrorCode::DestinationNotFound
+    ));
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    assert!(matches!(
+        hooks.p2_error_from_connect(&refused),
+        ErrorCode::ConnectionRefused
+    ));
+    assert!(as_unknown_routing_destination(&HttpError::Connect(refused)).is_none());
 }

@@ -30,7 +30,7 @@ fn redis_server() -> test_brokers::Redis {
 }
 
 fn instance(allowed: &[String], pool: &Arc<Pool>) -> OutboundRedisInstance {
-    let allowed = AllowedHosts::parse(allowed, &Resolver::default()).unwrap();
+    let allowed = AllowedHosts::parse(allowed, &Resolver::default(), &[]).unwrap();
     OutboundRedisInstance::new("caller".into(), Arc::new(allowed), pool.clone())
 }
 
