@@ -80,7 +80,7 @@ pub async fn start(
 
     let mut tasks = Vec::new();
     for (address, channels) in by_address {
-        let pubsub = subscribe(&address, &channels).await?;
+        let pubsub = subscribe(&address, channels.keys()).await?;
         tracing::info!(
             "Redis trigger subscribed to {:?} on {}",
             channels.keys().collect::<Vec<_>>(),
@@ -97,7 +97,11 @@ pub async fn start(
     Ok(tasks)
 }
 
-async fn subscribe(address: &str, channels: &Channels) -> Result<redis::aio::PubSub> {
+/// A connection to `address` subscribed to `channels`, or the reason there is none.
+async fn subscribe(
+    address: &str,
+    channels: impl IntoIterator<Item = &String>,
+) -> Result<redis::aio::PubSub> {
     let shown = crate::redact::url(address);
     let client =
         redis::Client::open(address).with_context(|| format!("invalid Redis address {shown:?}"))?;
@@ -106,7 +110,7 @@ async fn subscribe(address: &str, channels: &Channels) -> Result<redis::aio::Pub
         .map_err(|_| anyhow::anyhow!("timed out"))
         .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("Redis trigger cannot connect to {shown}"))?;
-    for ch in channels.keys() {
+    for ch in channels {
         pubsub
             .subscribe(ch)
             .await
@@ -185,4 +189,77 @@ async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
     };
     let r = super::time_limited(app, run).await?;
     r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The trigger's connection alone, against a real redis-server (test-brokers): what it
+    //! subscribes to, and the start-up errors that stop an app (the delivery loop needs an app
+    //! and runs in host/tests).
+
+    use super::subscribe;
+    use test_brokers::{free_port, Redis};
+
+    fn channels(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// `subscribe(address, names)`, with `check` run while the subscription is alive.
+    fn subscribed<T>(
+        address: &str,
+        names: &[&str],
+        check: impl FnOnce() -> T,
+    ) -> anyhow::Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let _pubsub = subscribe(address, &channels(names)).await?;
+            Ok(check())
+        })
+    }
+
+    #[test]
+    fn subscribes_to_every_channel_it_is_given() {
+        let redis = Redis::start();
+        let counts = subscribed(&redis.url(), &["orders.placed", "other"], || {
+            (
+                redis.subscribers("orders.placed"),
+                redis.subscribers("other"),
+            )
+        })
+        .unwrap();
+        assert_eq!(counts, (1, 1));
+    }
+
+    #[test]
+    fn a_redis_that_wants_a_password_is_reached_only_with_it() {
+        let redis = Redis::start_with(free_port(), &["--requirepass", "s3cret-pw"]);
+        let with = redis.url().replace("redis://", "redis://:s3cret-pw@");
+        let count = subscribed(&with, &["c"], || redis.subscribers("c")).unwrap();
+        assert_eq!(count, 1);
+        // Without it, redis-rs alone would report a subscription that does not exist.
+        let err = format!("{:#}", subscribed(&redis.url(), &["c"], || ()).unwrap_err());
+        assert!(
+            err.contains("NOAUTH") && err.contains(&redis.url()),
+            "{err}"
+        );
+        let wrong = redis.url().replace("redis://", "redis://:wrong-s3cret@");
+        let err = format!("{:#}", subscribed(&wrong, &["c"], || ()).unwrap_err());
+        assert!(err.contains("cannot connect"), "{err}");
+        assert!(!err.contains("s3cret"), "a password in the error: {err}");
+    }
+
+    #[test]
+    fn nothing_listening_or_a_bad_address_is_a_start_up_error() {
+        let port = free_port();
+        let err = format!(
+            "{:#}",
+            subscribed(&format!("redis://127.0.0.1:{port}"), &["c"], || ()).unwrap_err()
+        );
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        let err = format!("{:#}", subscribed("nats://x:1", &["c"], || ()).unwrap_err());
+        assert!(err.contains("invalid Redis address"), "{err}");
+    }
 }
