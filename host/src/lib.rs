@@ -29,6 +29,15 @@ pub mod outbound_redis;
 pub mod redact;
 pub mod routes;
 pub mod runtime_config;
+/// Runs a unit test's async body on a runtime of its own.
+#[cfg(test)]
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
 // The manifest builder of the integration tests, so unit tests build their manifests the same way.
 #[cfg(test)]
 #[path = "../tests/support/spin_toml.rs"]

@@ -34,6 +34,14 @@ impl Probe {
         assert_eq!(self.get(path).await, (200, want.into()), "{path}");
     }
 
+    /// `path` makes an outbound request that the target answers with 200; what it answered.
+    async fn chained_ok(&self, path: &str) -> String {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("200 "), "{body}");
+        body
+    }
+
     /// `path` fails with 500 and a body naming `error` (the variant of Spin's error type).
     async fn fails_with(&self, path: &str, error: &str) {
         let (status, body) = self.get(path).await;
@@ -102,11 +110,9 @@ async fn variables_from_defaults_and_templates(probe: &Probe) {
 
 async fn service_chaining_to_another_component(probe: &Probe) {
     // `probe` may call `locked` in-process; `locked` answers with the headers it got.
-    let (status, body) = probe
-        .get("/p/http?url=http://locked.spin.internal/echo")
+    let body = probe
+        .chained_ok("/p/http?url=http://locked.spin.internal/echo")
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.starts_with("200 "), "{body}");
     assert!(body.contains("spin-matched-route: /..."), "{body}");
     assert!(body.contains("spin-path-info: /echo"), "{body}");
     // ... but not `probe` itself: that host is not in its allowed_outbound_hosts.
@@ -120,11 +126,9 @@ async fn service_chaining_to_another_component(probe: &Probe) {
 /// `http://*.spin.internal` allows the app's own components and no other name under
 /// `spin.internal` (Spin expands it to one host per component id).
 async fn wildcard_service_chaining_is_the_apps_components(probe: &Probe) {
-    let (status, body) = probe
-        .get("/chain/http?url=http://locked.spin.internal/echo")
+    probe
+        .chained_ok("/chain/http?url=http://locked.spin.internal/echo")
         .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(body.starts_with("200 "), "{body}");
     for host in ["nothere.spin.internal", "a.locked.spin.internal"] {
         probe
             .fails_with(

@@ -1,17 +1,10 @@
 //! The capability alone: the backends behind both interfaces, without an engine.
 
 use super::*;
+use crate::block_on;
 
 fn sqlite_memory() -> Store {
     Store::Sqlite(Arc::new(SqliteStore::open("default", None).unwrap()))
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

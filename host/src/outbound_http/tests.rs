@@ -14,6 +14,7 @@ use super::{
     as_unknown_routing_destination, chaining_target, ChainTarget, OutboundHttp, ServiceChaining,
 };
 use crate::allowed_hosts::AllowedHosts;
+use crate::block_on;
 use crate::expressions::Resolver;
 
 /// The app's components: `*.spin.internal` allows these and no other name.
@@ -60,10 +61,7 @@ async fn echo_server() -> u16 {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|req: hyper::Request<_>| async move {
-                    let host = req
-                        .headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
+                    let host = crate::trigger::http::host_header(&req)
                         .unwrap_or("-")
                         .to_string();
                     let body = format!("{} host={host}", req.uri());
@@ -78,14 +76,6 @@ async fn echo_server() -> u16 {
         }
     });
     port
-}
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 /// Hosts as Spin 3.6.3 parses them for service chaining (`parse_service_chaining_host`).

@@ -1,7 +1,6 @@
 //! The capability alone: the `fermyon:spin/redis` methods of an instance called directly, without
 //! an engine, against a real `redis-server` (test-brokers), and `execute`'s value conversion.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use redis::{FromRedisValue, Value};
@@ -13,15 +12,8 @@ use super::{
     MAX_HOST_BUFFERED_BYTES,
 };
 use crate::allowed_hosts::AllowedHosts;
+use crate::block_on;
 use crate::expressions::Resolver;
-
-fn block_on<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 /// A redis-server of the test's own. Without one the test fails, as the other broker tests do:
 /// a skipped case would be counted as passed (`cargo xtask test` installs redis-server).
@@ -32,6 +24,15 @@ fn redis_server() -> test_brokers::Redis {
 fn instance(allowed: &[String], pool: &Arc<Pool>) -> OutboundRedisInstance {
     let allowed = AllowedHosts::parse(allowed, &Resolver::default(), &[]).unwrap();
     OutboundRedisInstance::new("caller".into(), Arc::new(allowed), pool.clone())
+}
+
+/// An instance allowed to reach `server`, with a connection open to it.
+async fn connected(
+    server: &test_brokers::Redis,
+) -> (OutboundRedisInstance, Resource<RedisConnection>) {
+    let mut inst = instance(&[server.url()], &Arc::new(Pool::default()));
+    let c = open(&mut inst, &server.url()).await.unwrap();
+    (inst, c)
 }
 
 /// The same connection again: a guest passes its handle to every call.
@@ -111,9 +112,7 @@ fn an_allowed_address_where_nothing_listens_is_other_without_the_password() {
 fn every_command_round_trips_on_a_real_redis() {
     let server = redis_server();
     block_on(async {
-        let pool = Arc::new(Pool::default());
-        let mut inst = instance(&[server.url()], &pool);
-        let c = open(&mut inst, &server.url()).await.unwrap();
+        let (mut inst, c) = connected(&server).await;
         let i = &mut inst;
 
         assert_eq!(i.get(again(&c), "k".into()).await.unwrap().unwrap(), None);
@@ -185,9 +184,7 @@ fn publish_reaches_a_subscriber() {
     let mut pubsub = subscriber.as_pubsub();
     pubsub.subscribe("orders").unwrap();
     block_on(async {
-        let pool = Arc::new(Pool::default());
-        let mut inst = instance(&[server.url()], &pool);
-        let c = open(&mut inst, &server.url()).await.unwrap();
+        let (mut inst, c) = connected(&server).await;
         inst.publish(again(&c), "orders".into(), b"order-1".to_vec())
             .await
             .unwrap()
@@ -206,9 +203,7 @@ fn show(results: &[RedisResult]) -> String {
 fn execute_returns_each_reply_kind_flattened() {
     let server = redis_server();
     block_on(async {
-        let pool = Arc::new(Pool::default());
-        let mut inst = instance(&[server.url()], &pool);
-        let c = open(&mut inst, &server.url()).await.unwrap();
+        let (mut inst, c) = connected(&server).await;
         let bin = |s: &str| RedisParameter::Binary(s.as_bytes().to_vec());
         let cases: Vec<(&str, Vec<RedisParameter>, Vec<RedisResult>)> = vec![
             (

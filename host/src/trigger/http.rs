@@ -322,11 +322,7 @@ fn front<B>(
 ) -> Front {
     // Spin strips a service-chaining Host from every request it serves: only a chained request
     // comes from `<id>.spin.internal`.
-    let chaining_host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(crate::outbound_http::is_chaining_host);
+    let chaining_host = host_header(req).is_some_and(crate::outbound_http::is_chaining_host);
     if chaining_host {
         req.headers_mut().remove(hyper::header::HOST);
     }
@@ -374,17 +370,10 @@ fn app_info(application: &crate::manifest::Application) -> Response<HyperOutgoin
     if let Some(version) = &application.version {
         body["version"] = version.clone().into();
     }
-    let body = serde_json::to_string_pretty(&body).unwrap_or_default();
-    let mut resp = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json(
+        StatusCode::OK,
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )
 }
 
 /// The answer to a request beyond the in-flight cap: at once, saying when to retry.
@@ -435,7 +424,10 @@ fn failure_response(err: &anyhow::Error) -> Response<HyperOutgoingBody> {
 
 /// `{"error": message}`, the project's error body, for what the host answers itself.
 pub(crate) fn json_error(status: StatusCode, message: &str) -> Response<HyperOutgoingBody> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
+
+fn json(status: StatusCode, body: String) -> Response<HyperOutgoingBody> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
@@ -470,18 +462,20 @@ fn empty(status: StatusCode) -> Response<HyperOutgoingBody> {
     resp
 }
 
+/// The request's `Host` header, if it is text.
+pub(crate) fn host_header<B>(req: &Request<B>) -> Option<&str> {
+    req.headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+}
+
 /// The headers Spin adds for the component (spin trigger-http `compute_default_headers`).
 fn set_spin_headers<B>(
     req: &mut Request<B>,
     m: &crate::routes::RouteMatch<'_, usize>,
     client: SocketAddr,
 ) {
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost")
-        .to_string();
+    let host = host_header(req).unwrap_or("localhost").to_string();
     let path_and_query = req
         .uri()
         .path_and_query()
