@@ -40,6 +40,10 @@ BREAKS = {
                         "shim", {"test_spin_pods_run_on_the_shim[k8s/overlays/composed]"}),
     "sweep-not-routed": ("deploy/k8s/overlays/redis/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
                          "sweep", {"test_sweep_cronjob_calls_the_sweeper[redis]"}),
+    "redis-password-in-one-place": ("deploy/k8s/base/broker-credentials.yaml", 'redis-password: ""',
+                                    'redis-password: "s3cret"', "password", {
+                                        f"test_one_redis_password_everywhere[{d}]" for d in
+                                        ("k8s/overlays/redis", "spinkube/redis")}),
     "wrong-service-port": ("deploy/k8s/base/redis.yaml", "port: 6379", "port: 6380", "addresses", {
         f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
 }

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -218,17 +218,41 @@ def test_services_and_ingress_have_targets(directory):
     assert not problems
 
 
-@pytest.mark.parametrize("directory", [d for d in KUSTOMIZATIONS if "/base" not in d])
+def spin_apps(objects: list[dict]) -> list[str]:
+    """The Spin apps of a render: Deployments of our images, or SpinApps."""
+    apps = {o["metadata"]["name"] for o, spec, _ in pods(objects) if is_spin_pod(spec)}
+    return sorted(apps | set(of_kind(objects, "SpinApp")))
+
+
+def addresses(objects: list[dict]) -> list[tuple[str, str]]:
+    """(who, URL) of the runtime config's Redis stores and of every URL Kubernetes hands a Spin app."""
+    stores = tomllib.loads(runtime_config(objects)).get("key_value_store", {})
+    found = [(f"key_value_store.{k}", s.get("url", "")) for k, s in stores.items() if s["type"] == "redis"]
+    return found + [(app, v) for app in spin_apps(objects) for v in variables(objects, app).values() if "://" in v]
+
+
+DEPLOYS = [d for d in KUSTOMIZATIONS if "/base" not in d]
+
+
+@pytest.mark.parametrize("directory", DEPLOYS)
 def test_addresses_are_in_cluster_services(directory):
     """The runtime config's stores and every URL Kubernetes hands an app name a Service and port here."""
     objects = render(directory)
     stores = tomllib.loads(runtime_config(objects)).get("key_value_store", {})
     assert stores.get("default", {}).get("type") == "redis", "key_value_store.default must be the shared Redis"
-    addresses = [(f"key_value_store.{k}", s.get("url", "")) for k, s in stores.items() if s["type"] == "redis"]
-    apps = {o["metadata"]["name"] for o, spec, _ in pods(objects) if is_spin_pod(spec)}
-    apps |= set(of_kind(objects, "SpinApp"))
-    addresses += [(app, v) for app in apps for v in variables(objects, app).values() if "://" in v]
-    assert [f"{who}: {p}" for who, v in addresses if (p := address_problem(v, services(objects)))] == []
+    assert [f"{who}: {p}" for who, v in addresses(objects) if (p := address_problem(v, services(objects)))] == []
+
+
+@pytest.mark.parametrize("directory", DEPLOYS)
+def test_one_redis_password_everywhere(directory):
+    """Every client of the one Redis has the same password, or none: a password set in one place only loses
+    orders silently, since Spin's Redis trigger given none starts subscribed to nothing (host/README.md)."""
+    objects = render(directory)
+    # An app with a redis_password variable opens its (credential-free) redis_address with that password.
+    own = {a: vs["redis_password"] for a in spin_apps(objects) if "redis_password" in (vs := variables(objects, a))}
+    given = set(own.items()) | {(who, unquote(urlsplit(v).password or "")) for who, v in addresses(objects)
+                                if v.startswith("redis://") and who not in own}
+    assert len({password for _, password in given}) <= 1, f"different Redis passwords: {sorted(given)}"
 
 
 def test_lib_sh_builds_the_images_of_apps_tsv():
