@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 sys.path.insert(0, str(DEPLOY / "tools"))
 from deploytree import (APPS, CONFIG, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, DeployError,  # noqa: E402
-                        container_env, cronjob_commands, of_kind, pods, probe_paths, render, runtime_config)
+                        container_env, of_kind, pods, probe_paths, render, runtime_config, sweep_request)
 SHIM_UNPACK = ROOT.parent / "shared/tools/containerd-shim-spin/unpack"
 RUNTIME = "io.containerd.spin.v2"
 NAMESPACE = "nano-shim-check"
@@ -110,10 +110,8 @@ def read_cluster() -> Cluster:
             objects = render(f"k8s/overlays/{a.shape}")
             images = [c["image"] for o, spec, _ in pods(objects) if o["metadata"]["name"] == a.name
                       for c in spec["containers"]]
-            jobs = [argv for argv in cronjob_commands(objects).values()] if a.http else []
-            sweep = next(((argv[argv.index("-X") + 1] if "-X" in argv else "GET",
-                           urllib.parse.urlsplit(u).path) for argv in jobs for u in argv if u.startswith("http://")),
-                          None)
+            request = sweep_request(objects) if a.http else None
+            sweep = (request[0], urllib.parse.urlsplit(request[1]).path) if request else None
             shapes.setdefault(a.shape, []).append(App(
                 a.shape, a.name, ROOT / a.manifest, a.http, images[0], container_env(objects, a.name),
                 next(iter(probe_paths(objects, a.name))) if a.http else None, sweep))

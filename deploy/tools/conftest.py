@@ -30,7 +30,8 @@ def _or_fail(read):
     return reader
 
 
-render, variables, runtime_config = map(_or_fail, (deploytree.render, deploytree.variables, deploytree.runtime_config))
+render, variables, runtime_config, sweep_request = map(_or_fail, (
+    deploytree.render, deploytree.variables, deploytree.runtime_config, deploytree.sweep_request))
 
 
 def nanohost_check(manifest: Path, variables: dict[str, str], runtime_config: Path | None = None,

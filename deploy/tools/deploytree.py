@@ -122,3 +122,15 @@ def cronjob_commands(objects: list[dict]) -> dict[str, list[str]]:
     """CronJob name -> the command line of its one container."""
     return {n: [*c.get("command", []), *c.get("args", [])] for n, o in of_kind(objects, "CronJob").items()
             for c in o["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]}
+
+
+def sweep_request(objects: list[dict]) -> tuple[str, str] | None:
+    """(method, URL) of the render's sweep CronJob, which curls one http:// URL; None without a CronJob."""
+    jobs = cronjob_commands(objects)
+    if not jobs:
+        return None
+    urls = [a for argv in jobs.values() for a in argv if a.startswith("http://")]
+    if len(jobs) != 1 or len(urls) != 1 or [argv[:1] for argv in jobs.values()] != [["curl"]]:
+        raise DeployError(f"expected one CronJob that curls one http:// URL, found {jobs}")
+    (argv,) = jobs.values()
+    return argv[argv.index("-X") + 1] if "-X" in argv else "GET", urls[0]

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import KUSTOMIZATIONS, SHAPE_DIRS, nanohost_check, render, runtime_config, variables
+from conftest import KUSTOMIZATIONS, SHAPE_DIRS, nanohost_check, render, runtime_config, sweep_request, variables
 from deploytree import (APPS, CONFIG, DEPLOY, ROOT, SHAPES, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, cronjob_commands,
                         container_env, image_ref, of_kind, pods, probe_paths)
 
@@ -189,14 +189,14 @@ def test_both_deploys_hand_an_app_the_same_variables(shape):
 def test_sweep_cronjob_calls_the_sweeper(shape):
     """The same one CronJob in both deploys curls a route of the shape's HTTP app, through its Service."""
     (app,) = [a for a in APPS if a.shape == shape and a.http]
-    jobs = {d: cronjob_commands(render(f"{d}/{shape}")) for d in ("k8s/overlays", "spinkube")}
-    for d, job in jobs.items():
-        urls = [a for argv in job.values() for a in argv if a.startswith("http://")]
-        assert len(job) == 1 and next(iter(job.values()))[:1] == ["curl"] and len(urls) == 1, f"{d}: {job}"
-        url = urlsplit(urls[0])
+    renders = {d: render(f"{d}/{shape}") for d in ("k8s/overlays", "spinkube")}
+    for d, objects in renders.items():
+        request = sweep_request(objects)
+        assert request, f"{d}/{shape} has no sweep CronJob"
+        url = urlsplit(request[1])
         assert (url.hostname, url.port or 80) == (f"{app.name}.{CONFIG['NAMESPACE']}.svc.cluster.local", SHIM_HTTP_PORT)
         assert nanohost_check(ROOT / app.manifest, {}, routes=(url.path,))["routes"][url.path] == "sweeper", d
-    assert jobs["k8s/overlays"] == jobs["spinkube"]
+    assert cronjob_commands(renders["k8s/overlays"]) == cronjob_commands(renders["spinkube"])
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)

@@ -126,7 +126,7 @@ impl AllowedHosts {
 }
 
 /// The service-chaining domain: `<component-id>.spin.internal`.
-const SERVICE_CHAINING_SUFFIX: &str = ".spin.internal";
+pub(crate) const SERVICE_CHAINING_SUFFIX: &str = ".spin.internal";
 
 impl AllowedHost {
     /// `*.spin.internal` becomes one entry per component, with this entry's scheme and port.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::allowed_hosts::{AllowedHosts, OutboundUrl};
 use crate::expressions::{Resolver, Template};
 use crate::manifest::{HttpRoute, Manifest};
-use crate::routes::{routable, Router};
+use crate::routes::Router;
 use crate::runtime_config::RuntimeConfig;
 
 /// The JSON `nanohost check` prints. Secret values are never printed.
@@ -237,18 +237,10 @@ pub fn check(
 
 /// The component `nanohost up`'s router would send each of `paths` to.
 fn route(manifest: &Manifest, paths: &[String], report: &mut Report) {
-    let mut routes = Vec::new();
-    for t in &manifest.trigger.http {
-        match routable(&t.route) {
-            Ok(Some(p)) => routes.push((p.to_string(), Manifest::component_id(&t.component))),
-            Ok(None) => {}
-            Err(e) => return report.errors.push(format!("{e:#}")),
-        }
-    }
-    match Router::new(routes) {
+    match Router::for_manifest(manifest, str::to_string) {
         Ok(router) => {
             for path in paths {
-                let target = router.route(path).map(|m| m.target.to_string());
+                let target = router.route(path).map(|m| m.target.clone());
                 report.routes.insert(path.clone(), target);
             }
         }

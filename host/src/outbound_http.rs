@@ -12,7 +12,7 @@ use wasmtime_wasi_http::{
     Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::allowed_hosts::AllowedHosts;
+use crate::allowed_hosts::{AllowedHosts, SERVICE_CHAINING_SUFFIX};
 
 /// Per-instance state: the hooks wasmtime-wasi-http calls for each outgoing request.
 pub struct OutboundHttp {
@@ -78,10 +78,8 @@ impl ServiceChaining {
 fn chaining_target(host: &str) -> Option<&str> {
     let host = host.trim();
     let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    match host.split_once('.') {
-        Some((id, "spin.internal")) => Some(id),
-        _ => None,
-    }
+    host.strip_suffix(SERVICE_CHAINING_SUFFIX)
+        .filter(|id| !id.contains('.'))
 }
 
 /// Spin's error when a chained request names a component that no HTTP route serves; Spin turns it
@@ -198,7 +196,7 @@ impl WasiHttpHooks for OutboundHttp {
         crate::hop::record(crate::hop::Point::Sent, uri.path().as_bytes());
         // Never to the network, not even `a.b.spin.internal` (allowed only by a wider wildcard
         // such as `*`), which Spin does not chain.
-        if let Some(host) = uri.host().filter(|h| h.ends_with(".spin.internal")) {
+        if let Some(host) = uri.host().filter(|h| h.ends_with(SERVICE_CHAINING_SUFFIX)) {
             let target = chaining_target(host).map(str::to_string);
             let http = self.chaining.0.as_ref().and_then(|w| w.upgrade());
             return Box::new(async move {

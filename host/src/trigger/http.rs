@@ -68,28 +68,20 @@ impl HttpTrigger {
     /// `None` if the app has no HTTP routes.
     pub fn new(app: Arc<App>, limits: ListenerLimits) -> Result<Option<Arc<HttpTrigger>>> {
         let mut handlers = Vec::new();
-        let mut routes = Vec::new();
         let mut by_component: std::collections::HashMap<String, usize> = Default::default();
         for t in &app.manifest.trigger.http {
             let id = crate::manifest::Manifest::component_id(&t.component);
-            let idx = match by_component.get(id) {
-                Some(i) => *i,
-                None => {
-                    let (ctx, pre) =
-                        app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
-                    handlers.push(Handler { ctx, pre });
-                    by_component.insert(id.to_string(), handlers.len() - 1);
-                    handlers.len() - 1
-                }
-            };
-            if let Some(p) = crate::routes::routable(&t.route)? {
-                routes.push((p.to_string(), idx));
+            if !by_component.contains_key(id) {
+                let (ctx, pre) =
+                    app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
+                handlers.push(Handler { ctx, pre });
+                by_component.insert(id.to_string(), handlers.len() - 1);
             }
         }
         if handlers.is_empty() {
             return Ok(None);
         }
-        let router = Router::new(routes)?;
+        let router = Router::for_manifest(&app.manifest, |id| by_component[id])?;
         Ok(Some(Arc::new_cyclic(|me| HttpTrigger {
             me: me.clone(),
             app,
