@@ -11,8 +11,10 @@
 #   --no-smoke          skip the smoke test
 #
 # Steps: check tools, create the cluster (deploy/k3d/config.yaml) unless it exists, `cargo xtask build`,
-# build and push the app images to the cluster's registry, apply the manifests, wait for readiness, POST an
-# order and poll until it is fulfilled. Run it again to redeploy; deploy/down.sh deletes everything.
+# build and push the app images to the cluster's registry, apply the Secrets (passwords, the message key and
+# the sweep token: kept from the cluster, generated at random where absent; deploy/secrets), apply the
+# manifests, wait for readiness, POST an order and poll until it is fulfilled. Run it again to redeploy;
+# deploy/down.sh deletes everything.
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -59,6 +61,15 @@ say "cargo xtask build"
 (cd "$ROOT" && cargo xtask build)
 # (the ${a[@]+...} form keeps bash 3.2, macOS' /bin/bash, happy with an empty array under set -u)
 "$DEPLOY_DIR/oci/build.sh" ${build_args[@]+"${build_args[@]}"} "$shape"
+
+# --- secrets -----------------------------------------------------------------------------------------------
+# Not in the kustomizations, so no password is in git and `kubectl apply -k` never resets one: the values the
+# cluster's Secrets hold are kept (a redeploy changes no password under running brokers), absent ones are
+# generated at random (deploy/secrets/generate.py), and the filled-in Secrets applied before anything reads them.
+kc apply -f "$DEPLOY_DIR/k8s/base/namespace.yaml" >/dev/null
+say "Secrets broker-credentials, app-secrets, spin-runtime-config (kept, or generated where absent)"
+kc -n "$NAMESPACE" get secret broker-credentials app-secrets --ignore-not-found -o json |
+  python3 "$DEPLOY_DIR/secrets/generate.py" | kc apply -f - >/dev/null
 
 # --- apply -------------------------------------------------------------------------------------------------
 has_spinkube=0

@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 sys.path.insert(0, str(DEPLOY / "tools"))
 from deploytree import (APPS, CONFIG, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, DeployError,  # noqa: E402
-                        container_env, of_kind, pods, probe_paths, render, runtime_config, sweep_request)
+                        container_argv, container_env, env_of, of_kind, pods, pool_needs, probe_paths, render_with,
+                        runtime_config, secrets_generator, sweep_request)
 SHIM_UNPACK = ROOT.parent / "shared/tools/containerd-shim-spin/unpack"
 RUNTIME = "io.containerd.spin.v2"
 NAMESPACE = "nano-shim-check"
@@ -87,7 +88,7 @@ class App:
     image: str
     env: dict[str, str]  # the container's environment, Secret-backed values resolved
     probe_path: str | None  # HTTP apps: the path the kubelet probes
-    sweep: tuple[str, str] | None  # (method, path) the shape's CronJob sends this HTTP app
+    sweep: tuple[str, str, dict[str, str]] | None  # (method, path, headers) the shape's CronJob sends this HTTP app
 
 
 @dataclass
@@ -96,31 +97,38 @@ class Cluster:
     runtime_config: str  # the Secret's runtime-config.toml
     services: dict[str, int]  # Service name -> port, of the brokers in deploy/k8s/base
     mosquitto_conf: str
-    redis_args: list[str]
+    mosquitto_init: tuple[list[str], dict[str, str], str]  # the password file's init container: argv, env, mount
+    redis_args: list[str]  # expanded as the kubelet does: the password is in them
+    secrets: dict[str, str]  # the values generated for this run (deploy/secrets/generate.py)
     apps: dict[str, list[App]]  # shape -> apps
 
 
 def read_cluster() -> Cluster:
-    """What deploy/k8s would run. That it agrees with deploy/spinkube, apps.tsv, config.env and the apps'
-    spin.toml is deploy/check.sh's part (`cargo xtask test` runs it first); this only reads."""
+    """What deploy/k8s would run, with Secrets filled in as deploy/up.sh fills them (random values of this
+    run). That it agrees with deploy/spinkube, apps.tsv, config.env and the apps' spin.toml is deploy/check.sh's
+    part (`cargo xtask test` runs it first); this only reads."""
     try:
-        base = render("k8s/base")
+        values = secrets_generator().values()
+        base = render_with("k8s/base", values)
         shapes: dict[str, list[App]] = {}
         for a in APPS:
-            objects = render(f"k8s/overlays/{a.shape}")
+            objects = render_with(f"k8s/overlays/{a.shape}", values)
             images = [c["image"] for o, spec, _ in pods(objects) if o["metadata"]["name"] == a.name
                       for c in spec["containers"]]
             request = sweep_request(objects) if a.http else None
-            sweep = (request[0], urllib.parse.urlsplit(request[1]).path) if request else None
+            sweep = (request[0], urllib.parse.urlsplit(request[1]).path, request[2]) if request else None
             shapes.setdefault(a.shape, []).append(App(
                 a.shape, a.name, ROOT / a.manifest, a.http, images[0], container_env(objects, a.name),
                 next(iter(probe_paths(objects, a.name))) if a.http else None, sweep))
+        (init,) = of_kind(base, "Deployment")["mosquitto"]["spec"]["template"]["spec"]["initContainers"]
         return Cluster(
             CONFIG["NAMESPACE"], runtime_config(base),
             {svc: of_kind(base, "Service")[svc]["spec"]["ports"][0]["port"] for svc in ("redis", "mosquitto")},
             of_kind(base, "ConfigMap")["mosquitto-config"]["data"]["mosquitto.conf"],
-            of_kind(base, "Deployment")["redis"]["spec"]["template"]["spec"]["containers"][0]["args"], shapes)
-    except (DeployError, KeyError, IndexError) as err:
+            ([*init.get("command", []), *init.get("args", [])], env_of(init, base, "mosquitto"),
+             init["volumeMounts"][0]["mountPath"]),
+            container_argv(base, "Deployment", "redis"), values, shapes)
+    except (DeployError, KeyError, IndexError, ValueError) as err:
         raise Failure(f"cannot read deploy/k8s ({err!r}); deploy/check.sh says what is wrong") from err
 
 
@@ -459,6 +467,90 @@ def load(port: int, label: str, orders: int = ORDERS) -> tuple[list[str], list[s
 
 
 # --------------------------------------------------------------------------------------------------
+# MQTT 3.1.1 on a socket: just enough to see what Mosquitto lets in and what it delivers
+# --------------------------------------------------------------------------------------------------
+
+def _mqtt_packet(kind: int, body: bytes) -> bytes:
+    size, length = len(body), b""
+    while True:
+        byte, size = size % 128, size // 128
+        length += bytes([byte | (0x80 if size else 0)])
+        if not size:
+            return bytes([kind]) + length + body
+
+
+def _mqtt_str(value: str) -> bytes:
+    return len(value.encode()).to_bytes(2, "big") + value.encode()
+
+
+def _mqtt_read(sock: socket.socket) -> tuple[int, bytes]:
+    def exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+    kind = exact(1)[0]
+    size = shift = 0
+    while True:
+        byte = exact(1)[0]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return kind, exact(size)
+
+
+def mqtt_connect(port: int, user: str | None, password: str | None) -> tuple[socket.socket, int]:
+    """CONNECT (clean session) and the CONNACK return code: 0 accepted, 4 bad user name or password, 5 not
+    authorised."""
+    flags = 0x02 | (0xC0 if user is not None else 0)
+    payload = _mqtt_str(f"shim-check-{uuid.uuid4().hex[:8]}")
+    payload += _mqtt_str(user) + _mqtt_str(password) if user is not None else b""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(_mqtt_packet(0x10, _mqtt_str("MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big") + payload))
+    try:
+        kind, body = _mqtt_read(sock)
+    except (ConnectionError, socket.timeout):
+        return sock, -1
+    return sock, body[1] if kind == 0x20 else -1
+
+
+def mqtt_deliveries(port: int, user: str, password: str, topic: str, sizes: tuple[int, ...]) -> list[int]:
+    """Publish one QoS 0 message of each size, each from its own connection (Mosquitto may drop a client whose
+    publish it refuses), then a 1-byte marker; return the sizes a subscriber received before the marker."""
+    sub, code = mqtt_connect(port, user, password)
+    heard: list[int] = []
+    try:
+        if code:
+            raise Failure(f"Mosquitto refused the Secret's user (CONNACK {code})")
+        sub.sendall(_mqtt_packet(0x82, (1).to_bytes(2, "big") + _mqtt_str(topic) + b"\x00"))
+        if _mqtt_read(sub)[0] != 0x90:
+            raise Failure("no SUBACK from Mosquitto")
+        for size in (*sizes, 1):
+            pub, code = mqtt_connect(port, user, password)
+            try:
+                pub.sendall(_mqtt_packet(0x30, _mqtt_str(topic) + b"x" * size) + _mqtt_packet(0xC0, b""))
+                _mqtt_read(pub)  # PINGRESP: the broker has handled the publish (or it closed the connection)
+            except (OSError, ConnectionError):
+                pass
+            finally:
+                pub.close()
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            kind, body = _mqtt_read(sub)
+            if kind >> 4 == 3:
+                size = len(body) - 2 - int.from_bytes(body[:2], "big")
+                if size == 1:
+                    return heard
+                heard.append(size)
+        raise Failure("the marker publish never arrived")
+    finally:
+        sub.close()
+
+
+# --------------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------------
 
@@ -479,6 +571,9 @@ class Run:
     # -- brokers, configured as deploy/k8s/base configures them, on loopback ------------------------
     def start_brokers(self) -> None:
         args = [a for a in self.cluster.redis_args if a != "redis-server"]
+        if "--dir" in args:  # the PersistentVolumeClaim's mount -> a folder of this run
+            (self.work / "redis-data").mkdir()
+            args[args.index("--dir") + 1] = str(self.work / "redis-data")
         self.redis_cmd = [which("redis-server") or "redis-server", *args, "--port", str(self.redis_port),
                           "--bind", "127.0.0.1"]
         self.start_redis()
@@ -486,6 +581,15 @@ class Run:
                       self.cluster.mosquitto_conf, flags=re.MULTILINE)
         if f"listener {self.mqtt_port}" not in conf:
             raise Failure("deploy/k8s/base/mosquitto.yaml: no `listener <port>` line to map to loopback")
+        # The password file, written by the init container's own script, with its volume mapped to a folder.
+        argv, env, mount = self.cluster.mosquitto_init
+        auth = self.work / "mosquitto-auth"
+        auth.mkdir()
+        done = subprocess.run([a.replace(mount, str(auth)) for a in argv], capture_output=True, text=True,
+                              timeout=30, env={"PATH": os.environ.get("PATH", "") + ":/usr/sbin", **env})
+        if done.returncode != 0:
+            raise Failure(f"the mosquitto init container's script failed: {done.stderr.strip()[-400:]}")
+        conf = conf.replace(mount, str(auth))
         # The subscribe lines of the log show when a trigger (re)subscribes.
         conf = conf.replace("log_dest stdout", "log_dest stdout\nlog_type error\nlog_type warning\n"
                             "log_type notice\nlog_type information\nlog_type subscribe")
@@ -494,6 +598,33 @@ class Run:
         (self.work / "mosquitto.conf").write_text(conf)
         self.start_mosquitto()
         wait_port(self.redis_port)
+
+    def brokers_refuse_strangers(self) -> None:
+        """What deploy/k8s/base promises of the brokers, on the real ones: Redis and Mosquitto refuse a client
+        without the password (and Mosquitto a wrong one), and Mosquitto delivers a publish within
+        message_size_limit to a subscriber but never a larger one."""
+        label = "brokers"
+        problems = []
+        anonymous = subprocess.run([which("redis-cli") or "redis-cli", "-p", str(self.redis_port), "SET", "k", "v"],
+                                   capture_output=True, text=True, timeout=10, env={"PATH": os.environ["PATH"]})
+        if "NOAUTH" not in anonymous.stdout + anonymous.stderr:
+            problems.append(f"Redis took a write without the password: {anonymous.stdout.strip()!r}")
+        user, password = self.cluster.secrets["mqtt_username"], self.cluster.secrets["mqtt_password"]
+        codes = {who: mqtt_connect(self.mqtt_port, *cred)[1]
+                 for who, cred in (("anonymous", (None, None)), ("wrong password", (user, password + "x")),
+                                   ("the Secret's user", (user, password)))}
+        if codes != {"anonymous": 5, "wrong password": 5, "the Secret's user": 0} and \
+                codes != {"anonymous": 5, "wrong password": 4, "the Secret's user": 0}:
+            problems.append(f"Mosquitto CONNACK codes {codes} (want 5 or 4 refused, 0 for the Secret's user)")
+        limit = int(re.search(r"^message_size_limit\s+(\d+)", self.cluster.mosquitto_conf, re.MULTILINE).group(1))
+        sizes = (limit, limit + 1, 64 * 1024)
+        heard = mqtt_deliveries(self.mqtt_port, user, password, "shim-check/size", sizes)
+        log(f"{label}: Redis without the password -> {(anonymous.stdout + anonymous.stderr).strip()[:60]!r}; "
+            f"Mosquitto CONNACK {codes}; of publishes of {sizes} bytes (message_size_limit {limit}) a "
+            f"subscriber heard {heard}")
+        if heard != [limit]:
+            problems.append(f"Mosquitto delivered {heard} of {sizes} bytes with message_size_limit {limit}")
+        self.record(label, problems)
 
     def start_redis(self) -> None:
         self.redis_proc = Proc("redis", self.redis_cmd, self.work / "logs/redis.log").start()
@@ -509,8 +640,9 @@ class Run:
         wait_port(self.mqtt_port)
 
     def redis_cli(self, *args: str) -> str:
+        env = {"PATH": os.environ["PATH"], "REDISCLI_AUTH": self.cluster.secrets["redis_password"]}
         return subprocess.run([which("redis-cli") or "redis-cli", "-p", str(self.redis_port), *args],
-                              capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+                              capture_output=True, text=True, timeout=10, check=True, env=env).stdout.strip()
 
     def mosquitto_log(self) -> str:
         return (self.work / "logs/mosquitto.log").read_text(errors="replace")
@@ -522,7 +654,9 @@ class Run:
         for service, port in self.cluster.services.items():
             if url.hostname == f"{service}.{self.cluster.namespace}.svc.cluster.local" and url.port == port:
                 local = self.redis_port if service == "redis" else self.mqtt_port
-                return urllib.parse.urlunsplit(url._replace(netloc=f"127.0.0.1:{local}"))
+                userinfo = url.netloc.rpartition("@")[0]
+                netloc = f"{userinfo}@127.0.0.1:{local}" if userinfo else f"127.0.0.1:{local}"
+                return urllib.parse.urlunsplit(url._replace(netloc=netloc))
         if url.hostname and url.hostname.endswith(".svc.cluster.local"):
             raise Failure(f"the manifests name {value}, which is no Service of deploy/k8s/base")
         return value
@@ -597,6 +731,8 @@ class Run:
             problems = contract(port, label)
             load_problems, _ = load(port, label)
             problems += load_problems + self.sweep_after_load(app, port, label)
+            if store == "redis":
+                problems += self.full_store(port, label)
             keys_after = int(self.redis_cli("DBSIZE"))
             if store == "redis" and keys_after - keys_before < ORDERS:
                 problems.append(f"Redis holds {keys_after - keys_before} new keys, fewer than the {ORDERS} "
@@ -606,6 +742,52 @@ class Run:
             self.ctrd.remove(cid)
             self.record(label, problems)
             log(f"{label}: {time.monotonic() - t0:.1f} s")
+        self.record("composed (Spin's pool env)", self.pool_env_reaches_spin(app))
+
+    def full_store(self, port: int, label: str) -> list[str]:
+        """Redis full (maxmemory set just under what it holds, noeviction as in k8s/base): a new order is
+        refused with a JSON 503 and nothing of it is written; with room again, orders are accepted."""
+        limit = self.redis_cli("CONFIG", "GET", "maxmemory").split()[-1]
+        policy = self.redis_cli("CONFIG", "GET", "maxmemory-policy").split()[-1]
+        keys = int(self.redis_cli("DBSIZE"))
+        self.redis_cli("CONFIG", "SET", "maxmemory", "1")
+        try:
+            status, headers, body = request(port, "POST", "/order", b'{"details": "into a full store"}', JSON)
+        finally:
+            self.redis_cli("CONFIG", "SET", "maxmemory", limit)
+        after = int(self.redis_cli("DBSIZE"))
+        again, location, _ = post_order(port, "once the store has room again")
+        log(f"{label}: Redis full (maxmemory-policy {policy}): POST /order -> {status} {body[:120]!r}, "
+            f"keys {keys} -> {after}; with room again -> {again}")
+        try:
+            error = json.loads(body).get("error")
+        except ValueError:
+            error = None
+        problems = []
+        if status != 503 or "json" not in headers.get("content-type", "") or not error:
+            problems.append(f"a full store answered {status} {body[:120]!r} (want 503 with a JSON error)")
+        if after != keys:
+            problems.append(f"the refused order left {after - keys} keys in Redis")
+        if again != 202 or not location:
+            problems.append(f"with room again POST /order answered {again}")
+        return problems
+
+    def pool_env_reaches_spin(self, app: App) -> list[str]:
+        """The Deployment's pool environment reaches Spin's engine inside the shim: with one linear memory
+        fewer than one instance needs, the same image answers an empty 500 (Spin cannot instantiate); with the
+        Deployment's own values it served the load above."""
+        need = pool_needs(app.name)["SPIN_WASMTIME_TOTAL_MEMORIES"]
+        short = App(**{**app.__dict__, "env": {**app.env, "SPIN_WASMTIME_TOTAL_MEMORIES": str(need - 1)}})
+        cid, port = self.start_app(short, "pool", "embedded")
+        assert port
+        status, _, body = request(port, "GET", f"/order/{uuid.uuid4()}")
+        self.ctrd.remove(cid)
+        log(f"composed with SPIN_WASMTIME_TOTAL_MEMORIES={need - 1} (one instance needs {need}): "
+            f"GET /order/<id> -> {status} {body[:80]!r}")
+        if status != 500 or body:
+            return [f"with {need - 1} memories Spin answered {status} {body[:80]!r}: the shim did not read the "
+                    "pool's environment (want an empty 500)"]
+        return []
 
     def redis(self) -> None:
         order_app, fulfilment = self.pair("redis")
@@ -616,32 +798,42 @@ class Run:
         oid, port = self.start_app(order_app, "run")
         assert port
         problems = contract(port, label)
-        problems += load(port, label)[0]
-        problems += self.sweep_after_load(order_app, port, label)
+        load_problems, placed = load(port, label)
+        problems += load_problems + self.sweep_after_load(order_app, port, label)
         if not problems:
-            problems += self.redis_restart(order_app, fulfilment, fid, port)
+            problems += self.redis_restart(order_app, fulfilment, fid, port, placed)
         self.ctrd.remove(oid)
         for cid in [c for c in self.ctrd.containers if c.startswith(fulfilment.name)]:
             self.ctrd.remove(cid)
         self.record(label, problems)
         log(f"{label}: {time.monotonic() - t0:.1f} s")
 
-    def redis_restart(self, order_app: App, fulfilment: App, fid: str, port: int) -> list[str]:
-        """Restart Redis under the running apps. The store is emptied (no persistence, as in k8s/base);
-        the Redis trigger ends its container, which a kubelet restarts; the sweep then publishes again
-        what was accepted while nothing listened."""
+    def redis_restart(self, order_app: App, fulfilment: App, fid: str, port: int, placed: list[str]) -> list[str]:
+        """Restart Redis under the running apps. The store is kept (the AOF of k8s/base, fsynced before
+        each write is acknowledged): every order placed before is still there, fulfilled. The Redis trigger
+        ends its container, which a kubelet restarts; the sweep then publishes again what was accepted while
+        nothing listened."""
         label = "redis restart"
         channel = self.variable(fulfilment, "orders_channel")
         assert self.redis_proc
+        keys = int(self.redis_cli("DBSIZE"))
         self.redis_proc.stop()
         self.procs.remove(self.redis_proc)
         self.start_redis()
+        wait_port(self.redis_port)
+        kept_keys = int(self.redis_cli("DBSIZE"))
+        kept = wait_fulfilled(port, placed, 10)
+        log(f"{label}: Redis restarted from its AOF: {kept_keys} of {keys} keys; of the {len(placed)} orders "
+            f"of the load, {len(kept)} still answered `fulfilled`")
         end = time.monotonic() + 15
         while time.monotonic() < end and self.ctrd.task_status(fid) == "RUNNING":
             time.sleep(0.2)
         status = self.ctrd.task_status(fid)
         log(f"{label}: Redis restarted; the fulfilment container is {status}")
         problems = []
+        if kept_keys != keys or len(kept) != len(placed):
+            problems.append(f"{label}: Redis came back with {kept_keys} of {keys} keys, {len(kept)} of "
+                            f"{len(placed)} orders fulfilled: the store did not persist")
         if status == "RUNNING":
             # Pinned, because deploy/README.md says the kubelet's restart covers this case.
             problems.append(f"{label}: deploy/README.md says the Redis trigger ends its container when Redis "
@@ -749,7 +941,7 @@ class Run:
         stranded = [loc for loc in deaf if loc not in fulfilled]
         sweep = self.sweep(order_app, port, placed_at)
         if sweep is not None:
-            log(f"{label}: the CronJob's {' '.join(order_app.sweep or ())} -> {sweep[0]} {sweep[1][:200]!r}")
+            log(f"{label}: the CronJob's {' '.join(order_app.sweep[:2]) if order_app.sweep else ''} -> {sweep[0]} {sweep[1][:200]!r}")
         rescued = wait_fulfilled(port, stranded, 15 if sweep is not None else 3)
         log(f"{label}: of the {len(stranded)} orders placed while the trigger was deaf, {len(rescued)} "
             f"fulfilled after the restart{' and the sweep' if sweep is not None else ' (the shape has no sweep CronJob)'}")
@@ -761,19 +953,30 @@ class Run:
         return problems + after
 
     def sweep(self, order_app: App, port: int, placed_at: float | None = None) -> tuple[int, bytes] | None:
-        """The request of the shape's sweep CronJob (`curl -X POST`: no body, no content type), once the
-        app's grace period has passed for orders placed at `placed_at`; None when the shape has none."""
+        """The request of the shape's sweep CronJob (`curl -X POST -H 'Authorization: Bearer <token>'`: no
+        body, no content type), once the app's grace period has passed for orders placed at `placed_at`; None
+        when the shape has none."""
         if order_app.sweep is None:
             return None
         declared = tomllib.loads(order_app.manifest.read_text()).get("variables", {})
         if placed_at is not None and "sweep_grace_ms" in declared:
             grace_s = int(self.variable(order_app, "sweep_grace_ms")) / 1000
             time.sleep(max(0.0, placed_at + grace_s + 0.5 - time.monotonic()))
-        if "sweep_token" in declared and self.variable(order_app, "sweep_token"):
-            raise Failure(f"{order_app.name}: sweep_token is set, but the CronJob sends no Authorization header")
-        method, path = order_app.sweep
-        status, _, body = request(port, method, path)
+        method, path, headers = order_app.sweep
+        status, _, body = request(port, method, path, headers=headers)
         return status, body
+
+    def sweep_refused_without_token(self, order_app: App, port: int, label: str) -> list[str]:
+        """The same request without the CronJob's Authorization header, or with another token: refused."""
+        if order_app.sweep is None:
+            return []
+        method, path, _ = order_app.sweep
+        answers = [request(port, method, path)[0],
+                   request(port, method, path, headers={"Authorization": "Bearer not-the-token"})[0]]
+        log(f"{label}: {method} {path} without the token -> {answers[0]}, with another token -> {answers[1]}")
+        if any(a not in (401, 403) for a in answers):
+            return [f"{method} {path} without the CronJob's token answered {answers} (want 401 or 403)"]
+        return []
 
     def sweep_after_load(self, order_app: App, port: int, label: str) -> list[str]:
         """After a load with nothing lost, the CronJob's sweep answers 200 with its JSON report and
@@ -781,15 +984,16 @@ class Run:
         done = self.sweep(order_app, port)
         if done is None:
             return []
+        refused = self.sweep_refused_without_token(order_app, port, label)
         status, body = done
         try:
             report = json.loads(body)
         except ValueError:
             report = {}
-        log(f"{label}: the CronJob's {' '.join(order_app.sweep or ())} -> {status} {body[:200]!r}")
+        log(f"{label}: the CronJob's {' '.join(order_app.sweep[:2]) if order_app.sweep else ''} -> {status} {body[:200]!r}")
         if status != 200 or not isinstance(report, dict) or report.get("failed") != 0:
-            return [f"the CronJob's sweep -> {status} {body[:200]!r} (want 200 and a report with failed 0)"]
-        return []
+            return refused + [f"the CronJob's sweep -> {status} {body[:200]!r} (want 200 and a report with failed 0)"]
+        return refused
 
     def pair(self, shape: str) -> tuple[App, App]:
         apps = self.cluster.apps[shape]
@@ -885,6 +1089,10 @@ def main() -> int:
         run.start_brokers()
         log(f"containerd {work}/containerd.sock, shim {shim_dir}, Redis 127.0.0.1:{run.redis_port}, "
             f"Mosquitto 127.0.0.1:{run.mqtt_port}")
+        try:
+            run.brokers_refuse_strangers()
+        except (Failure, OSError, ConnectionError) as failure:
+            run.record("brokers", [str(failure)])
         t1 = time.monotonic()
         for apps in cluster.apps.values():
             for app in apps:

@@ -1,4 +1,4 @@
-"""The checks can fail: break a copy of the tree, run test_manifests.py on it, see the right cases fail."""
+"""The checks can fail: break a copy of the tree, run the rule files on it, see the right cases fail."""
 import os
 import re
 import shutil
@@ -11,6 +11,7 @@ import pytest
 from conftest import NANOHOST, SHAPE_DIRS
 from deploytree import APPS, DEPLOY, ROOT
 
+CHECKED = ("test_manifests.py", "test_hardening.py")  # the rule files run on each broken copy
 MQTT_APP = next(a.manifest for a in APPS if a.shape == "mqtt" and a.http)
 MQTT_WORKER = next(a.manifest for a in APPS if a.shape == "mqtt" and not a.http)
 # id: (file, text to replace or None to rename the file away, replacement, `-k` selection, cases that must fail)
@@ -19,7 +20,10 @@ BREAKS = {
         f"test_spin_manifest_fits_apps_tsv[{MQTT_WORKER}]",
         f"test_stage_rewrites_sources_into_target_composed[{MQTT_WORKER}]",
         f"test_spin_app_in_cluster[k8s/overlays/mqtt:{MQTT_WORKER}]",
-        f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_WORKER}]"}),
+        f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_WORKER}]",
+        f"test_secret_variables_come_from_secrets[k8s/overlays/mqtt:{MQTT_WORKER}]",
+        f"test_secret_variables_come_from_secrets[spinkube/mqtt:{MQTT_WORKER}]",
+        "test_spin_pool_sized_for_the_app[k8s/overlays/mqtt:fulfilment-mqtt]"}),
     "k8s-manifest-renamed": ("deploy/k8s/overlays/redis/fulfilment-redis.yaml", None, None, "renders or images", {
         "test_renders[k8s/overlays/redis]", "test_images_of_shape[k8s/overlays/redis]"}),
     "spinapp-without-image": ("deploy/spinkube/mqtt/spinapps.yaml", "  image: ", "  # image: ", "crds", {
@@ -40,10 +44,43 @@ BREAKS = {
                         "shim", {"test_spin_pods_run_on_the_shim[k8s/overlays/composed]"}),
     "sweep-not-routed": ("deploy/k8s/overlays/redis/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
                          "sweep", {"test_sweep_cronjob_calls_the_sweeper[redis]"}),
-    "redis-password-in-one-place": ("deploy/k8s/base/broker-credentials.yaml", 'redis-password: ""',
-                                    'redis-password: "s3cret"', "password", {
+    "redis-password-in-one-place": ("deploy/secrets/secrets.yaml", 'redis-trigger-address: "redis://:${redis_password}@',
+                                    'redis-trigger-address: "redis://', "password", {
                                         f"test_one_redis_password_everywhere[{d}]" for d in
                                         ("k8s/overlays/redis", "spinkube/redis")}),
+    "redis-without-aof": ("deploy/k8s/base/redis.yaml", '"--appendonly", "yes"', '"--appendonly", "no"', "durable", {
+        f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+    "redis-maxmemory-at-the-limit": ("deploy/k8s/base/redis.yaml", '"256mb"', '"512mb"', "durable", {
+        f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+    "redis-aof-on-an-emptydir": ("deploy/k8s/base/redis.yaml", "persistentVolumeClaim:\n            claimName: redis-data",
+                                 "emptyDir: {}", "durable", {
+                                     f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+    "redis-without-password": ("deploy/k8s/base/redis.yaml", ',\n                 "--requirepass", "$(REDIS_PASSWORD)"',
+                               "", "anonymous or password", {
+                                   f"test_{t}[{d}]" for _, d in SHAPE_DIRS
+                                   for t in ("brokers_refuse_anonymous_clients", "one_redis_password_everywhere")}),
+    "mosquitto-anonymous": ("deploy/k8s/base/mosquitto.yaml", "allow_anonymous false", "allow_anonymous true",
+                            "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for _, d in SHAPE_DIRS}),
+    "mosquitto-no-size-limit": ("deploy/k8s/base/mosquitto.yaml", "message_size_limit 4096", "message_size_limit 0",
+                                "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for _, d in SHAPE_DIRS}),
+    "secret-as-plain-value": ("deploy/k8s/overlays/redis/order-app-redis.yaml",
+                              "SPIN_VARIABLE_SWEEP_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
+                              "                  name: app-secrets\n                  key: sweep-token",
+                              'SPIN_VARIABLE_SWEEP_TOKEN\n              value: "sample-sweep-token"', "secret_variables", {
+                                  "test_secret_variables_come_from_secrets[k8s/overlays/redis:apps/order-app-redis/spin.toml]"}),
+    "message-key-from-another-secret": ("deploy/k8s/overlays/mqtt/fulfilment-mqtt.yaml", "key: message-key",
+                                        "key: sweep-token", "message_key or same_variables", {
+                                            "test_message_key_is_one_secret_for_the_shape[k8s/overlays/mqtt]",
+                                            "test_both_deploys_hand_an_app_the_same_variables[mqtt]"}),
+    "cronjob-without-token": ("deploy/k8s/overlays/composed/sweep.yaml", '"-H", "Authorization: Bearer $(SWEEP_TOKEN)",\n',
+                              "", "sweep", {"test_sweep_cronjob_sends_the_token[k8s/overlays/composed]",
+                                            "test_sweep_cronjob_calls_the_sweeper[composed]"}),
+    "pool-short-of-memories": ("deploy/k8s/overlays/composed/order-app.yaml", 'value: "1200"', 'value: "1000"', "pool", {
+        "test_spin_pool_sized_for_the_app[k8s/overlays/composed:order-app]"}),
+    "pool-keeps-memory-resident": ("deploy/k8s/overlays/mqtt/fulfilment-mqtt.yaml",
+                                   'SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT\n              value: "0"',
+                                   'SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT\n              value: "2097152"', "pool",
+                                   {"test_spin_pool_sized_for_the_app[k8s/overlays/mqtt:fulfilment-mqtt]"}),
     "wrong-service-port": ("deploy/k8s/base/redis.yaml", "port: 6379", "port: 6380", "addresses", {
         f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
 }
@@ -51,7 +88,8 @@ BREAKS = {
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    """A copy of deploy/ and of the Spin manifests deploy/apps.tsv names."""
+    """A copy of deploy/ and of the Spin manifests deploy/apps.tsv names (the built .wasm stay where they are:
+    deploytree.COMPOSED)."""
     root = tmp_path_factory.mktemp("pristine")
     shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     for a in APPS:
@@ -63,7 +101,7 @@ def pristine(tmp_path_factory):
 def failures(root: Path, select: str = "") -> tuple[int, set[str]]:
     env = {**os.environ, "DEPLOY_ROOT": str(root), "NANOHOST": str(NANOHOST)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rf",
-                           str(Path(__file__).parent / "test_manifests.py"), *(["-k", select] if select else [])],
+                           *(str(Path(__file__).parent / f) for f in CHECKED), *(["-k", select] if select else [])],
                           capture_output=True, text=True, env=env, cwd=root, timeout=300)
     return proc.returncode, set(re.findall(r"^FAILED \S+::(\S+)", proc.stdout, re.MULTILINE))
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import KUSTOMIZATIONS, SHAPE_DIRS, nanohost_check, render, runtime_config, sweep_request, variables
-from deploytree import (APPS, CONFIG, DEPLOY, ROOT, SHAPES, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, cronjob_commands,
-                        container_env, image_ref, of_kind, pods, probe_paths)
+from deploytree import (APPS, CONFIG, DEPLOY, ROOT, SHAPES, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, container_argv,
+                        container_env, cronjob_commands, image_ref, of_kind, pods, probe_paths)
 
 sys.path.insert(0, str(DEPLOY / "oci"))
 import stage  # noqa: E402
@@ -28,6 +28,13 @@ SPIN_VARIABLE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 SPINKUBE_DIRS = [d for d in KUSTOMIZATIONS if d.startswith("spinkube/")]
 CLUSTER_APPS = [(d, a) for a in APPS for s, d in SHAPE_DIRS if s == a.shape]
+
+
+def required_stand_ins(manifest: str) -> dict[str, str]:
+    """A value for each variable the manifest declares `required = true`: for the cases about the manifest's
+    shape, not about what Kubernetes sets (test_spin_app_in_cluster checks that, with no stand-in)."""
+    declared = tomllib.loads((ROOT / manifest).read_text()).get("variables", {})
+    return {name: "stand-in" for name, decl in declared.items() if decl.get("required")}
 
 
 def is_spin_pod(spec: dict) -> bool:
@@ -195,7 +202,8 @@ def test_sweep_cronjob_calls_the_sweeper(shape):
         assert request, f"{d}/{shape} has no sweep CronJob"
         url = urlsplit(request[1])
         assert (url.hostname, url.port or 80) == (f"{app.name}.{CONFIG['NAMESPACE']}.svc.cluster.local", SHIM_HTTP_PORT)
-        assert nanohost_check(ROOT / app.manifest, {}, routes=(url.path,))["routes"][url.path] == "sweeper", d
+        report = nanohost_check(ROOT / app.manifest, required_stand_ins(app.manifest), routes=(url.path,))
+        assert report["routes"][url.path] == "sweeper", d
     assert cronjob_commands(renders["k8s/overlays"]) == cronjob_commands(renders["spinkube"])
 
 
@@ -252,6 +260,9 @@ def test_one_redis_password_everywhere(directory):
     own = {a: vs["redis_password"] for a in spin_apps(objects) if "redis_password" in (vs := variables(objects, a))}
     given = set(own.items()) | {(who, unquote(urlsplit(v).password or "")) for who, v in addresses(objects)
                                 if v.startswith("redis://") and who not in own}
+    # ... and the server's own: Redis' --requirepass (none: the empty password).
+    argv = container_argv(objects, "Deployment", "redis")
+    given.add(("redis --requirepass", argv[argv.index("--requirepass") + 1] if "--requirepass" in argv else ""))
     assert len({password for _, password in given}) <= 1, f"different Redis passwords: {sorted(given)}"
 
 
@@ -310,7 +321,7 @@ def test_stage_rewrites_sources_into_target_composed(app, tmp_path):
 
 @pytest.mark.parametrize("app", APPS, ids=[a.manifest for a in APPS])
 def test_spin_manifest_fits_apps_tsv(app):
-    report = nanohost_check(ROOT / app.manifest, {})
+    report = nanohost_check(ROOT / app.manifest, required_stand_ins(app.manifest))
     triggers = {t["type"] for t in report["triggers"]}
     sources = {(ROOT / app.manifest).parent.joinpath(c["source"] or "/").resolve()
                for c in report["components"].values()}
@@ -319,7 +330,7 @@ def test_spin_manifest_fits_apps_tsv(app):
     assert all(s.parent == ROOT / "target/composed" for s in sources), f"sources outside target/composed: {sources}"
     assert ("http" in triggers) == (app.http), "http trigger vs deploy/apps.tsv"
     if app.http:
-        report = nanohost_check(ROOT / app.manifest, {}, routes=("/order", "/order/1"))
+        report = nanohost_check(ROOT / app.manifest, required_stand_ins(app.manifest), routes=("/order", "/order/1"))
         assert None not in report["routes"].values(), f"POST /order or GET /order/<id> is not routed: {report['routes']}"
     elif app.shape in ("mqtt", "redis"):
         assert app.shape in triggers, f"no [[trigger.{app.shape}]]"

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploytree import APPS, CONFIG, DEPLOY, ROOT, image_ref
 
@@ -96,6 +97,7 @@ def test_smoke_sh_against_a_fake_order_server(fulfil_after, passes):
 
 STUB = """#!/usr/bin/env bash
 printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+case "$*" in *"apply -f -") cat > "$STUB_LOG.stdin" ;; esac
 case "$(basename "$0") $*" in
   "k3d cluster get"*|"k3d registry get"*|"kubectl "*"get crd"*) exit 1 ;;
 esac
@@ -146,11 +148,16 @@ def test_up_sh_creates_builds_pushes_applies_in_order(stubbed):
                      f"docker push --quiet {push}", f"rollout status deployment/{a.name}"]
         staged = root / "target/deploy-oci" / a.name
         assert (staged / "spin.toml").is_file() and (staged / f"target/composed/{a.name}.wasm").is_file()
-    expected += [f"kubectl --context k3d-{CONFIG['CLUSTER_NAME']} apply -k {root}/deploy/k8s/overlays/mqtt",
+    secrets = f"kubectl --context k3d-{CONFIG['CLUSTER_NAME']} apply -f -"
+    expected += [secrets, f"kubectl --context k3d-{CONFIG['CLUSTER_NAME']} apply -k {root}/deploy/k8s/overlays/mqtt",
                  "rollout status deployment/redis", "rollout status deployment/mosquitto"]
     assert [e for e in expected if e not in calls] == []
-    order = [calls.find(e) for e in (expected[0], expected[1], f"apply -k {root}")]
-    assert order == sorted(order), "cluster creation, build and apply ran out of order"
+    order = [calls.find(e) for e in (expected[0], expected[1], secrets, f"apply -k {root}")]
+    assert order == sorted(order), "cluster creation, build, Secrets and apply ran out of order"
+    # The Secrets applied: every value generated (the stand-in kubectl found none in the cluster), none empty.
+    applied = [o for o in yaml.safe_load_all((root.parent / "calls.log.stdin").read_text()) if o]
+    assert {o["metadata"]["name"] for o in applied} == {"broker-credentials", "app-secrets", "spin-runtime-config"}
+    assert all(v for o in applied for v in o["stringData"].values())
 
 
 def test_up_sh_stops_without_k3d(stubbed):
