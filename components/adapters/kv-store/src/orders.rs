@@ -713,6 +713,37 @@ mod tests {
     }
 
     #[test]
+    fn a_second_sweep_is_refused_while_one_runs() {
+        let store = KvStore(Counted::default());
+        store.0.now.set(T0);
+        let events = MemoryEvents::default();
+        let settings = sweeper::Settings {
+            grace_ms: 10_000,
+            retention_ms: 0,
+        };
+        // The first sweep holds its leases while it announces; a second one starts meanwhile.
+        struct Nested<'a>(&'a KvStore<Counted>, &'a MemoryEvents, sweeper::Settings);
+        impl order_domain::Events for Nested<'_> {
+            fn order_placed(&self, order: &Order) -> Result<(), Error> {
+                let second = sweeper::sweep(self.0, self.1, &Still, T0 + 1, self.2);
+                assert!(matches!(second, Err(Error::Conflict(_))), "{second:?}");
+                self.1.order_placed(order)
+            }
+        }
+        store.save(&record(1, T0 - 60_000, None)).unwrap();
+        let first = sweeper::sweep(
+            &store,
+            &Nested(&store, &events, settings),
+            &Still,
+            T0,
+            settings,
+        );
+        assert_eq!(first.unwrap().announced, 1);
+        assert_eq!(store.0.keys_with("lease:"), 0, "given back");
+        sweeper::sweep(&store, &events, &Still, T0 + 2, settings).expect("free again");
+    }
+
+    #[test]
     fn a_cursor_passes_only_numbers_handed_out_long_enough_ago() {
         let store = KvStore(Counted::default());
         store.0.now.set(T0);
