@@ -276,15 +276,13 @@ impl<B: Backend> Store for KvStore<B> {
             return Ok(());
         }
         let position = self.load_with_position(&order.id)?.and_then(|(_, p)| p);
-        // Listed for retention before it is written: a fulfilled order is never left unlisted.
-        let listed = FULFILLED.push(&self.0, order.id.as_bytes())?;
-        let mut writes = vec![(order_key(&order.id), stored::encode(record, None))];
-        index(&mut writes);
-        self.0.set_many(&writes)?;
-        if self.0.monotonic_ms().saturating_sub(listed) >= FRESH_MS {
-            // Its listing may have been dropped as one whose save never landed: list it again.
-            FULFILLED.push(&self.0, order.id.as_bytes())?;
-        }
+        // Listed for retention in the same batch, ahead of the record: a fulfilled order is never
+        // left unlisted (push_with lists it again should the batch land late).
+        FULFILLED.push_with(&self.0, order.id.as_bytes(), |_| {
+            let mut writes = vec![(order_key(&order.id), stored::encode(record, None))];
+            index(&mut writes);
+            writes
+        })?;
         if let Some(n) = position {
             self.0.delete(&OUTBOX.item(n))?;
         }
