@@ -109,7 +109,10 @@ impl Brokers {
     /// The order app, its publisher using `publisher_password`; every order still `accepted` is
     /// due at once: a sweep publishes again right away.
     fn order_app(&self, publisher_password: &str) -> AppSpec {
-        let spec = self.spec("order-app").variable("sweep_grace_ms", "0");
+        let spec = self
+            .spec("order-app")
+            .variable("sweep_grace_ms", "0")
+            .variable("sweep_token", support::SWEEP_TOKEN);
         match &self.mosquitto {
             Some(broker) => spec
                 .variable("mqtt_address", broker.address())
@@ -279,7 +282,10 @@ impl Shape {
     }
 
     async fn sweep(&mut self) -> Value {
-        let request = self.client.post(format!("{}/sweep", self.base));
+        let request = self
+            .client
+            .post(format!("{}/sweep", self.base))
+            .bearer_auth(support::SWEEP_TOKEN);
         let (status, body) = self.send(request).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body

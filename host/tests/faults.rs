@@ -224,6 +224,7 @@ impl Net {
         };
         self.spec(manifest)
             .variable("sweep_grace_ms", GRACE_MS.to_string())
+            .variable("sweep_token", support::SWEEP_TOKEN)
     }
 
     async fn start_fulfilment(&mut self) {
@@ -299,6 +300,7 @@ impl Net {
         let response = self
             .client
             .post(format!("{}/sweep", self.base))
+            .bearer_auth(support::SWEEP_TOKEN)
             .send()
             .await
             .expect("POST /sweep");

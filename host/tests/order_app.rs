@@ -543,6 +543,94 @@ async fn the_redis_backed_store_holds_orders_across_host_restarts(host: HostKind
     app.app.stop().await;
 }
 
+/// `POST /sweep` with `authorization` (if any).
+async fn sweep(app: &OrderApp, authorization: Option<&str>) -> (StatusCode, Value) {
+    let mut request = app.client.post(format!("{}/sweep", app.base));
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), json_body(response).await)
+}
+
+/// The sweep is closed by default: without the variable every sweep is refused (403, whatever
+/// it carries); with it, only the right bearer token sweeps.
+async fn the_sweep_is_closed_without_its_token(host: HostKind) {
+    let dir = AppDir::new(&format!("{}-sweep-closed", host.name()));
+    let app = OrderApp::start_spec(host, &dir, &OrderApp::spec(), None).await;
+    for sent in [None, Some("Bearer "), Some("Bearer anything")] {
+        let (status, body) = sweep(&app, sent).await;
+        assert_problem(
+            status,
+            &body,
+            StatusCode::FORBIDDEN,
+            "sweep_token is not configured",
+        );
+    }
+    app.app.stop().await;
+
+    let dir = AppDir::new(&format!("{}-sweep-token", host.name()));
+    let spec = OrderApp::spec().variable("sweep_token", support::SWEEP_TOKEN);
+    let app = OrderApp::start_spec(host, &dir, &spec, None).await;
+    let right = format!("Bearer {}", support::SWEEP_TOKEN);
+    let wrong = format!("Bearer {}x", support::SWEEP_TOKEN);
+    let cases: [(Option<&str>, StatusCode); 5] = [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(&wrong), StatusCode::UNAUTHORIZED),
+        (Some(support::SWEEP_TOKEN), StatusCode::UNAUTHORIZED),
+        (Some("Bearer "), StatusCode::UNAUTHORIZED),
+        (Some(&right), StatusCode::OK),
+    ];
+    for (sent, expected) in cases {
+        let (status, body) = sweep(&app, sent).await;
+        assert_eq!(status, expected, "{sent:?}: {body}");
+        if expected == StatusCode::OK {
+            for field in ["pending", "deferred", "backed_off", "skipped", "purged"] {
+                assert!(body[field].is_u64(), "{field}: {body}");
+            }
+            assert_eq!(body["out_of_time"], false, "{body}");
+            assert_eq!(body["retention_ms"], 604_800_000u64, "{body}");
+        } else {
+            assert_problem(status, &body, expected, "Authorization: Bearer");
+        }
+    }
+    app.app.stop().await;
+}
+
+/// With a retention period, a sweep removes fulfilled orders older than it, and their
+/// idempotency keys: the order is gone (404) and its key places a new order.
+async fn fulfilled_orders_are_removed_after_the_retention_period(host: HostKind) {
+    let dir = AppDir::new(&format!("{}-retention", host.name()));
+    let spec = OrderApp::spec()
+        .variable("sweep_token", support::SWEEP_TOKEN)
+        .variable("retention_ms", "1");
+    let app = OrderApp::start_spec(host, &dir, &spec, None).await;
+    let key = fresh_key("retained");
+    let body = json!({ "details": "kept a millisecond" }).to_string();
+    let (status, _, first) = app.post(&body, &[("idempotency-key", &key)]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let href = first["task"]["href"].as_str().unwrap().to_string();
+    let (status, order) = app.get(&href).await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (StatusCode::OK, Some("fulfilled"))
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let (status, report) = sweep(&app, Some(&format!("Bearer {}", support::SWEEP_TOKEN))).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["purged"], 1, "{report}");
+    let (status, gone) = app.get(&href).await;
+    assert_problem(status, &gone, StatusCode::NOT_FOUND, "no order");
+    let (status, _, second) = app.post(&body, &[("idempotency-key", &key)]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_ne!(
+        second["task"]["id"], first["task"]["id"],
+        "the key was forgotten"
+    );
+    app.app.stop().await;
+}
+
 // No known difference today: the request without Host is held to each host's own documented answer.
 macro_rules! on_own_apps {
     ($cases:ident, $host:expr, [$($case:ident),* $(,)?]) => {$({
@@ -595,6 +683,8 @@ fn main() {
             [
                 an_embedded_store_keeps_orders_across_host_restarts,
                 the_redis_backed_store_holds_orders_across_host_restarts,
+                the_sweep_is_closed_without_its_token,
+                fulfilled_orders_are_removed_after_the_retention_period,
             ]
         );
     }

@@ -243,9 +243,12 @@ fn ensure_wasmtime_cli() {
 /// Kubernetes.
 fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
     let host_binary = root.join("target/debug/nanohost");
+    // `POST /sweep` is closed without a token: one per run, known to the hosts and to `sweep`.
+    let token = sweep_token()?;
     let host = |manifest: &str, config: Option<&Path>| {
         let mut cmd = Command::new(&host_binary);
         cmd.current_dir(root)
+            .env("SPIN_VARIABLE_SWEEP_TOKEN", &token)
             .args(["up", "--manifest", manifest, "--listen", listen]);
         if let Some(config) = config {
             cmd.arg("--runtime-config").arg(config);
@@ -292,7 +295,7 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
             break ended;
         }
         if std::time::Instant::now() >= next_sweep {
-            sweep(listen);
+            sweep(listen, &token);
             next_sweep = std::time::Instant::now() + SWEEP_EVERY;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -306,11 +309,21 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
 /// How often `cargo xtask up` asks the order app to re-announce orders stuck in `accepted`.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
+/// A random sweep token (128 bits from the OS, in hex).
+fn sweep_token() -> Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the sweep token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// `POST /sweep` on the order app; its answer is only logged when it is not a 200.
-fn sweep(listen: &str) {
+fn sweep(listen: &str, token: &str) {
     use std::io::{Read, Write};
     let request = format!(
-        "POST /sweep HTTP/1.1\r\nHost: {listen}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST /sweep HTTP/1.1\r\nHost: {listen}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     let answer = std::net::TcpStream::connect(listen).and_then(|mut s| {
         s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;

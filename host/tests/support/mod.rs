@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 pub use test_brokers::{free_port, Mosquitto, Redis};
 
+/// The `sweep_token` the tests give apps that are swept: `POST /sweep` is closed without one.
+pub const SWEEP_TOKEN: &str = "test-sweep-token-6c1f";
+
 /// The workspace root (where the root Cargo.toml and `target/` live).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

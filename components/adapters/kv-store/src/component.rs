@@ -29,6 +29,14 @@ impl Guest for KvStore {
         Ok(SpinStore.release_key(&key)?)
     }
 
+    fn claim_epoch(key: String) -> Result<u64, wit::Error> {
+        Ok(SpinStore.claim_epoch(&key)?)
+    }
+
+    fn revoke_claim(key: String) -> Result<(), wit::Error> {
+        Ok(SpinStore.revoke_claim(&key)?)
+    }
+
     fn claims(limit: u32) -> Result<Vec<KeyClaim>, wit::Error> {
         Ok(SpinStore
             .claims(limit)?
@@ -53,22 +61,54 @@ impl Guest for KvStore {
         Ok(SpinStore.discard(&from_wit(record))?)
     }
 
-    fn pending(limit: u32) -> Result<Vec<PendingOrder>, wit::Error> {
+    fn pending(after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, wit::Error> {
         Ok(SpinStore
-            .pending(limit)?
+            .pending(after, limit)?
             .into_iter()
             .map(|p| PendingOrder {
                 id: p.id,
                 since: p.since,
+                idempotency_key: p.idempotency_key,
+                attempts: p.attempts,
+                not_before: p.not_before,
+                position: p.position,
             })
             .collect())
     }
 
+    fn defer_pending(
+        entry: PendingOrder,
+        attempts: u32,
+        not_before: u64,
+    ) -> Result<(), wit::Error> {
+        Ok(SpinStore.defer_pending(&from_wit_entry(entry), attempts, not_before)?)
+    }
+
     fn clear_pending(entry: PendingOrder) -> Result<(), wit::Error> {
-        Ok(SpinStore.clear_pending(&order_domain::PendingOrder {
-            id: entry.id,
-            since: entry.since,
-        })?)
+        Ok(SpinStore.clear_pending(&from_wit_entry(entry))?)
+    }
+
+    fn take_lease(name: String) -> Result<bool, wit::Error> {
+        Ok(SpinStore.take_lease(&name)?)
+    }
+
+    fn free_lease(name: String) -> Result<(), wit::Error> {
+        Ok(SpinStore.free_lease(&name)?)
+    }
+
+    fn purge_fulfilled(before: u64, limit: u32) -> Result<u32, wit::Error> {
+        Ok(SpinStore.purge_fulfilled(before, limit)?)
+    }
+}
+
+fn from_wit_entry(e: PendingOrder) -> order_domain::PendingOrder {
+    order_domain::PendingOrder {
+        id: e.id,
+        since: e.since,
+        idempotency_key: e.idempotency_key,
+        attempts: e.attempts,
+        not_before: e.not_before,
+        position: e.position,
     }
 }
 

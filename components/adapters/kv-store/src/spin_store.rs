@@ -1,134 +1,122 @@
-//! [`SpinStore`]: the `store` rules on Spin's key-value store `default` (`fermyon:spin/key-value`
-//! for reads and writes, `wasi:keyvalue/atomics` for the claim, `wasi:keyvalue/batch` for the
-//! save; all three reach the same store in Spin). The component exports it over WIT; a program
-//! that links the business rules statically (bench/fixtures/monolith) calls it directly.
+//! [`SpinStore`]: the `store` rules ([`crate::orders`]) on Spin's key-value store `default`
+//! (`fermyon:spin/key-value` for reads and writes, `wasi:keyvalue/atomics` for counters,
+//! `wasi:keyvalue/batch` for batches; all three reach the same store in Spin). The component
+//! exports it over WIT; a program that links the business rules statically
+//! (bench/fixtures/monolith) calls it directly.
 
-use crate::stored::{self, claim_key, claim_note_key, index_key, order_key, pending_key};
-use order_domain::{Error, KeyClaim, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp};
+use crate::orders::{Backend, KvStore};
+use order_domain::{Error, KeyClaim, OrderRecord, PendingOrder, Store, Timestamp};
 use spin_sdk::key_value;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as wasi_kv};
 
 const LABEL: &str = "default";
 
-/// Opens the store on every call, as Spin's key-value API expects of a short-lived instance.
-pub struct SpinStore;
-
 fn unavailable(e: impl std::fmt::Debug) -> Error {
     Error::Unavailable(format!("key-value store {LABEL:?}: {e:?}"))
 }
+
+/// Opens the store on every call, as Spin's key-value API expects of a short-lived instance.
+pub struct SpinBackend;
 
 fn open() -> Result<key_value::Store, Error> {
     key_value::Store::open(LABEL).map_err(unavailable)
 }
 
-fn load(store: &key_value::Store, id: &str) -> Result<Option<OrderRecord>, Error> {
-    match store.get(&order_key(id)).map_err(unavailable)? {
-        Some(bytes) => stored::decode(id, &bytes).map(Some),
-        None => Ok(None),
+fn bucket() -> Result<wasi_kv::Bucket, Error> {
+    wasi_kv::open(LABEL).map_err(unavailable)
+}
+
+thread_local! {
+    static STARTED: std::time::Instant = std::time::Instant::now();
+}
+
+impl Backend for SpinBackend {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        open()?.get(key).map_err(unavailable)
+    }
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+        open()?.set(key, value).map_err(unavailable)
+    }
+    fn delete(&self, key: &str) -> Result<(), Error> {
+        open()?.delete(key).map_err(unavailable)
+    }
+    fn exists(&self, key: &str) -> Result<bool, Error> {
+        open()?.exists(key).map_err(unavailable)
+    }
+    fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), Error> {
+        batch::set_many(&bucket()?, items).map_err(unavailable)
+    }
+    fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        batch::delete_many(&bucket()?, keys).map_err(unavailable)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
+        atomics::increment(&bucket()?, key, delta).map_err(unavailable)
+    }
+    fn now_ms(&self) -> u64 {
+        order_domain::now_millis()
+    }
+    fn monotonic_ms(&self) -> u64 {
+        STARTED.with(|started| started.elapsed().as_millis() as u64)
     }
 }
 
+/// The `store` rules on Spin's `default` store.
+pub struct SpinStore;
+
+const STORE: KvStore<SpinBackend> = KvStore(SpinBackend);
+
 impl Store for SpinStore {
     fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
-        load(&open()?, id)
+        STORE.load(id)
     }
-
     fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
-        let store = open()?;
-        match store.get(&index_key(key)).map_err(unavailable)? {
-            Some(id) => load(&store, &String::from_utf8_lossy(&id)),
-            None => Ok(None),
-        }
+        STORE.find_by_key(key)
     }
-
     fn claim_key(&self, key: &str) -> Result<bool, Error> {
-        let bucket = wasi_kv::open(LABEL).map_err(unavailable)?;
-        let count = atomics::increment(&bucket, &claim_key(key), 1).map_err(unavailable)?;
-        Ok(count == 1)
+        STORE.claim_key(key)
     }
-
     fn release_key(&self, key: &str) -> Result<(), Error> {
-        let store = open()?;
-        // The claim first: a note without its claim is harmless, a claim without its note is
-        // only noted again.
-        store.delete(&claim_key(key)).map_err(unavailable)?;
-        store.delete(&claim_note_key(key)).map_err(unavailable)
+        STORE.release_key(key)
     }
-
+    fn claim_epoch(&self, key: &str) -> Result<u64, Error> {
+        STORE.claim_epoch(key)
+    }
+    fn revoke_claim(&self, key: &str) -> Result<(), Error> {
+        STORE.revoke_claim(key)
+    }
     fn save(&self, record: &OrderRecord) -> Result<(), Error> {
-        let id = &record.order.id;
-        let pending = pending_key(record.order.placed_at, id);
-        let mut writes = Vec::with_capacity(3);
-        if record.status == OrderStatus::Accepted {
-            writes.push((pending.clone(), id.as_bytes().to_vec()));
-        }
-        writes.push((order_key(id), stored::encode(record)));
-        if let Some(key) = &record.order.idempotency_key {
-            // Also on the fulfilled save: it repairs an index whose first writer died before it.
-            writes.push((index_key(key), id.as_bytes().to_vec()));
-        }
-        // One batch: on Spin's SQLite store one transaction (one commit instead of three), on
-        // Redis one MSET; either way the outbox entry, the record and its index are written
-        // together.
-        let bucket = wasi_kv::open(LABEL).map_err(unavailable)?;
-        batch::set_many(&bucket, &writes).map_err(unavailable)?;
-        if record.status == OrderStatus::Fulfilled {
-            open()?.delete(&pending).map_err(unavailable)?;
-        }
-        Ok(())
+        STORE.save(record)
     }
-
     fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
-        let store = open()?;
-        let id = &record.order.id;
-        if let Some(key) = &record.order.idempotency_key {
-            let index = store.get(&index_key(key)).map_err(unavailable)?;
-            if index.as_deref() == Some(id.as_bytes()) {
-                store.delete(&index_key(key)).map_err(unavailable)?;
-            }
-        }
-        store.delete(&order_key(id)).map_err(unavailable)?;
-        store
-            .delete(&pending_key(record.order.placed_at, id))
-            .map_err(unavailable)
+        STORE.discard(record)
     }
-
-    fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-        let keys = open()?.get_keys().map_err(unavailable)?;
-        Ok(stored::outbox(keys, limit)
-            .into_iter()
-            .map(|(since, id)| PendingOrder { id, since })
-            .collect())
+    fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+        STORE.pending(after, limit)
     }
-
+    fn defer_pending(
+        &self,
+        entry: &PendingOrder,
+        attempts: u32,
+        not_before: Timestamp,
+    ) -> Result<(), Error> {
+        STORE.defer_pending(entry, attempts, not_before)
+    }
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
-        open()?
-            .delete(&pending_key(entry.since, &entry.id))
-            .map_err(unavailable)
+        STORE.clear_pending(entry)
     }
-
+    fn take_lease(&self, name: &str) -> Result<bool, Error> {
+        STORE.take_lease(name)
+    }
+    fn free_lease(&self, name: &str) -> Result<(), Error> {
+        STORE.free_lease(name)
+    }
+    fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error> {
+        STORE.purge_fulfilled(before, limit)
+    }
     fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
-        let store = open()?;
-        let keys = store.get_keys().map_err(unavailable)?;
-        let mut claims = Vec::new();
-        for key in stored::claimed_keys(keys, limit) {
-            let indexed = store.exists(&index_key(&key)).map_err(unavailable)?;
-            let noted_at = match store.get(&claim_note_key(&key)).map_err(unavailable)? {
-                Some(bytes) => stored::decode_time(&bytes),
-                None => None,
-            };
-            claims.push(KeyClaim {
-                idempotency_key: key,
-                indexed,
-                noted_at,
-            });
-        }
-        Ok(claims)
+        STORE.claims(limit)
     }
-
     fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
-        open()?
-            .set(&claim_note_key(key), at.to_string().as_bytes())
-            .map_err(unavailable)
+        STORE.note_claim(key, at)
     }
 }

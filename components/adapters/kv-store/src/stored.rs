@@ -14,11 +14,15 @@ pub struct Stored {
     idempotency_key: Option<String>,
     status: String,
     updated_at: u64,
+    /// The number of its outbox entry, while it is accepted (so that the fulfilled save can take
+    /// the entry out without a search). Absent from what earlier releases wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    outbox: Option<u64>,
 }
 
 pub const VERSION: u32 = 1;
 
-pub fn encode(record: &OrderRecord) -> Vec<u8> {
+pub fn encode(record: &OrderRecord, outbox: Option<u64>) -> Vec<u8> {
     let stored = Stored {
         v: VERSION,
         id: record.order.id.clone(),
@@ -27,6 +31,7 @@ pub fn encode(record: &OrderRecord) -> Vec<u8> {
         idempotency_key: record.order.idempotency_key.clone(),
         status: record.status.as_str().into(),
         updated_at: record.updated_at,
+        outbox,
     };
     serde_json::to_vec(&stored).expect("strings and numbers serialize")
 }
@@ -55,6 +60,12 @@ pub fn decode(id: &str, bytes: &[u8]) -> Result<OrderRecord, Error> {
     })
 }
 
+/// The outbox number kept with a record (`None` for what cannot be read: the sweeper cleans an
+/// entry nobody takes out).
+pub fn outbox_position(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<Stored>(bytes).ok()?.outbox
+}
+
 fn corrupt(id: &str, why: String) -> Error {
     Error::Unavailable(format!("stored record of order {id} is unreadable: {why}"))
 }
@@ -78,47 +89,24 @@ pub fn claim_note_key(idempotency_key: &str) -> String {
     format!("claim-noted:{idempotency_key}")
 }
 
-/// The idempotency keys claimed among `keys`, sorted, at most `limit`.
-pub fn claimed_keys(keys: impl IntoIterator<Item = String>, limit: u32) -> Vec<String> {
-    let mut claimed: Vec<String> = keys
-        .into_iter()
-        .filter_map(|k| k.strip_prefix(CLAIM).map(String::from))
-        .collect();
-    claimed.sort();
-    claimed.truncate(limit as usize);
-    claimed
+/// The epoch of a key's claims (see `orders::KvStore::claim_epoch`).
+pub fn claim_epoch_key(idempotency_key: &str) -> String {
+    format!("claim-epoch:{idempotency_key}")
+}
+
+/// A counter as `wasi:keyvalue/atomics` left it: 8 little-endian bytes on Spin's SQLite store,
+/// decimal text on Redis (`INCRBY`). Read with `get`, since an `increment` by 0 is a write.
+pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
+    if let Some(n) = std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()) {
+        return Some(n);
+    }
+    Some(i64::from_le_bytes(bytes.try_into().ok()?))
 }
 
 /// A time written as decimal text; `None` for anything else (a note that cannot be read is noted
 /// again).
 pub fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
     std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
-const PENDING: &str = "pending:";
-
-pub fn pending_key(since: Timestamp, id: &str) -> String {
-    format!("{PENDING}{since:020}:{id}")
-}
-
-/// `(since, id)` of an outbox key; `None` for every other key.
-pub fn parse_pending_key(key: &str) -> Option<(Timestamp, String)> {
-    let (since, id) = key.strip_prefix(PENDING)?.split_once(':')?;
-    if since.len() != 20 || id.is_empty() {
-        return None;
-    }
-    Some((since.parse().ok()?, id.to_string()))
-}
-
-/// The outbox entries among `keys`, oldest first, at most `limit`.
-pub fn outbox(keys: impl IntoIterator<Item = String>, limit: u32) -> Vec<(Timestamp, String)> {
-    let mut entries: Vec<_> = keys
-        .into_iter()
-        .filter_map(|k| parse_pending_key(&k))
-        .collect();
-    entries.sort();
-    entries.truncate(limit as usize);
-    entries
 }
 
 #[cfg(test)]
@@ -145,15 +133,25 @@ mod tests {
         for status in [OrderStatus::Accepted, OrderStatus::Fulfilled] {
             for key in [None, Some("k-1")] {
                 let r = record(status, key);
-                assert_eq!(decode(ID, &encode(&r)).unwrap(), r);
+                assert_eq!(decode(ID, &encode(&r, None)).unwrap(), r);
             }
         }
     }
 
     #[test]
+    fn an_accepted_record_keeps_its_outbox_number() {
+        let r = record(OrderStatus::Accepted, None);
+        let bytes = encode(&r, Some(42));
+        assert_eq!(decode(ID, &bytes).unwrap(), r);
+        assert_eq!(outbox_position(&bytes), Some(42));
+        assert_eq!(outbox_position(&encode(&r, None)), None);
+    }
+
+    #[test]
     fn the_stored_form_is_stable() {
         let json: serde_json::Value =
-            serde_json::from_slice(&encode(&record(OrderStatus::Fulfilled, Some("k")))).unwrap();
+            serde_json::from_slice(&encode(&record(OrderStatus::Fulfilled, Some("k")), None))
+                .unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -166,7 +164,8 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_unavailable_and_say_which_order() {
-        let good = String::from_utf8(encode(&record(OrderStatus::Accepted, None))).unwrap();
+        let good =
+            String::from_utf8(encode(&record(OrderStatus::Accepted, None), Some(7))).unwrap();
         for bad in [
             String::new(),
             "not json".into(),
@@ -193,27 +192,25 @@ mod tests {
             index_key(&longest),
             claim_key(&longest),
             claim_note_key(&longest),
-            pending_key(u64::MAX, ID),
+            claim_epoch_key(&longest),
+            crate::orders::OUTBOX.item(u64::MAX),
         ] {
             assert!(key.len() <= 255, "{key}");
         }
     }
 
     #[test]
-    fn claimed_keys_are_found_among_all_keys() {
-        let keys = vec![
-            claim_key("b"),
-            claim_note_key("b"),
-            index_key("b"),
-            order_key(ID),
-            claim_key("a:with:colons"),
-            pending_key(1, ID),
-        ];
-        assert_eq!(
-            claimed_keys(keys.clone(), 10),
-            vec!["a:with:colons".to_string(), "b".to_string()]
-        );
-        assert_eq!(claimed_keys(keys, 1).len(), 1);
+    fn counters_read_as_either_backend_writes_them() {
+        for n in [0i64, 1, 7, 255, 256, 1 << 40] {
+            assert_eq!(decode_counter(&n.to_le_bytes()), Some(n), "SQLite {n}");
+            assert_eq!(
+                decode_counter(n.to_string().as_bytes()),
+                Some(n),
+                "Redis {n}"
+            );
+        }
+        assert_eq!(decode_counter(b""), None);
+        assert_eq!(decode_counter(b"abc"), None);
     }
 
     #[test]
@@ -222,33 +219,5 @@ mod tests {
         assert_eq!(decode_time(b""), None);
         assert_eq!(decode_time(b"\x01\x00"), None);
         assert_eq!(decode_time(b"-5"), None);
-    }
-
-    #[test]
-    fn pending_keys_round_trip_and_sort_by_age() {
-        assert_eq!(
-            parse_pending_key(&pending_key(42, ID)),
-            Some((42, ID.to_string()))
-        );
-        let keys = vec![
-            pending_key(1_000, "b"),
-            order_key(ID),
-            pending_key(999, "z"),
-            index_key("pending:1"),
-            claim_key("k"),
-            "pending:".into(),
-            "pending:12:short".into(),
-            format!("pending:{}:", "0".repeat(20)),
-            pending_key(1_000, "a"),
-        ];
-        assert_eq!(
-            outbox(keys.clone(), 10),
-            vec![
-                (999, "z".to_string()),
-                (1_000, "a".to_string()),
-                (1_000, "b".to_string())
-            ]
-        );
-        assert_eq!(outbox(keys, 1), vec![(999, "z".to_string())]);
     }
 }

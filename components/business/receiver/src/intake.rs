@@ -21,7 +21,9 @@ pub const CLAIM_WAIT_MS: &[u32] = &[2, 5, 10, 20, 40, 80, 150, 250, 400, 500, 50
 /// With an idempotency key, the caller that claims the key creates the order; any other caller
 /// waits for that order to appear (`sleep(ms)` between looks) and returns it if the details are the
 /// same, `conflict` if not. Losers re-claim on every look, so a key released by a failed winner is
-/// taken over at once.
+/// taken over at once. A winner whose claim the sweeper revoked while it stored its order (a stalled
+/// store connection looks like a dead claimant) takes its order back and answers the key's order
+/// if it finds one, `unavailable` ("retry") if not: never a second order for the key.
 pub fn place(
     store: &impl Store,
     events: &impl Events,
@@ -32,13 +34,19 @@ pub fn place(
     idempotency_key: Option<String>,
 ) -> Result<OrderRecord, Error> {
     validate_details(&details)?;
+    // The claim's fence, read before claiming: if it moved by the time the order is stored, the
+    // sweeper took the claim from this caller (it looked dead) and another may have made the order.
+    let mut epoch = None;
     if let Some(key) = &idempotency_key {
         validate_idempotency_key(key)?;
         if let Some(earlier) = store.find_by_key(key)? {
             return replay(earlier, &details, key);
         }
         let mut waits = CLAIM_WAIT_MS.iter();
-        while !store.claim_key(key)? {
+        while !{
+            epoch = Some(store.claim_epoch(key)?);
+            store.claim_key(key)?
+        } {
             let Some(&ms) = waits.next() else {
                 return Err(Error::Unavailable(format!(
                     "an order with Idempotency-Key {key:?} is still being placed; retry"
@@ -69,6 +77,12 @@ pub fn place(
     if let Err(failed) = store.save(&record) {
         return Err(withdraw(store, &record, failed));
     }
+    if let (Some(key), Some(epoch)) = (&record.order.idempotency_key, epoch) {
+        let fenced = store.claim_epoch(key).map(|now| now != epoch);
+        if !matches!(fenced, Ok(false)) {
+            return fenced_out(store, &record, key);
+        }
+    }
 
     if let Err(announce) = events.order_placed(&record.order) {
         // Accepted all the same: the record is in the outbox, and the sweeper announces it again.
@@ -98,6 +112,28 @@ pub fn place_now(
         details,
         idempotency_key,
     )
+}
+
+/// This caller's claim was revoked while it stored its order (or the fence could not be read):
+/// another caller may have placed the key's order since, so this one is taken back (not its key:
+/// that is someone else's now) and the key's order, if there is one now, is answered instead.
+fn fenced_out(store: &impl Store, record: &OrderRecord, key: &str) -> Result<OrderRecord, Error> {
+    if let Err(e) = store.discard(record) {
+        // Still in the outbox, so it is announced and fulfilled; the client was not answered 202
+        // and a retry with the key finds whichever order holds the key by then.
+        return Err(Error::Unavailable(format!(
+            "the order's Idempotency-Key {key:?} was taken over while it was stored, and \
+             removing order {} failed: {}",
+            record.order.id,
+            e.message()
+        )));
+    }
+    match store.find_by_key(key)? {
+        Some(other) => replay(other, &record.order.details, key),
+        None => Err(Error::Unavailable(format!(
+            "an order with Idempotency-Key {key:?} is still being placed; retry"
+        ))),
+    }
 }
 
 fn replay(earlier: OrderRecord, details: &str, key: &str) -> Result<OrderRecord, Error> {
@@ -228,10 +264,14 @@ mod tests {
         assert_eq!(store.load(ID).unwrap(), Some(record.clone()));
         assert_eq!(*events.placed.borrow(), vec![record.order]);
         assert_eq!(
-            store.pending(10).unwrap(),
+            store.pending(None, 10).unwrap(),
             vec![PendingOrder {
                 id: ID.into(),
-                since: 7
+                since: 7,
+                idempotency_key: None,
+                attempts: 0,
+                not_before: 0,
+                position: 1,
             }],
             "an accepted order is in the outbox until it is fulfilled"
         );
@@ -383,6 +423,75 @@ mod tests {
     }
 
     #[test]
+    fn a_claimant_whose_claim_was_revoked_while_it_stored_makes_no_second_order() {
+        const OTHER: &str = "6f1d2c3b-4a59-4e68-b7a6-958473625140";
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
+        // The first caller's store connection stalls in its save, after its claim. Meanwhile a
+        // sweep takes it for dead and revokes its claim, and a second caller with the same key
+        // places the order.
+        let second = std::sync::Arc::new(Mutex::new(None));
+        let seen = second.clone();
+        *store.during_next_save.borrow_mut() = Some(Box::new(move |store: &MemoryStore| {
+            store.revoke_claim("k").unwrap();
+            let events = MemoryEvents::default();
+            let key = Some("k".to_string());
+            let made = place(
+                store,
+                &events,
+                2,
+                || OTHER.into(),
+                no_sleep,
+                "a".into(),
+                key,
+            );
+            *seen.lock().unwrap() = Some(made.unwrap());
+        }));
+        let first = place(
+            &store,
+            &events,
+            1,
+            || ID.into(),
+            no_sleep,
+            "a".into(),
+            Some("k".into()),
+        );
+        let second = second.lock().unwrap().clone();
+        let second = second.expect("the second caller placed it");
+        assert_eq!(second.order.id, OTHER);
+        assert!(
+            matches!(&first, Err(Error::Unavailable(m)) if m.contains("retry")),
+            "{first:?}"
+        );
+        assert_eq!(store.len(), 1, "one order for the key");
+        assert_eq!(store.load(OTHER).unwrap(), Some(second.clone()));
+        assert_eq!(store.load(ID).unwrap(), None);
+        assert!(
+            events.placed.borrow().is_empty(),
+            "the first announced nothing"
+        );
+        assert_eq!(store.pending(None, 10).unwrap().len(), 1);
+        // Its save overwrote the key's index; the second order's fulfilment writes it again.
+        let fulfilled = OrderRecord {
+            status: OrderStatus::Fulfilled,
+            ..second.clone()
+        };
+        store.save(&fulfilled).unwrap();
+        assert_eq!(store.find_by_key("k").unwrap(), Some(fulfilled));
+    }
+
+    #[test]
+    fn a_claimant_that_keeps_its_claim_is_not_fenced() {
+        let (store, events) = (MemoryStore::default(), MemoryEvents::default());
+        store.revoke_claim("k").unwrap();
+        // A sweep forgets claims of indexed orders without revoking them.
+        *store.during_next_save.borrow_mut() = Some(Box::new(|store: &MemoryStore| {
+            store.release_key("other").unwrap()
+        }));
+        let record = place_with(&store, &events, "a", Some("k")).unwrap();
+        assert_eq!(store.find_by_key("k").unwrap(), Some(record));
+    }
+
+    #[test]
     fn a_claim_won_after_the_order_was_indexed_replays_it() {
         let (store, events) = (MemoryStore::default(), MemoryEvents::default());
         // The first caller's order is indexed and a sweep has forgotten its claim; a second
@@ -402,7 +511,7 @@ mod tests {
         let record = place_with(&store, &events, "a", Some("k-1")).unwrap();
         assert_eq!(record.status, OrderStatus::Accepted);
         assert_eq!(store.load(&record.order.id).unwrap(), Some(record.clone()));
-        assert_eq!(store.pending(10).unwrap().len(), 1);
+        assert_eq!(store.pending(None, 10).unwrap().len(), 1);
         events.fail.set(false);
         let again = place_with(&store, &events, "a", Some("k-1")).unwrap();
         assert_eq!(again, record, "a retry is a replay, not a second order");
@@ -462,6 +571,12 @@ mod tests {
         fn release_key(&self, key: &str) -> Result<(), Error> {
             self.0.lock().unwrap().release_key(key)
         }
+        fn claim_epoch(&self, key: &str) -> Result<u64, Error> {
+            self.0.lock().unwrap().claim_epoch(key)
+        }
+        fn revoke_claim(&self, key: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().revoke_claim(key)
+        }
         fn save(&self, record: &OrderRecord) -> Result<(), Error> {
             // The order record and its key index are separate writes in the adapter: let other
             // threads in between them, where the race used to make a second order.
@@ -476,8 +591,25 @@ mod tests {
         fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
             self.0.lock().unwrap().discard(record)
         }
-        fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-            self.0.lock().unwrap().pending(limit)
+        fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+            self.0.lock().unwrap().pending(after, limit)
+        }
+        fn defer_pending(
+            &self,
+            e: &PendingOrder,
+            attempts: u32,
+            at: Timestamp,
+        ) -> Result<(), Error> {
+            self.0.lock().unwrap().defer_pending(e, attempts, at)
+        }
+        fn take_lease(&self, name: &str) -> Result<bool, Error> {
+            self.0.lock().unwrap().take_lease(name)
+        }
+        fn free_lease(&self, name: &str) -> Result<(), Error> {
+            self.0.lock().unwrap().free_lease(name)
+        }
+        fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error> {
+            self.0.lock().unwrap().purge_fulfilled(before, limit)
         }
         fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
             self.0.lock().unwrap().clear_pending(entry)

@@ -11,7 +11,7 @@ mod bindings {
     });
 }
 
-use bindings::exports::nano::orders::outbox::{Guest, SweepReport};
+use bindings::exports::nano::orders::outbox::{Guest, SweepReport, SweepSettings};
 use bindings::nano::orders::events;
 use order_domain::{Error, Events, Order, Timestamp, WitStore};
 
@@ -23,11 +23,25 @@ impl Events for WitEvents {
     }
 }
 
+/// The budget's clock: wasi:clocks' monotonic clock under `Instant`.
+struct Started(std::time::Instant);
+
+impl crate::Clock for Started {
+    fn elapsed_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
 struct Sweeper;
 
 impl Guest for Sweeper {
-    fn sweep(now: Timestamp, grace_ms: u64) -> Result<SweepReport, Error> {
-        let r = crate::sweep(&WitStore, &WitEvents, now, grace_ms)?;
+    fn sweep(now: Timestamp, settings: SweepSettings) -> Result<SweepReport, Error> {
+        let started = Started(std::time::Instant::now());
+        let settings = crate::Settings {
+            grace_ms: settings.grace_ms,
+            retention_ms: settings.retention_ms,
+        };
+        let r = crate::sweep(&WitStore, &WitEvents, &started, now, settings)?;
         Ok(SweepReport {
             pending: r.pending,
             waiting: r.waiting,
@@ -35,6 +49,11 @@ impl Guest for Sweeper {
             cleaned: r.cleaned,
             failed: r.failed,
             released_claims: r.released_claims,
+            deferred: r.deferred,
+            backed_off: r.backed_off,
+            skipped: r.skipped,
+            purged: r.purged,
+            out_of_time: r.out_of_time,
         })
     }
 }

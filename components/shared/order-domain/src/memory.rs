@@ -1,5 +1,5 @@
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::{
     Error, Events, KeyClaim, Order, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp,
@@ -14,8 +14,19 @@ pub struct MemoryStore {
     keys: RefCell<HashMap<String, String>>,
     claims: RefCell<HashMap<String, i64>>,
     claim_notes: RefCell<HashMap<String, Timestamp>>,
-    /// (since, id): ordered as the adapter lists them, oldest first.
-    outbox: RefCell<BTreeSet<(u64, String)>>,
+    /// By position, as the adapter numbers them: in the order they were put in.
+    outbox: RefCell<BTreeMap<u64, PendingOrder>>,
+    /// The outbox position each order's accepted save wrote.
+    positions: RefCell<HashMap<String, u64>>,
+    /// Ids of orders saved fulfilled, in that order (what retention walks).
+    fulfilled: RefCell<BTreeMap<u64, String>>,
+    last_position: Cell<u64>,
+    leases: RefCell<HashSet<String>>,
+    epochs: RefCell<HashMap<String, u64>>,
+    /// Runs once at the start of the next `save`: what other callers do while this one's store
+    /// connection stalls.
+    #[allow(clippy::type_complexity)]
+    pub during_next_save: RefCell<Option<Box<dyn FnOnce(&MemoryStore) + Send>>>,
     /// Every call fails.
     pub down: Cell<bool>,
     /// `save` fails after this many more successful calls (`None`: never). Models a backend that
@@ -49,23 +60,54 @@ impl MemoryStore {
         self.claims.borrow().contains_key(key)
     }
 
+    pub fn is_leased(&self, name: &str) -> bool {
+        self.leases.borrow().contains(name)
+    }
+
     /// Puts an entry in the outbox with no record behind it, as a writer that died between the
     /// two writes of `save` leaves it.
-    pub fn put_orphan_pending(&self, entry: &PendingOrder) {
-        self.outbox
-            .borrow_mut()
-            .insert((entry.since, entry.id.clone()));
+    pub fn put_orphan_pending(&self, id: &str, since: Timestamp) {
+        self.enqueue(id, since, None, 0, 0);
     }
 
     /// Writes the record and its outbox entry but not its key index, as a writer that died (or a
     /// failed save whose cleanup failed) between the two leaves it.
     pub fn put_half_stored(&self, record: &OrderRecord) {
-        self.outbox
+        let order = &record.order;
+        let key = order.idempotency_key.clone();
+        let position = self.enqueue(&order.id, order.placed_at, key, 0, 0);
+        self.positions
             .borrow_mut()
-            .insert((record.order.placed_at, record.order.id.clone()));
+            .insert(order.id.clone(), position);
         self.records
             .borrow_mut()
             .insert(record.order.id.clone(), record.clone());
+    }
+
+    fn next_position(&self) -> u64 {
+        self.last_position.set(self.last_position.get() + 1);
+        self.last_position.get()
+    }
+
+    fn enqueue(
+        &self,
+        id: &str,
+        since: Timestamp,
+        idempotency_key: Option<String>,
+        attempts: u32,
+        not_before: Timestamp,
+    ) -> u64 {
+        let position = self.next_position();
+        let entry = PendingOrder {
+            id: id.into(),
+            since,
+            idempotency_key,
+            attempts,
+            not_before,
+            position,
+        };
+        self.outbox.borrow_mut().insert(position, entry);
+        position
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -107,7 +149,31 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn claim_epoch(&self, idempotency_key: &str) -> Result<u64, Error> {
+        self.check()?;
+        Ok(self
+            .epochs
+            .borrow()
+            .get(idempotency_key)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn revoke_claim(&self, idempotency_key: &str) -> Result<(), Error> {
+        self.check()?;
+        *self
+            .epochs
+            .borrow_mut()
+            .entry(idempotency_key.into())
+            .or_insert(0) += 1;
+        self.release_key(idempotency_key)
+    }
+
     fn save(&self, record: &OrderRecord) -> Result<(), Error> {
+        let stall = self.during_next_save.borrow_mut().take();
+        if let Some(others) = stall {
+            others(self);
+        }
         self.check()?;
         if let Some(left) = self.saves_left.get() {
             if left == 0 {
@@ -115,17 +181,24 @@ impl Store for MemoryStore {
             }
             self.saves_left.set(Some(left - 1));
         }
-        let id = record.order.id.clone();
-        let entry = (record.order.placed_at, id.clone());
+        let order = &record.order;
+        let id = order.id.clone();
         if record.status == OrderStatus::Accepted {
-            self.outbox.borrow_mut().insert(entry.clone());
+            let key = order.idempotency_key.clone();
+            let position = self.enqueue(&id, order.placed_at, key, 0, 0);
+            self.positions.borrow_mut().insert(id.clone(), position);
+        } else {
+            let position = self.next_position();
+            self.fulfilled.borrow_mut().insert(position, id.clone());
         }
         self.records.borrow_mut().insert(id.clone(), record.clone());
-        if let Some(key) = &record.order.idempotency_key {
-            self.keys.borrow_mut().insert(key.clone(), id);
+        if let Some(key) = &order.idempotency_key {
+            self.keys.borrow_mut().insert(key.clone(), id.clone());
         }
         if record.status == OrderStatus::Fulfilled {
-            self.outbox.borrow_mut().remove(&entry);
+            if let Some(position) = self.positions.borrow_mut().remove(&id) {
+                self.outbox.borrow_mut().remove(&position);
+            }
         }
         Ok(())
     }
@@ -143,32 +216,88 @@ impl Store for MemoryStore {
             }
         }
         self.records.borrow_mut().remove(id);
-        self.outbox
-            .borrow_mut()
-            .remove(&(record.order.placed_at, id.clone()));
+        if let Some(position) = self.positions.borrow_mut().remove(id) {
+            self.outbox.borrow_mut().remove(&position);
+        }
         Ok(())
     }
 
-    fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+    fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
         self.check()?;
+        let from = after.map_or(0, |p| p + 1);
         Ok(self
             .outbox
             .borrow()
-            .iter()
+            .range(from..)
             .take(limit as usize)
-            .map(|(since, id)| PendingOrder {
-                id: id.clone(),
-                since: *since,
-            })
+            .map(|(_, entry)| entry.clone())
             .collect())
+    }
+
+    fn defer_pending(
+        &self,
+        entry: &PendingOrder,
+        attempts: u32,
+        not_before: Timestamp,
+    ) -> Result<(), Error> {
+        self.check()?;
+        let key = entry.idempotency_key.clone();
+        let position = self.enqueue(&entry.id, entry.since, key, attempts, not_before);
+        let mut positions = self.positions.borrow_mut();
+        if positions.get(&entry.id) == Some(&entry.position) {
+            positions.insert(entry.id.clone(), position);
+        }
+        self.outbox.borrow_mut().remove(&entry.position);
+        Ok(())
     }
 
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
         self.check()?;
-        self.outbox
-            .borrow_mut()
-            .remove(&(entry.since, entry.id.clone()));
+        self.outbox.borrow_mut().remove(&entry.position);
         Ok(())
+    }
+
+    fn take_lease(&self, name: &str) -> Result<bool, Error> {
+        self.check()?;
+        Ok(self.leases.borrow_mut().insert(name.into()))
+    }
+
+    fn free_lease(&self, name: &str) -> Result<(), Error> {
+        self.check()?;
+        self.leases.borrow_mut().remove(name);
+        Ok(())
+    }
+
+    fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error> {
+        self.check()?;
+        let mut purged = 0;
+        while purged < limit {
+            let Some((position, id)) = self.fulfilled.borrow_mut().pop_first() else {
+                break;
+            };
+            let record = self.records.borrow().get(&id).cloned();
+            match record {
+                Some(r) if r.status == OrderStatus::Fulfilled && r.updated_at >= before => {
+                    // The rest were fulfilled later still.
+                    self.fulfilled.borrow_mut().insert(position, id);
+                    break;
+                }
+                Some(r) if r.status == OrderStatus::Fulfilled => {
+                    if let Some(key) = &r.order.idempotency_key {
+                        let mut keys = self.keys.borrow_mut();
+                        if keys.get(key) == Some(&id) {
+                            keys.remove(key);
+                        }
+                        self.claims.borrow_mut().remove(key);
+                        self.claim_notes.borrow_mut().remove(key);
+                    }
+                    self.records.borrow_mut().remove(&id);
+                    purged += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(purged)
     }
 
     fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
@@ -201,6 +330,8 @@ pub struct MemoryEvents {
     pub placed: RefCell<Vec<Order>>,
     /// Every announcement fails.
     pub fail: Cell<bool>,
+    /// Announcements of these orders fail (the transport refuses them, e.g. too large).
+    pub refused: RefCell<HashSet<String>>,
 }
 
 impl MemoryEvents {
@@ -214,6 +345,9 @@ impl Events for MemoryEvents {
     fn order_placed(&self, order: &Order) -> Result<(), Error> {
         if self.fail.get() {
             return Err(Error::Unavailable("broker down".into()));
+        }
+        if self.refused.borrow().contains(&order.id) {
+            return Err(Error::Unavailable("message refused".into()));
         }
         self.placed.borrow_mut().push(order.clone());
         Ok(())

@@ -8,10 +8,21 @@ pub trait Store {
     fn find_by_key(&self, idempotency_key: &str) -> Result<Option<OrderRecord>, Error>;
     fn claim_key(&self, idempotency_key: &str) -> Result<bool, Error>;
     fn release_key(&self, idempotency_key: &str) -> Result<(), Error>;
+    fn claim_epoch(&self, idempotency_key: &str) -> Result<u64, Error>;
+    fn revoke_claim(&self, idempotency_key: &str) -> Result<(), Error>;
     fn save(&self, record: &OrderRecord) -> Result<(), Error>;
     fn discard(&self, record: &OrderRecord) -> Result<(), Error>;
-    fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error>;
+    fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error>;
+    fn defer_pending(
+        &self,
+        entry: &PendingOrder,
+        attempts: u32,
+        not_before: Timestamp,
+    ) -> Result<(), Error>;
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error>;
+    fn take_lease(&self, name: &str) -> Result<bool, Error>;
+    fn free_lease(&self, name: &str) -> Result<(), Error>;
+    fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error>;
     fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error>;
     fn note_claim(&self, idempotency_key: &str, at: Timestamp) -> Result<(), Error>;
 }
@@ -32,14 +43,37 @@ impl Store for WitStore {
     fn release_key(&self, idempotency_key: &str) -> Result<(), Error> {
         wit_store::release_key(idempotency_key)
     }
+    fn claim_epoch(&self, idempotency_key: &str) -> Result<u64, Error> {
+        wit_store::claim_epoch(idempotency_key)
+    }
+    fn revoke_claim(&self, idempotency_key: &str) -> Result<(), Error> {
+        wit_store::revoke_claim(idempotency_key)
+    }
     fn save(&self, record: &OrderRecord) -> Result<(), Error> {
         wit_store::save(record)
     }
     fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
         wit_store::discard(record)
     }
-    fn pending(&self, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-        wit_store::pending(limit)
+    fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+        wit_store::pending(after, limit)
+    }
+    fn defer_pending(
+        &self,
+        entry: &PendingOrder,
+        attempts: u32,
+        not_before: Timestamp,
+    ) -> Result<(), Error> {
+        wit_store::defer_pending(entry, attempts, not_before)
+    }
+    fn take_lease(&self, name: &str) -> Result<bool, Error> {
+        wit_store::take_lease(name)
+    }
+    fn free_lease(&self, name: &str) -> Result<(), Error> {
+        wit_store::free_lease(name)
+    }
+    fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error> {
+        wit_store::purge_fulfilled(before, limit)
     }
     fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
         wit_store::clear_pending(entry)
