@@ -578,6 +578,24 @@ fn spin_memory_config(out: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The store a user gets by default on either host (`type = "spin"`, a SQLite file; `spin up`
+/// puts it at `.spin/sqlite_key_value.db`), written out so that each host gets a fresh file of
+/// its own in the results folder, on the same disk.
+fn sqlite_file_config(out: &Path, host: &str) -> Result<PathBuf> {
+    let dir = out.join(format!("{host}-default-store"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = out.join(format!("runtime-config.{host}-sqlite-file.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n",
+            dir.join("sqlite_key_value.db").display().to_string()
+        ),
+    )?;
+    Ok(path)
+}
+
 /// nanohost beside `wasmtime serve` and real Spin, one server at a time.
 #[allow(clippy::too_many_arguments)]
 fn run_peers(
@@ -664,6 +682,11 @@ fn run_peers(
             "order app (POST /order), in-memory store",
             nanohost_memory_config(out)?,
             spin_memory_config(out)?,
+        ),
+        (
+            "order app (POST /order), default store (SQLite file)",
+            sqlite_file_config(out, "nanohost")?,
+            sqlite_file_config(out, "spin")?,
         ),
         (
             "order app (POST /order), store in Redis",

@@ -3,7 +3,8 @@
 //! - the trivial component (`bench/fixtures/hello`, spin-sdk 5.2): nanohost vs `wasmtime serve`;
 //! - the composed order app (`spin.toml`): nanohost vs real Spin, once with each host's
 //!   in-memory store (nanohost's memory store; Spin's `type = "spin"` without `path`, an in-memory
-//!   SQLite database) and once with both on the same Redis.
+//!   SQLite database), once with each host's default store (a SQLite file of its own, the store
+//!   `spin up` gives an app without a runtime config) and once with both on the same Redis.
 //!
 //! Each server gets a warm-up, a latency phase on one keep-alive connection, and a closed-loop
 //! throughput phase; each phase stops at its request count or its time limit, whichever comes

@@ -770,6 +770,7 @@ impl Report {
         let cases = [
             ("wasmtime serve", "trivial", 1.15, "nanohost serves the trivial component at 1.15x `wasmtime serve`'s throughput or more, with a p50 no higher"),
             ("spin", "order app (POST /order), in-memory", 1.0, "nanohost at least as fast as real Spin on the order app (throughput and p50), each host's in-memory store"),
+            ("spin", "order app (POST /order), default store", 1.0, "the same, each host's default store (a SQLite file, synced on every commit)"),
             ("spin", "order app (POST /order), store in Redis", 1.0, "the same, both stores in one Redis"),
         ];
         for (peer, workload, factor, target) in cases {

@@ -229,6 +229,7 @@ impl atomics::HostCas for KeyValueInstance {
     }
 }
 
+/// As Spin: an empty batch is answered without reaching the store.
 impl batch::Host for KeyValueInstance {
     async fn get_many(
         &mut self,
@@ -236,14 +237,10 @@ impl batch::Host for KeyValueInstance {
         keys: Vec<String>,
     ) -> WResult<Result<Vec<(String, Option<Vec<u8>>)>, store::Error>> {
         let store = self.store(&b)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            match store.get(&key).await {
-                Ok(v) => out.push((key, v)),
-                Err(e) => return Ok(Err(wasi_err(e))),
-            }
+        if keys.is_empty() {
+            return Ok(Ok(Vec::new()));
         }
-        Ok(Ok(out))
+        Ok(store.get_many(keys).await.map_err(wasi_err))
     }
 
     async fn set_many(
@@ -252,12 +249,10 @@ impl batch::Host for KeyValueInstance {
         key_values: Vec<(String, Vec<u8>)>,
     ) -> WResult<Result<(), store::Error>> {
         let store = self.store(&b)?;
-        for (key, value) in key_values {
-            if let Err(e) = store.set(&key, &value).await {
-                return Ok(Err(wasi_err(e)));
-            }
+        if key_values.is_empty() {
+            return Ok(Ok(()));
         }
-        Ok(Ok(()))
+        Ok(store.set_many(key_values).await.map_err(wasi_err))
     }
 
     async fn delete_many(
@@ -266,11 +261,9 @@ impl batch::Host for KeyValueInstance {
         keys: Vec<String>,
     ) -> WResult<Result<(), store::Error>> {
         let store = self.store(&b)?;
-        for key in keys {
-            if let Err(e) = store.delete(&key).await {
-                return Ok(Err(wasi_err(e)));
-            }
+        if keys.is_empty() {
+            return Ok(Ok(()));
         }
-        Ok(Ok(()))
+        Ok(store.delete_many(keys).await.map_err(wasi_err))
     }
 }

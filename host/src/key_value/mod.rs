@@ -206,7 +206,7 @@ pub fn add_to_linker<T: Send + 'static>(
 }
 
 /// What a backend operation fails with; each interface maps it to its own error type.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BackendError(pub String);
 
 impl BackendError {
@@ -218,38 +218,61 @@ impl BackendError {
 impl Store {
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         match self {
-            Store::Sqlite(s) => s.get(key),
+            Store::Sqlite(s) => s.get(key).await,
             Store::Redis(r) => r.get(key).await,
         }
     }
     pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
         match self {
-            Store::Sqlite(s) => s.set(key, value),
+            Store::Sqlite(s) => s.set(key, value).await,
             Store::Redis(r) => r.set(key, value).await,
         }
     }
     pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
         match self {
-            Store::Sqlite(s) => s.delete(key),
+            Store::Sqlite(s) => s.delete(key).await,
             Store::Redis(r) => r.delete(key).await,
         }
     }
     pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
         match self {
-            Store::Sqlite(s) => s.exists(key),
+            Store::Sqlite(s) => s.exists(key).await,
             Store::Redis(r) => r.exists(key).await,
         }
     }
     pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
         match self {
-            Store::Sqlite(s) => s.get_keys(),
+            Store::Sqlite(s) => s.get_keys().await,
             Store::Redis(r) => r.get_keys().await,
+        }
+    }
+    /// All or nothing (SQLite: one transaction; Redis: one `MSET`), as in Spin.
+    pub async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
+        match self {
+            Store::Sqlite(s) => s.set_many(pairs).await,
+            Store::Redis(r) => r.set_many(&pairs).await,
+        }
+    }
+    /// Every key in order, `None` where absent.
+    pub async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
+        match self {
+            Store::Sqlite(s) => s.get_many(keys).await,
+            Store::Redis(r) => r.get_many(keys).await,
+        }
+    }
+    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
+        match self {
+            Store::Sqlite(s) => s.delete_many(keys).await,
+            Store::Redis(r) => r.delete_many(&keys).await,
         }
     }
     /// Atomic: concurrent increments of one key each see a distinct result.
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         match self {
-            Store::Sqlite(s) => s.increment(key, delta),
+            Store::Sqlite(s) => s.increment(key, delta).await,
             Store::Redis(r) => r.increment(key, delta).await,
         }
     }
@@ -263,7 +286,7 @@ impl Store {
         new: &[u8],
     ) -> Result<bool, BackendError> {
         match self {
-            Store::Sqlite(s) => s.swap_if(key, old, new),
+            Store::Sqlite(s) => s.swap_if(key, old, new).await,
             Store::Redis(r) => r.swap_if(key, old, new).await,
         }
     }

@@ -79,6 +79,33 @@ impl RedisStore {
             .await
             .map_err(BackendError::new)
     }
+    /// One `MSET`, as in Spin: all or nothing.
+    pub async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), BackendError> {
+        self.conn()
+            .await?
+            .mset(pairs)
+            .await
+            .map_err(BackendError::new)
+    }
+    pub async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
+        let values: Vec<Option<Vec<u8>>> = self
+            .conn()
+            .await?
+            .mget(&keys)
+            .await
+            .map_err(BackendError::new)?;
+        Ok(keys.into_iter().zip(values).collect())
+    }
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.conn()
+            .await?
+            .del(keys)
+            .await
+            .map_err(BackendError::new)
+    }
     pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         self.conn()
             .await?
