@@ -1246,6 +1246,73 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     app.stop().await;
 }
 
+/// nanohost alone: a body still missing when the host's own limit (`--body-timeout-ms`) passes
+/// is cut there even when the app's deadline is longer: a JSON 408, the connection closed, and
+/// the instance's slot free again (a request of every slot's worth then gets in).
+async fn the_host_cuts_a_body_that_does_not_come() {
+    use tokio::io::AsyncWriteExt;
+    support::composed("order-app");
+    support::composed("sweeper");
+    let limit = Duration::from_millis(1500);
+    let host = nanohost::RunningHost::start(nanohost::HostOptions {
+        manifest: support::workspace_root().join("spin.toml"),
+        variables: vec![("body_timeout_ms".into(), "60000".into())],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        listener: nanohost::trigger::http::ListenerLimits {
+            body_read_timeout: limit,
+            ..Default::default()
+        },
+        ..nanohost::HostOptions::default()
+    })
+    .await
+    .unwrap();
+    let addr = host.http_addr().unwrap();
+    let slots = host.max_in_flight().unwrap();
+    let began = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..slots {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /order HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{\"details\""
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    let mut ends: HashMap<HeldEnd, usize> = HashMap::new();
+    let mut closed_after = 0;
+    for stream in &mut held {
+        let end = read_raw_response(stream, Duration::from_secs(20)).await;
+        if end == HeldEnd::Answered(408, true)
+            && read_raw_response(stream, Duration::from_secs(5)).await == HeldEnd::Closed
+        {
+            closed_after += 1;
+        }
+        *ends.entry(end).or_default() += 1;
+    }
+    let took = began.elapsed();
+    let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
+    let after = post_order(&client, &format!("http://{addr}"), "host-cut after", None).await;
+    harness::loud(&format!(
+        "faults: nanohost::host_body_limit: {slots} held bodies (the in-flight cap) ended {ends:?}, \
+         {closed_after} closed after the 408, all within {took:?} (limit {limit:?}, app deadline \
+         60 s); a POST after them: {:?}",
+        after.as_ref().map(|(s, _)| s.as_u16())
+    ));
+    assert_eq!(
+        ends.get(&HeldEnd::Answered(408, true)),
+        Some(&slots),
+        "{ends:?}"
+    );
+    assert_eq!(
+        closed_after, slots,
+        "the connection is closed after the 408"
+    );
+    assert!(took >= limit, "cut before the limit: {took:?}");
+    assert_eq!(after.map(|(s, _)| s), Ok(StatusCode::ACCEPTED));
+    host.shutdown().await.unwrap();
+}
+
 /// Case 6: The composed app with its default embedded store (a SQLite file in its own folder), the
 /// host stopped and started again between two reads of each order: the second read finds it.
 async fn host_restarted_between_two_gets(host: HostKind) {
@@ -1484,6 +1551,9 @@ fn main() {
         ),
     ];
     let mut cases: Vec<Case> = Vec::new();
+    cases.push(harness::nanohost_only("composed::host_body_limit", || {
+        serial(the_host_cuts_a_body_that_does_not_come())
+    }));
     for host in HostKind::ALL {
         for (name, shapes, body) in shape_cases {
             for &shape in shapes {
