@@ -9,7 +9,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::allowed_hosts::AllowedHosts;
-use crate::engine::Limits;
+use crate::engine::{Footprint, Limits};
 use crate::expressions::Resolver;
 use crate::manifest::Manifest;
 use crate::runtime_config::RuntimeConfig;
@@ -46,6 +46,9 @@ pub struct App {
     pub components: HashMap<String, LoadedComponent>,
     pub shared: Arc<Shared>,
     pub limits: Limits,
+    /// What one instance of each used component takes from the pooling allocator, measured at
+    /// load; a component that could not be instantiated then has none (its trigger says why).
+    pub footprints: HashMap<String, Footprint>,
     /// The first fatal error of a trigger (a lost Redis subscription): the host stops on it.
     failure: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -188,7 +191,7 @@ impl App {
             components.insert(id, loaded);
         }
 
-        Ok(App {
+        let mut app = App {
             linker: linker(&engine)?,
             engine,
             manifest,
@@ -196,8 +199,38 @@ impl App {
             components,
             shared,
             limits,
+            footprints: HashMap::new(),
             failure: tokio::sync::watch::Sender::new(None),
-        })
+        };
+        app.footprints = app.measure_footprints().await;
+        Ok(app)
+    }
+
+    /// Instantiates each component once, alone, and reads what the pool's live counts grew by:
+    /// a composed component takes a memory per sub-component and a core instance per module
+    /// instance, which only the compiled component knows. Runs before any trigger starts, so
+    /// nothing else holds a slot meanwhile.
+    async fn measure_footprints(&self) -> HashMap<String, Footprint> {
+        let Some(metrics) = self.engine.pooling_allocator_metrics() else {
+            return HashMap::new();
+        };
+        let mut footprints = HashMap::new();
+        for (id, loaded) in &self.components {
+            let Ok(pre) = self.linker.instantiate_pre(&loaded.component) else {
+                continue;
+            };
+            let before = Footprint::in_use(&metrics);
+            let mut store = self.store(&loaded.ctx, &Default::default());
+            match pre.instantiate_async(&mut store).await {
+                Ok(_) => {
+                    let footprint = Footprint::in_use(&metrics).since(&before);
+                    tracing::debug!(component = %id, "one instance takes {footprint}");
+                    footprints.insert(id.clone(), footprint);
+                }
+                Err(e) => tracing::warn!(component = %id, "cannot instantiate it at load: {e:#}"),
+            }
+        }
+        footprints
     }
 
     /// Ends the app with `why` (logged now; `RunningHost::failed` returns it).

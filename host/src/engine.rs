@@ -52,14 +52,13 @@ pub fn config(limits: &Limits) -> Config {
     config.epoch_interruption(true);
     config.concurrency_support(false);
 
-    let n = limits.max_instances;
+    let totals = PoolTotals::of(limits);
     let mut pool = PoolingAllocationConfig::new();
-    // A composed app (wac plug) holds one core instance and memory per sub-component.
-    pool.total_component_instances(n)
-        .total_core_instances(n * 8)
-        .total_memories(n * 2)
-        .total_tables(n * 8)
-        .total_stacks(n)
+    pool.total_component_instances(totals.component_instances as u32)
+        .total_core_instances(totals.core_instances as u32)
+        .total_memories(totals.memories as u32)
+        .total_tables(totals.tables as u32)
+        .total_stacks(totals.stacks as u32)
         .max_core_instances_per_component(64)
         .max_memories_per_component(16)
         .max_tables_per_component(64)
@@ -80,6 +79,105 @@ pub fn config(limits: &Limits) -> Config {
     }
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// What the pooling allocator holds in all, shared by every instance of every component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTotals {
+    pub component_instances: u64,
+    pub core_instances: u64,
+    pub memories: u64,
+    pub tables: u64,
+    pub stacks: u64,
+}
+
+impl PoolTotals {
+    pub fn of(limits: &Limits) -> PoolTotals {
+        let n = u64::from(limits.max_instances);
+        // A composed app (wac plug) holds a core instance per sub-module and a memory per
+        // sub-component: these are the headroom for that; `Footprint` says what one takes.
+        PoolTotals {
+            component_instances: n,
+            core_instances: n * 8,
+            memories: n * 2,
+            tables: n * 8,
+            stacks: n,
+        }
+    }
+
+    /// How many instances of that footprint the pool holds at once: the scarcest resource
+    /// decides. A footprint that takes none of anything leaves `component_instances`.
+    pub fn instances_of(&self, one: &Footprint) -> u64 {
+        [
+            (self.component_instances, one.component_instances),
+            (self.core_instances, one.core_instances),
+            (self.memories, one.memories),
+            (self.tables, one.tables),
+            (self.stacks, one.stacks),
+        ]
+        .into_iter()
+        .filter(|(_, need)| *need > 0)
+        .map(|(total, need)| total / need)
+        .min()
+        .unwrap_or(self.component_instances)
+    }
+}
+
+/// What one instance of a component takes from the pool (measured at load: `App::load`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub component_instances: u64,
+    pub core_instances: u64,
+    pub memories: u64,
+    pub tables: u64,
+    pub stacks: u64,
+}
+
+impl Footprint {
+    /// What the pool's live counts say is in use now.
+    pub fn in_use(metrics: &wasmtime::PoolingAllocatorMetrics) -> Footprint {
+        Footprint {
+            component_instances: metrics.component_instances(),
+            core_instances: metrics.core_instances(),
+            memories: metrics.memories() as u64,
+            tables: metrics.tables() as u64,
+            stacks: metrics.stacks() as u64,
+        }
+    }
+
+    /// What `self` holds beyond `before`.
+    pub fn since(&self, before: &Footprint) -> Footprint {
+        Footprint {
+            component_instances: self
+                .component_instances
+                .saturating_sub(before.component_instances),
+            core_instances: self.core_instances.saturating_sub(before.core_instances),
+            memories: self.memories.saturating_sub(before.memories),
+            tables: self.tables.saturating_sub(before.tables),
+            stacks: self.stacks.saturating_sub(before.stacks),
+        }
+    }
+
+    /// Each resource the larger of the two: an instance of either fits in it.
+    pub fn max(&self, other: &Footprint) -> Footprint {
+        Footprint {
+            component_instances: self.component_instances.max(other.component_instances),
+            core_instances: self.core_instances.max(other.core_instances),
+            memories: self.memories.max(other.memories),
+            tables: self.tables.max(other.tables),
+            stacks: self.stacks.max(other.stacks),
+        }
+    }
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} memories, {} core instances, {} tables, {} stacks, {} component instances",
+            self.memories, self.core_instances, self.tables, self.stacks, self.component_instances
+        )
+    }
 }
 
 /// Opt-in pool tuning for experiments (README.md, "Benchmark"); unset, nothing changes. Applied
@@ -152,5 +250,94 @@ impl Drop for EpochTicker {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn footprint(memories: u64, core_instances: u64, tables: u64) -> Footprint {
+        Footprint {
+            component_instances: 1,
+            core_instances,
+            memories,
+            tables,
+            stacks: 1,
+        }
+    }
+
+    /// `(max_instances, footprint, instances the pool holds)`.
+    #[test]
+    fn the_scarcest_resource_decides_how_many_instances_fit() {
+        let cases = [
+            // The composed order app on the default pool: its 6 memories bind.
+            (1000, footprint(6, 23, 12), 333),
+            // Core instances bind when memories are few.
+            (1000, footprint(1, 100, 1), 80),
+            // A plain component: one of each, the component instances bind.
+            (1000, footprint(1, 1, 1), 1000),
+            (10, footprint(2, 8, 8), 10),
+            (10, footprint(3, 8, 8), 6),
+            // Nothing measured (a component that could not be instantiated at load).
+            (10, Footprint::default(), 10),
+        ];
+        for (max_instances, one, holds) in cases {
+            let totals = PoolTotals::of(&Limits {
+                max_instances,
+                ..Limits::default()
+            });
+            assert_eq!(totals.instances_of(&one), holds, "{one}");
+        }
+    }
+
+    /// What `App::load` measures: the pool's live counts around one instantiation.
+    #[test]
+    fn a_component_s_footprint_is_what_its_instance_takes_from_the_pool() {
+        let engine = new_engine(&Limits::default()).unwrap();
+        let metrics = engine
+            .pooling_allocator_metrics()
+            .expect("a pooling engine");
+        // Two instances of a module with a memory and a table, one without: as `wac plug`
+        // leaves a composed component, with a core instance per sub-module.
+        let component = wasmtime::component::Component::new(
+            &engine,
+            r#"(component
+                (core module $m (memory 1) (table 1 funcref))
+                (core module $empty)
+                (core instance (instantiate $m))
+                (core instance (instantiate $m))
+                (core instance (instantiate $empty)))"#,
+        )
+        .unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let measured = crate::block_on(async {
+            let before = Footprint::in_use(&metrics);
+            let mut store = Store::new(&engine, ());
+            linker
+                .instantiate_async(&mut store, &component)
+                .await
+                .unwrap();
+            Footprint::in_use(&metrics).since(&before)
+        });
+        assert_eq!(
+            (
+                measured.component_instances,
+                measured.core_instances,
+                measured.memories,
+                measured.tables
+            ),
+            (1, 3, 2, 2),
+            "{measured}"
+        );
+        assert_eq!(
+            Footprint::in_use(&metrics).memories,
+            0,
+            "freed with the store"
+        );
+        assert_eq!(
+            footprint(6, 1, 0).max(&footprint(1, 23, 7)),
+            footprint(6, 23, 7)
+        );
     }
 }

@@ -84,6 +84,7 @@ impl Default for HostOptions {
 pub struct RunningHost {
     app: Arc<app::App>,
     http_addr: Option<SocketAddr>,
+    max_in_flight: Option<usize>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     ticker: Option<engine::EpochTicker>,
@@ -116,6 +117,7 @@ impl RunningHost {
 
         let mut http_addr = None;
         let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone())?;
+        let max_in_flight = http.as_ref().map(|h| h.max_in_flight());
         let chaining = http.as_ref().map(|h| h.chaining()).unwrap_or_default();
         if let Some(http) = http {
             let listener = tokio::net::TcpListener::bind(opts.listen)
@@ -139,6 +141,7 @@ impl RunningHost {
         Ok(RunningHost {
             app,
             http_addr,
+            max_in_flight,
             shutdown,
             tasks,
             ticker: Some(ticker),
@@ -149,6 +152,16 @@ impl RunningHost {
     /// the reason; the caller should stop the host and exit with an error.
     pub async fn failed(&self) -> String {
         self.app.failed().await
+    }
+
+    /// HTTP requests that may run in a component at once, when the app has HTTP triggers.
+    pub fn max_in_flight(&self) -> Option<usize> {
+        self.max_in_flight
+    }
+
+    /// What one instance of each component takes from the pooling allocator (measured at load).
+    pub fn footprints(&self) -> &std::collections::HashMap<String, engine::Footprint> {
+        &self.app.footprints
     }
 
     /// The bound address when the app has HTTP triggers.

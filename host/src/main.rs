@@ -36,6 +36,10 @@ enum Command {
         /// Memory limit per linear memory of an instance, in MiB.
         #[arg(long, default_value_t = 128)]
         memory_limit_mb: usize,
+        /// Time a client may take to send a request body once the component waits for it, in
+        /// milliseconds (then a JSON 408 and the connection is closed).
+        #[arg(long, default_value_t = 10_000)]
+        body_timeout_ms: u64,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -102,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         variables,
         timeout_ms,
         memory_limit_mb,
+        body_timeout_ms,
     } = cli.command
     else {
         unreachable!("`check` returns in main");
@@ -118,7 +123,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             variables,
             state_dir: nanohost::app::StateDir::Beside,
-            listener: Default::default(),
+            listener: nanohost::trigger::http::ListenerLimits {
+                body_read_timeout: Duration::from_millis(body_timeout_ms),
+                ..Default::default()
+            },
         },
         limits,
     )

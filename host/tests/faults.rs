@@ -919,6 +919,402 @@ async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
     net.shutdown().await;
 }
 
+/// How many requests the test sizes Spin's pooling allocator for (`SPIN_WASMTIME_*`, read by Spin
+/// 3.6.3's `crates/core`), as a deploy would for the composed app.
+const SPIN_POOL_CONCURRENCY: u64 = 500;
+
+/// What one instance of the composed app's largest component (`order-app`) takes from the pool:
+/// memories, core instances, tables. nanohost measures it at load (`App::footprint`) and logs it;
+/// the `slow_bodies` case checks that the figures here are still what it measures.
+const COMPOSED_FOOTPRINT: (u64, u64, u64) = (6, 23, 12);
+
+/// Spin's pool, sized for `concurrency` instances of the composed app (every `total_*` Spin
+/// reads; the per-component maxima, 32 memories and 200 core instances, already fit).
+fn spin_pool_env(concurrency: u64) -> Vec<(&'static str, String)> {
+    let (memories, core_instances, tables) = COMPOSED_FOOTPRINT;
+    vec![
+        ("SPIN_WASMTIME_INSTANCE_COUNT", concurrency.to_string()),
+        ("SPIN_WASMTIME_TOTAL_STACKS", concurrency.to_string()),
+        (
+            "SPIN_WASMTIME_TOTAL_MEMORIES",
+            (memories * concurrency).to_string(),
+        ),
+        (
+            "SPIN_WASMTIME_TOTAL_CORE_INSTANCES",
+            (core_instances * concurrency).to_string(),
+        ),
+        (
+            "SPIN_WASMTIME_TOTAL_TABLES",
+            (tables * concurrency).to_string(),
+        ),
+    ]
+}
+
+/// What a held connection got.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum HeldEnd {
+    /// A status and whether the body was JSON with an `error` (and, for a 503, `Retry-After`).
+    Answered(u16, bool),
+    /// The server closed the connection without an answer.
+    Closed,
+    /// Nothing by the end of the wait.
+    Hanging,
+}
+
+/// Reads one HTTP/1.1 response from `stream` (head, then `content-length` bytes), or how it ended.
+async fn read_raw_response(stream: &mut tokio::net::TcpStream, within: Duration) -> HeldEnd {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..head_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if bytes.len() >= head_end + 4 + length {
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let body = &bytes[head_end + 4..head_end + 4 + length];
+                let json_error =
+                    serde_json::from_slice::<Value>(body).is_ok_and(|v| v["error"].is_string());
+                let retry_after = head.lines().any(|l| l.starts_with("retry-after:"));
+                let well_formed = json_error && (status != 503 || retry_after);
+                return HeldEnd::Answered(status, well_formed);
+            }
+        }
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return HeldEnd::Closed,
+            Ok(Ok(n)) => bytes.extend_from_slice(&buf[..n]),
+            Err(_) => return HeldEnd::Hanging,
+        }
+    }
+}
+
+/// A normal client's answer: 2xx, or a JSON 503 with `Retry-After` (after which it retries).
+#[derive(Debug, Default)]
+struct NormalAnswers {
+    /// "status" -> how many, over every attempt.
+    by_status: HashMap<String, usize>,
+    /// Answers that are neither 2xx nor a JSON 503 with Retry-After (a 500 above all).
+    wrong: Vec<String>,
+}
+
+impl NormalAnswers {
+    /// Files `reply`; true when the client should retry (a well-formed 503).
+    fn file(&mut self, what: &str, reply: &Result<(StatusCode, bool, String), String>) -> bool {
+        match reply {
+            Ok((status, retry_after, body)) => {
+                *self
+                    .by_status
+                    .entry(status.as_u16().to_string())
+                    .or_default() += 1;
+                if status.is_success() {
+                    return false;
+                }
+                let json_error =
+                    serde_json::from_str::<Value>(body).is_ok_and(|v| v["error"].is_string());
+                if *status == StatusCode::SERVICE_UNAVAILABLE && json_error && *retry_after {
+                    return true;
+                }
+                self.wrong.push(format!("{what}: {status} {body}"));
+                false
+            }
+            Err(e) => {
+                *self.by_status.entry("no answer".into()).or_default() += 1;
+                self.wrong.push(format!("{what}: no answer: {e}"));
+                false
+            }
+        }
+    }
+}
+
+async fn send_normal(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, bool, String), String> {
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let retry_after = response.headers().contains_key("retry-after");
+    let body = response.text().await.map_err(|e| e.to_string())?;
+    Ok((status, retry_after, body))
+}
+
+/// Case 8: Hundreds of POSTs whose head is complete and whose body never comes (400 on nanohost,
+/// 250 on Spin with its pool sized as a deploy sizes it), while normal clients POST and GET and
+/// one sweeps: every normal request is answered 2xx or a JSON 503 with `Retry-After` (after
+/// which it retries), never a 500; each held request gets a JSON 408 (or a JSON 503 at once, or is
+/// closed) once the body deadline (`body_timeout_ms`) passes; every accepted order is fulfilled.
+async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
+    use tokio::io::AsyncWriteExt;
+    let held_wanted: usize = match host {
+        HostKind::Nanohost => 400,
+        HostKind::Spin => 250,
+    };
+    const NORMAL_CLIENTS: usize = 8;
+    const ORDERS_EACH: usize = 5;
+    // Long enough that the held requests overlap on a loaded 2-core machine (nanohost's cap is
+    // then reached, and the normal clients see its 503s), below nanohost's own 10 s body limit so
+    // that the gateway's deadline is the one tested.
+    let body_timeout = Duration::from_millis(8000);
+    let limit = faults::open_files_limit().unwrap_or(1024);
+    let held_count = held_wanted.min((limit.saturating_sub(256) / 2) as usize);
+    let tag = "slow-bodies";
+    let dir = AppDir::new(&format!("{}-{tag}", host.name()));
+    support::composed("order-app");
+    support::composed("sweeper");
+    let mut spec = AppSpec::new(support::workspace_root().join("spin.toml"))
+        .variable("sweep_grace_ms", GRACE_MS.to_string())
+        .variable("body_timeout_ms", body_timeout.as_millis().to_string());
+    if host == HostKind::Spin {
+        for (name, value) in spin_pool_env(SPIN_POOL_CONCURRENCY) {
+            spec = spec.env(name, value);
+        }
+    }
+    let app = App::start(host, &spec, &dir).await;
+    let (addr, base) = (app.addr(), app.base());
+    // The footprint Spin's pool is sized with above is what nanohost measures of the app now.
+    let mut cap = String::new();
+    if let Some(running) = app.in_process() {
+        let order_app = running.footprints()["order-app"];
+        assert_eq!(
+            (
+                order_app.memories,
+                order_app.core_instances,
+                order_app.tables
+            ),
+            COMPOSED_FOOTPRINT,
+            "COMPOSED_FOOTPRINT is out of date: the order app takes {order_app}"
+        );
+        for (id, footprint) in running.footprints() {
+            assert!(
+                footprint.memories <= COMPOSED_FOOTPRINT.0
+                    && footprint.core_instances <= COMPOSED_FOOTPRINT.1
+                    && footprint.tables <= COMPOSED_FOOTPRINT.2,
+                "{id} takes more than the order app: {footprint}"
+            );
+        }
+        cap = format!(
+            "; nanohost's in-flight cap {}",
+            running.max_in_flight().unwrap()
+        );
+    }
+
+    // The held requests: a complete head that promises 100 bytes, 10 of them, then nothing.
+    let began = Instant::now();
+    let mut held = tokio::task::JoinSet::new();
+    let mut opened = 0;
+    for _ in 0..held_count {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            continue;
+        };
+        let head = format!(
+            "POST /order HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{\"details\""
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            continue;
+        }
+        opened += 1;
+        held.spawn(async move {
+            let end = read_raw_response(&mut stream, Duration::from_secs(60)).await;
+            (end, began.elapsed())
+        });
+    }
+    // Let the host hand them to instances before the normal clients come.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let answers = Arc::new(std::sync::Mutex::new(NormalAnswers::default()));
+    let mut normal = tokio::task::JoinSet::new();
+    for c in 0..NORMAL_CLIENTS {
+        let (base, answers) = (base.clone(), answers.clone());
+        normal.spawn(async move {
+            let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
+            let mut out = Vec::new();
+            for n in 0..ORDERS_EACH {
+                let details = format!("{tag} {c}-{n}");
+                let until = Instant::now() + SETTLE_DEADLINE;
+                // A JSON 503 says when to retry: the client does, as any well-behaved one would.
+                let placed = loop {
+                    let request = client
+                        .post(format!("{base}/order"))
+                        .header("content-type", "application/json")
+                        .header(
+                            "idempotency-key",
+                            format!("{tag}-{c}-{n}-{}", std::process::id()),
+                        )
+                        .body(json!({ "details": details }).to_string());
+                    let reply = send_normal(request).await;
+                    let retry = answers.lock().unwrap().file("POST", &reply);
+                    if !retry || Instant::now() > until {
+                        break reply;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                };
+                let Ok((StatusCode::ACCEPTED, _, body)) = &placed else {
+                    continue;
+                };
+                let id = serde_json::from_str::<Value>(body).unwrap()["task"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                loop {
+                    let reply = send_normal(client.get(format!("{base}/order/{id}"))).await;
+                    let retry = answers.lock().unwrap().file("GET", &reply);
+                    if !retry || Instant::now() > until {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                out.push((details, Ok((StatusCode::ACCEPTED, body.clone()))));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            out
+        });
+    }
+    // The sweep too, while the bodies are held.
+    let sweeper = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
+    let sweep = send_normal(sweeper.post(format!("{base}/sweep"))).await;
+    let sweep_status = sweep.as_ref().map(|(s, _, _)| s.as_u16()).unwrap_or(0);
+    answers.lock().unwrap().file("POST /sweep", &sweep);
+
+    let mut replies = Replies::default();
+    while let Some(client) = normal.join_next().await {
+        for (details, reply) in client.unwrap() {
+            replies.record(details, reply);
+        }
+    }
+    let normal_done = began.elapsed();
+    let mut ends: HashMap<HeldEnd, usize> = HashMap::new();
+    let mut early = Vec::new();
+    let mut latest = Duration::ZERO;
+    while let Some(done) = held.join_next().await {
+        let (end, took) = done.unwrap();
+        latest = latest.max(took);
+        // Only a refusal at the door may come before the deadline.
+        if took < body_timeout && !matches!(end, HeldEnd::Answered(503, true)) {
+            early.push(format!("{end:?} after {took:?}"));
+        }
+        *ends.entry(end).or_default() += 1;
+    }
+    let census = Census::of_sqlite(&faults::sqlite_db(&dir.path)).tagged(tag);
+    let counts = Counts::of(&replies, &census);
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
+    counts.report_and_check(
+        "composed::slow_bodies",
+        host,
+        &format!(
+            "{opened} held bodies of {held_wanted} wanted (ulimit -n {limit}); held ends {ends:?}, \
+             the last after {latest:?} (body deadline {body_timeout:?}); normal answers {:?} \
+             (done after {normal_done:?}), sweep {sweep_status}; stored={}{cap}",
+            answers.by_status,
+            census.orders.len()
+        ),
+    );
+    assert_eq!(opened, held_count, "could not open the held connections");
+    assert!(
+        answers.wrong.is_empty(),
+        "{} normal request(s) answered neither 2xx nor a JSON 503 with Retry-After: {:?}",
+        answers.wrong.len(),
+        &answers.wrong[..answers.wrong.len().min(10)]
+    );
+    assert_eq!(
+        counts.accepted,
+        NORMAL_CLIENTS * ORDERS_EACH,
+        "every normal order is accepted in the end"
+    );
+    assert!(
+        early.is_empty(),
+        "held requests ended before the deadline: {early:?}"
+    );
+    let bad_ends: Vec<_> = ends
+        .iter()
+        .filter(|(end, _)| {
+            !matches!(
+                end,
+                HeldEnd::Answered(408, true) | HeldEnd::Answered(503, true) | HeldEnd::Closed
+            )
+        })
+        .collect();
+    assert!(
+        bad_ends.is_empty(),
+        "held requests not answered with a JSON 408/503 nor closed: {bad_ends:?}"
+    );
+    app.stop().await;
+}
+
+/// nanohost alone: a body still missing when the host's own limit (`--body-timeout-ms`) passes
+/// is cut there even when the app's deadline is longer: a JSON 408, the connection closed, and
+/// the instance's slot free again (a request of every slot's worth then gets in).
+async fn the_host_cuts_a_body_that_does_not_come() {
+    use tokio::io::AsyncWriteExt;
+    support::composed("order-app");
+    support::composed("sweeper");
+    let limit = Duration::from_millis(1500);
+    let host = nanohost::RunningHost::start(nanohost::HostOptions {
+        manifest: support::workspace_root().join("spin.toml"),
+        variables: vec![("body_timeout_ms".into(), "60000".into())],
+        listen: "127.0.0.1:0".parse().unwrap(),
+        listener: nanohost::trigger::http::ListenerLimits {
+            body_read_timeout: limit,
+            ..Default::default()
+        },
+        ..nanohost::HostOptions::default()
+    })
+    .await
+    .unwrap();
+    let addr = host.http_addr().unwrap();
+    let slots = host.max_in_flight().unwrap();
+    let began = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..slots {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /order HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n\r\n{{\"details\""
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    let mut ends: HashMap<HeldEnd, usize> = HashMap::new();
+    let mut closed_after = 0;
+    for stream in &mut held {
+        let end = read_raw_response(stream, Duration::from_secs(20)).await;
+        if end == HeldEnd::Answered(408, true)
+            && read_raw_response(stream, Duration::from_secs(5)).await == HeldEnd::Closed
+        {
+            closed_after += 1;
+        }
+        *ends.entry(end).or_default() += 1;
+    }
+    let took = began.elapsed();
+    let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
+    let after = post_order(&client, &format!("http://{addr}"), "host-cut after", None).await;
+    harness::loud(&format!(
+        "faults: nanohost::host_body_limit: {slots} held bodies (the in-flight cap) ended {ends:?}, \
+         {closed_after} closed after the 408, all within {took:?} (limit {limit:?}, app deadline \
+         60 s); a POST after them: {:?}",
+        after.as_ref().map(|(s, _)| s.as_u16())
+    ));
+    assert_eq!(
+        ends.get(&HeldEnd::Answered(408, true)),
+        Some(&slots),
+        "{ends:?}"
+    );
+    assert_eq!(
+        closed_after, slots,
+        "the connection is closed after the 408"
+    );
+    assert!(took >= limit, "cut before the limit: {took:?}");
+    assert_eq!(after.map(|(s, _)| s), Ok(StatusCode::ACCEPTED));
+    host.shutdown().await.unwrap();
+}
+
 /// Case 6: The composed app with its default embedded store (a SQLite file in its own folder), the
 /// host stopped and started again between two reads of each order: the second read finds it.
 async fn host_restarted_between_two_gets(host: HostKind) {
@@ -1157,6 +1553,9 @@ fn main() {
         ),
     ];
     let mut cases: Vec<Case> = Vec::new();
+    cases.push(harness::nanohost_only("composed::host_body_limit", || {
+        serial(the_host_cuts_a_body_that_does_not_come())
+    }));
     for host in HostKind::ALL {
         for (name, shapes, body) in shape_cases {
             for &shape in shapes {
@@ -1182,6 +1581,9 @@ fn main() {
         }
         cases.push(case(host, "composed::slow_clients", move || {
             serial(slow_clients_do_not_starve_a_normal_one(host))
+        }));
+        cases.push(case(host, "composed::slow_bodies", move || {
+            serial(slow_bodies_do_not_starve_the_app(host))
         }));
         cases.push(case(
             host,

@@ -19,6 +19,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::app::App;
+use crate::engine::{Footprint, PoolTotals};
 use crate::routes::Router;
 use crate::state::{ComponentCtx, HostState};
 
@@ -33,9 +34,15 @@ pub struct ListenerLimits {
     /// A client must send a request's headers within this time, also when a kept-alive
     /// connection sits idle between requests; then the connection is closed.
     pub header_read_timeout: std::time::Duration,
+    /// A client must send a request's whole body within this time of its head, if the component
+    /// waits for it: else the host answers a JSON 408, closes the connection and stops the
+    /// instance. Spin 3.6.3 has no such limit; the guest's own time limit is separate.
+    pub body_read_timeout: std::time::Duration,
     /// Connections open at once; more wait in the kernel's backlog until one closes.
     pub max_connections: usize,
-    /// Requests in a component at once; more get a JSON 503 with `Retry-After` at once.
+    /// Requests in a component at once, at most; more get a JSON 503 with `Retry-After` at once.
+    /// The trigger lowers it to what the pooling allocator holds of the app's largest component
+    /// (`HttpTrigger::max_in_flight`), so the allocator is never what refuses a request.
     pub max_concurrent_requests: usize,
 }
 
@@ -43,9 +50,8 @@ impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {
             header_read_timeout: std::time::Duration::from_secs(10),
+            body_read_timeout: std::time::Duration::from_secs(10),
             max_connections: 2048,
-            // Below the pooling allocator's instance slots (Limits::max_instances), so the
-            // allocator is never what refuses a request.
             max_concurrent_requests: 900,
         }
     }
@@ -58,6 +64,8 @@ pub struct HttpTrigger {
     limits: ListenerLimits,
     /// Permits for requests running in a component.
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// How many permits there are.
+    max_in_flight: usize,
     router: Router<usize>,
     handlers: Vec<Handler>,
     /// Component id → handler, for service chaining (`http://<id>.spin.internal`).
@@ -82,15 +90,22 @@ impl HttpTrigger {
             return Ok(None);
         }
         let router = Router::for_manifest(&app.manifest, |id| by_component[id])?;
+        let max_in_flight = max_in_flight(&app, limits.max_concurrent_requests);
         Ok(Some(Arc::new_cyclic(|me| HttpTrigger {
             me: me.clone(),
             app,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
             limits,
             router,
             handlers,
             by_component,
         })))
+    }
+
+    /// Requests that may run in a component at once (more get a JSON 503 with `Retry-After`).
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     /// What the instances of this app get for service chaining.
@@ -189,7 +204,10 @@ impl HttpTrigger {
             &mut req,
             client,
         ) {
-            Front::Dispatch(idx) => self.dispatch(idx, req, path).await,
+            Front::Dispatch(idx) => {
+                let deadline = Some(self.limits.body_read_timeout);
+                self.dispatch(idx, req, path, deadline).await
+            }
             Front::Answer(answer) => answer,
         }
     }
@@ -223,24 +241,29 @@ impl HttpTrigger {
                 headers.insert(HeaderName::from_static(name), v);
             }
         }
-        Some(self.dispatch(idx, req, path).await)
+        // The body comes from another instance of this host, under its own time limit.
+        Some(self.dispatch(idx, req, path, None).await)
     }
 
-    /// Runs one request on a fresh instance of handler `idx`.
+    /// Runs one request on a fresh instance of handler `idx`; `body_deadline` bounds the time
+    /// the request's body may take to arrive once the component waits for it.
     async fn dispatch<B>(
         &self,
         idx: usize,
         req: Request<B>,
         path: String,
+        body_deadline: Option<std::time::Duration>,
     ) -> Response<HyperOutgoingBody>
     where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let handler = &self.handlers[idx];
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return busy();
         };
+        let late = Arc::new(tokio::sync::Notify::new());
+        let req = req.map(|body| DeadlineBody::new(body, body_deadline, late.clone()));
         let mut store = self.app.store(&handler.ctx, &self.chaining());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
@@ -278,13 +301,26 @@ impl HttpTrigger {
             }
         });
 
-        match rx.await {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(code)) => {
+        let answered = tokio::select! {
+            // First: a guest that answers because its body was cut off by the deadline (a 400,
+            // say) is answered 408 all the same.
+            biased;
+            _ = late.notified() => None,
+            r = rx => Some(r),
+        };
+        match answered {
+            None => {
+                // Stops the instance, which frees its slot and permit at once.
+                task.abort();
+                tracing::info!(component = %handler.ctx.id, path = %path, "request body too slow");
+                body_too_slow(body_deadline.unwrap_or_default())
+            }
+            Some(Ok(Ok(resp))) => resp,
+            Some(Ok(Err(code))) => {
                 tracing::error!(component = %handler.ctx.id, "guest returned error {code:?}");
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 let err = match task.await {
                     Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
                     Ok(Err(e)) => e,
@@ -294,6 +330,84 @@ impl HttpTrigger {
                 failure_response(&err)
             }
         }
+    }
+}
+
+/// What the pool holds of the app's largest component, and at most `configured`.
+fn max_in_flight(app: &App, configured: usize) -> usize {
+    let largest = app
+        .footprints
+        .values()
+        .fold(Footprint::default(), |all, one| all.max(one));
+    let totals = PoolTotals::of(&app.limits);
+    let holds = usize::try_from(totals.instances_of(&largest)).unwrap_or(usize::MAX);
+    let cap = configured.min(holds).max(1);
+    tracing::info!(
+        "in-flight cap {cap}: the pool holds {holds} instances of the app's largest component \
+         ({largest} each)"
+    );
+    cap
+}
+
+/// A request body that may take at most `deadline` from the request's head to its end, once it
+/// is waited for: past it, the read fails and `late` is told (the host then answers 408).
+struct DeadlineBody<B> {
+    inner: B,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    late: Arc<tokio::sync::Notify>,
+}
+
+impl<B> DeadlineBody<B> {
+    fn new(
+        inner: B,
+        deadline: Option<std::time::Duration>,
+        late: Arc<tokio::sync::Notify>,
+    ) -> DeadlineBody<B> {
+        DeadlineBody {
+            inner,
+            timer: deadline.map(|d| Box::pin(tokio::time::sleep(d))),
+            late,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for DeadlineBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<wasmtime_wasi_http::Error>,
+{
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => {
+                let expired = this
+                    .timer
+                    .as_mut()
+                    .is_some_and(|timer| std::future::Future::poll(timer.as_mut(), cx).is_ready());
+                if !expired {
+                    return Poll::Pending;
+                }
+                this.timer = None;
+                this.late.notify_one();
+                Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -368,7 +482,23 @@ fn app_info(application: &crate::manifest::Application) -> Response<HyperOutgoin
     )
 }
 
-/// The answer to a request beyond the in-flight cap: at once, saying when to retry.
+/// The answer to a request whose body did not arrive within `deadline`: the connection is
+/// closed after it, as the rest of the body would be read as the next request.
+fn body_too_slow(deadline: std::time::Duration) -> Response<HyperOutgoingBody> {
+    let mut resp = json_error(
+        StatusCode::REQUEST_TIMEOUT,
+        &format!(
+            "the request body did not arrive within {} ms; send it at once",
+            deadline.as_millis()
+        ),
+    );
+    resp.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// The answer to a request beyond the in-flight cap, or one the pooling allocator has no slot
+/// for: at once, saying when to retry.
 fn busy() -> Response<HyperOutgoingBody> {
     let mut resp = json_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -394,9 +524,20 @@ impl std::fmt::Display for TimeLimitExceeded {
 
 impl std::error::Error for TimeLimitExceeded {}
 
-/// A request whose guest never answered: a time limit (also the epoch deadline's trap) is a
-/// 503, the client may retry; any other trap is a 500. Spin answers both with an empty 500.
+/// A request whose guest never answered: no slot in the pooling allocator is a 503 with
+/// `Retry-After`, as a request beyond the in-flight cap is (other triggers' instances share the
+/// pool); a time limit (also the epoch deadline's trap) is a 503, the client may retry; any
+/// other trap is a 500. Spin answers all three with an empty 500.
 fn failure_response(err: &anyhow::Error) -> Response<HyperOutgoingBody> {
+    let pool_full = err
+        .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+        || err
+            .chain()
+            .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>());
+    if pool_full {
+        return busy();
+    }
     let timed_out = err.downcast_ref::<TimeLimitExceeded>().is_some()
         || err.chain().any(|c| {
             matches!(

@@ -133,6 +133,9 @@ pub struct AppSpec {
     /// Run nanohost as its binary (`nanohost up`, state in `.spin` next to the manifest, as
     /// `spin up` keeps it) even when the tests run it in process otherwise.
     pub nanohost_binary: bool,
+    /// Environment of a host run as a process (Spin's `SPIN_WASMTIME_*` pool sizes, as a deploy
+    /// sets them).
+    pub env: Vec<(String, String)>,
 }
 
 impl AppSpec {
@@ -142,7 +145,13 @@ impl AppSpec {
             runtime_config: None,
             variables: Vec::new(),
             nanohost_binary: false,
+            env: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> AppSpec {
+        self.env.push((name.to_string(), value.into()));
+        self
     }
 
     pub fn nanohost_binary(mut self) -> AppSpec {
@@ -305,6 +314,7 @@ impl App {
         for (name, value) in &spec.variables {
             cmd.arg("--variable").arg(format!("{name}={value}"));
         }
+        cmd.envs(spec.env.iter().map(|(n, v)| (n, v)));
         let log = dir.path.join(format!("{}.log", kind.name()));
         let out = File::create(&log).expect("create the host's log");
         let err = out.try_clone().unwrap();
@@ -340,6 +350,14 @@ impl App {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr.expect("the app has HTTP triggers")
+    }
+
+    /// The host, when it is nanohost in this process.
+    pub fn in_process(&self) -> Option<&RunningHost> {
+        match &self.running {
+            Running::InProcess(host) => host.as_ref(),
+            Running::Process(_) => None,
+        }
     }
 
     pub fn base(&self) -> String {

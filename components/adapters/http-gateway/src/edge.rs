@@ -3,7 +3,6 @@
 //! business rules statically (bench/fixtures/monolith) answers it with the rules themselves.
 
 use crate::wire::{self, Route, MAX_BODY_BYTES};
-use futures::StreamExt;
 use http_reply::Reply;
 use order_domain::{Error, OrderRecord};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -50,24 +49,13 @@ async fn place(request: IncomingRequest, orders: &impl Orders) -> Result<Reply, 
     let idempotency_key = wire::single_header(&headers.get("idempotency-key"), "Idempotency-Key")?;
     drop(headers);
 
-    let body = read_body(request).await?;
+    // At most MAX_BODY_BYTES whatever Content-Length claimed (or if it was absent), and within the
+    // deadline: a client that holds its body back must not hold this instance with it.
+    let timeout = http_reply::body_timeout()?;
+    let body = http_reply::read_body(request, MAX_BODY_BYTES, timeout).map_err(|e| e.reply())?;
     let details = wire::details_from(&body)?;
     Ok(match orders.place(details, idempotency_key) {
         Ok(record) => wire::placed(&record),
         Err(error) => wire::from_error(error),
     })
-}
-
-/// Reads at most `MAX_BODY_BYTES`, whatever Content-Length claimed (or if it was absent).
-async fn read_body(request: IncomingRequest) -> Result<Vec<u8>, Reply> {
-    let mut stream = request.into_body_stream();
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(wire::unreadable_body)?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(wire::too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

@@ -1,6 +1,6 @@
 //! The wire contract (README, "The wire contract") as plain functions over bytes and records.
 
-use http_reply::Reply;
+use http_reply::{BodyError, Reply};
 use order_domain::{Error, OrderRecord};
 use serde_json::{json, Value};
 
@@ -172,16 +172,12 @@ pub fn from_error(error: Error) -> Reply {
     Reply::problem(status_code(&error), error.message())
 }
 
+/// 413, the same whether `Content-Length` said so or the reading found out.
 pub fn too_large() -> Reply {
-    Reply::problem(
-        413,
-        format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-    )
-}
-
-/// 400 for a request body that broke off while it was read.
-pub fn unreadable_body(why: impl std::fmt::Debug) -> Reply {
-    Reply::problem(400, format!("could not read the request body: {why:?}"))
+    BodyError::TooLarge {
+        limit: MAX_BODY_BYTES,
+    }
+    .reply()
 }
 
 pub fn method_not_allowed(allowed: &str) -> Reply {
@@ -376,7 +372,11 @@ mod tests {
             order(&record(OrderStatus::Fulfilled)),
             from_error(Error::Unavailable("x".into())),
             too_large(),
-            unreadable_body("reset"),
+            BodyError::Broken("reset".into()).reply(),
+            BodyError::TimedOut {
+                after: std::time::Duration::from_secs(5),
+            }
+            .reply(),
             method_not_allowed("GET"),
             refusal(&Route::NotFound("/")).unwrap(),
             details_from(b"").unwrap_err(),

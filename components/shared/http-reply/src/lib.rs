@@ -1,4 +1,5 @@
-//! A response of the HTTP adapters, built in one piece and sent in one piece.
+//! What the HTTP adapters share: a request body read with a deadline ([`body`]; `read_body`,
+//! wasm only), and a response built in one piece and sent in one piece ([`Reply`]).
 //!
 //! Why: Spin's HTTP trigger does not set `TCP_NODELAY`. A response that reaches the socket in two
 //! writes (the head first, then the body; or the body, then the last chunk of a chunked body) on a
@@ -65,6 +66,13 @@ impl Reply {
     }
 }
 
+pub mod body;
+pub use body::BodyError;
+
+#[cfg(target_arch = "wasm32")]
+mod read;
+#[cfg(target_arch = "wasm32")]
+pub use read::{body_timeout, read_body};
 #[cfg(target_arch = "wasm32")]
 mod send;
 #[cfg(target_arch = "wasm32")]

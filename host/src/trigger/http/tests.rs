@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use hyper::{Request, Response, StatusCode};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use super::{busy, failure_response, front, Front, TimeLimitExceeded};
+use super::{body_too_slow, busy, failure_response, front, DeadlineBody, Front, TimeLimitExceeded};
 use crate::manifest::Application;
 use crate::routes::Router;
 
@@ -371,5 +371,144 @@ fn a_guest_out_of_time_is_a_503_any_other_failure_a_500() {
         assert_eq!(content_type.as_deref(), Some("application/json"));
         let body: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(body["error"].is_string(), "{body}");
+    }
+}
+
+/// A request the pooling allocator has no slot for (other triggers' instances share it, so the
+/// in-flight cap alone cannot promise one): the same JSON 503 with `Retry-After` as beyond the
+/// cap, never a 500. The error is wasmtime's own, from a pool of one component instance.
+#[test]
+fn a_full_pool_is_a_json_503_with_retry_after() {
+    let limits = crate::Limits {
+        max_instances: 1,
+        ..crate::Limits::default()
+    };
+    let engine = crate::engine::new_engine(&limits).unwrap();
+    let component = wasmtime::component::Component::new(&engine, "(component)").unwrap();
+    let linker = wasmtime::component::Linker::<()>::new(&engine);
+    let full = crate::block_on(async {
+        let mut first = wasmtime::Store::new(&engine, ());
+        linker
+            .instantiate_async(&mut first, &component)
+            .await
+            .expect("the pool's one slot");
+        let mut second = wasmtime::Store::new(&engine, ());
+        linker
+            .instantiate_async(&mut second, &component)
+            .await
+            .expect_err("no second slot")
+    });
+    let err = anyhow::Error::from(full).context("error while instantiating");
+    let resp = failure_response(&err);
+    assert_eq!(resp.headers()[hyper::header::RETRY_AFTER], "1", "{err:#}");
+    let body = serde_json::json!({ "error": "the server is busy; retry shortly" }).to_string();
+    assert_eq!(read(resp), (503, Some("application/json".into()), body));
+}
+
+#[test]
+fn a_body_too_slow_is_a_json_408_that_closes_the_connection() {
+    let resp = body_too_slow(std::time::Duration::from_millis(2500));
+    assert_eq!(resp.headers()[hyper::header::CONNECTION], "close");
+    let (status, content_type, body) = read(resp);
+    assert_eq!(
+        (status, content_type.as_deref()),
+        (408, Some("application/json"))
+    );
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("within 2500 ms"),
+        "{body}"
+    );
+}
+
+/// A test body: its frames as a stream.
+type TestBody = http_body_util::StreamBody<
+    futures_util::stream::BoxStream<
+        'static,
+        Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+    >,
+>;
+
+/// A chunk's time (ms from the start) and text.
+type Chunks = &'static [(u64, &'static str)];
+
+/// A body whose chunks come at their times (from the start), then ends (or never ends).
+fn trickle(chunks: Chunks, ends: bool) -> TestBody {
+    use futures_util::StreamExt;
+    let start = tokio::time::Instant::now();
+    let chunks: Vec<_> = chunks.to_vec();
+    let frames = futures_util::stream::iter(chunks).then(move |(at, text)| async move {
+        tokio::time::sleep_until(start + std::time::Duration::from_millis(at)).await;
+        Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+            text.as_bytes(),
+        )))
+    });
+    let tail = futures_util::stream::pending();
+    if ends {
+        http_body_util::StreamBody::new(frames.boxed())
+    } else {
+        http_body_util::StreamBody::new(frames.chain(tail).boxed())
+    }
+}
+
+/// `(chunks as (ms, text), whether the body ends, deadline ms, what the reader gets)`: the whole
+/// body, or the bytes before the deadline and then the host's timeout.
+const DEADLINES: &[(Chunks, bool, Option<u64>, &str, bool)] = &[
+    (&[(0, "ab"), (10, "cd")], true, Some(100), "abcd", false),
+    // Silence after the head: cut at the deadline.
+    (&[], false, Some(100), "", true),
+    // A trickle that would end after the deadline is cut there too: the deadline is for the
+    // whole body, not between chunks.
+    (
+        &[(40, "a"), (80, "b"), (120, "c")],
+        true,
+        Some(100),
+        "ab",
+        true,
+    ),
+    // No deadline (a chained request's body): only the body's own end counts.
+    (&[(40, "a"), (150, "b")], true, None, "ab", false),
+];
+
+#[test]
+fn a_body_must_end_within_its_deadline() {
+    use http_body_util::BodyExt;
+    for (chunks, ends, deadline, want, late_told) in DEADLINES {
+        let got = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(async {
+                let late = std::sync::Arc::new(tokio::sync::Notify::new());
+                let mut body = DeadlineBody::new(
+                    trickle(chunks, *ends),
+                    deadline.map(std::time::Duration::from_millis),
+                    late.clone(),
+                );
+                let mut read = String::new();
+                let mut timed_out = false;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(frame) => {
+                            read += std::str::from_utf8(frame.data_ref().unwrap()).unwrap()
+                        }
+                        Err(wasmtime_wasi_http::Error::ConnectionReadTimeout) => {
+                            timed_out = true;
+                            break;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                let told = tokio::time::timeout(std::time::Duration::ZERO, late.notified())
+                    .await
+                    .is_ok();
+                (read, timed_out, told)
+            });
+        assert_eq!(
+            got,
+            (want.to_string(), *late_told, *late_told),
+            "{chunks:?} ends={ends} deadline={deadline:?}"
+        );
     }
 }
