@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 
 pub use test_brokers::{free_port, Mosquitto, Redis};
 
+/// The `message_key` every networked app of the tests signs and checks "order placed" with (the
+/// manifests declare it required, with no default).
+pub const MESSAGE_KEY: &str = "nano-orders-tests-message-key";
+
 /// The workspace root (where the root Cargo.toml and `target/` live).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
