@@ -773,6 +773,11 @@ fn run_shape(
             format!("mqtt://127.0.0.1:{p}"),
         ));
     }
+    if shape.networked() {
+        // Both apps of a networked shape sign and check "order placed" with one key, new per run
+        // (an environment variable, not an argument that `ps` would show).
+        env.push(("SPIN_VARIABLE_MESSAGE_KEY".into(), message_key()));
+    }
     // A networked shape's two apps, apps/order-app-<transport> and apps/fulfilment-<transport>.
     let networked = |transport: &str, fulfil_port: Option<u16>| -> Vec<App> {
         vec![
@@ -883,6 +888,15 @@ fn run_shape(
 
 /// A manifest, and the port of its HTTP trigger if it has one.
 type App = (PathBuf, Option<u16>);
+
+/// A fresh random `message_key`: two v4 UUIDs, 244 random bits from the OS.
+fn message_key() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
 
 fn hop_result(hops: &serde_json::Value) -> HopResult {
     let mut h = [load::histogram(), load::histogram(), load::histogram()];

@@ -87,6 +87,7 @@ impl Brokers {
         support::composed(&app);
         AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
             .runtime_config(Some(self.runtime_config.clone()))
+            .variable("message_key", support::MESSAGE_KEY)
             .nanohost_binary()
     }
 
@@ -549,6 +550,7 @@ async fn a_wrong_store_password_is_refused_without_showing_it(host: HostKind) {
         .runtime_config(Some(redis.runtime_config(WRONG_PASSWORD, &config.path)))
         .variable("redis_address", redis.address())
         .variable("redis_password", REDIS_PASSWORD)
+        .variable("message_key", support::MESSAGE_KEY)
         .nanohost_binary();
     support::composed("order-app-redis");
     let app = App::start(host, &spec, &dir).await;

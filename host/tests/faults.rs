@@ -203,7 +203,9 @@ impl Net {
     fn spec(&self, manifest: PathBuf) -> AppSpec {
         let mut spec = AppSpec::new(manifest).runtime_config(self.runtime_config.clone());
         if let Some((name, value)) = self.broker_variable() {
-            spec = spec.variable(name, value);
+            spec = spec
+                .variable(name, value)
+                .variable("message_key", support::MESSAGE_KEY);
         }
         spec
     }

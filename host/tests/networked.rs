@@ -51,6 +51,7 @@ impl Shape {
             support::composed(&app);
             AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
                 .runtime_config(Some(runtime_config.clone()))
+                .variable("message_key", support::MESSAGE_KEY)
         };
         let name = transport.name();
 

@@ -272,13 +272,23 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
             // Both apps must see one store, so a networked shape always has a Redis-backed one.
             let config = runtime_config.unwrap_or_else(|| root.join("runtime-config.redis.toml"));
             setup::networked_prerequisites(shape == Shape::Mqtt)?;
+            // One `message_key` for both apps, new per run: the order app signs "order placed"
+            // with it and the fulfilment app refuses what it did not sign. An environment
+            // variable, not an argument that `ps` would show.
+            let key = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let networked = |manifest: &str| {
+                let mut cmd = host(manifest, Some(&config));
+                cmd.env("SPIN_VARIABLE_MESSAGE_KEY", &key);
+                cmd
+            };
             let fulfilment = format!("apps/fulfilment-{name}/spin.toml");
-            children.push(Host::spawn(
-                "fulfilment app",
-                &mut host(&fulfilment, Some(&config)),
-            )?);
+            children.push(Host::spawn("fulfilment app", &mut networked(&fulfilment))?);
             let order = format!("apps/order-app-{name}/spin.toml");
-            children.push(Host::spawn("order app", &mut host(&order, Some(&config)))?);
+            children.push(Host::spawn("order app", &mut networked(&order))?);
             name
         }
     };

@@ -20,6 +20,10 @@ pub use test_brokers::{free_port, Mosquitto, Redis};
 /// The `sweep_token` the tests give apps that are swept: `POST /sweep` is closed without one.
 pub const SWEEP_TOKEN: &str = "test-sweep-token-6c1f";
 
+/// The `message_key` every networked app of the tests signs and checks "order placed" with (the
+/// manifests declare it required, with no default).
+pub const MESSAGE_KEY: &str = "nano-orders-tests-message-key";
+
 /// The workspace root (where the root Cargo.toml and `target/` live).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

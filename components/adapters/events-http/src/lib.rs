@@ -1,30 +1,27 @@
 //! "Order placed" POSTed to the fulfilment app (`{{ fulfilment_url }}`, e.g.
 //! `http://fulfilment:3000/fulfil`) with Spin's outbound HTTP: the contract-first way of
-//! linking two Spin apps. The body is the same versioned JSON message as on MQTT and Redis.
+//! linking two Spin apps. The body is the same signed message as on MQTT and Redis.
 //! The call returns once fulfilment answered, so a 2xx means the order is fulfilled.
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "nano:orders/events-publisher",
+    with: {
+        "nano:orders/types@0.1.0": order_domain::types,
+    },
 });
 
 use exports::nano::orders::events::Guest;
-use nano::orders::types::{Error, Order};
-use order_messages::PlacedOrder;
+use networked_publisher::{message, required};
+use order_domain::{Error, Order};
 use spin_sdk::http::{Method, Request, Response};
-use spin_sdk::variables;
 
 struct EventsHttp;
 
 impl Guest for EventsHttp {
     fn order_placed(order: Order) -> Result<(), Error> {
-        let url = variables::get("fulfilment_url")
-            .map_err(|e| Error::Unavailable(format!("Spin variable fulfilment_url: {e}")))?;
-        let payload = order_messages::encode(&PlacedOrder {
-            id: order.id,
-            details: order.details,
-            placed_at: order.placed_at,
-        });
+        let payload = message(&order)?;
+        let url = required("fulfilment_url")?;
         let request = Request::builder()
             .method(Method::Post)
             .uri(&url)

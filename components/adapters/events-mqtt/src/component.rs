@@ -1,4 +1,4 @@
-//! The wasm glue: `events.order-placed` as one MQTT publish.
+//! The wasm glue: `events.order-placed` as one MQTT publish, on the instance's kept connection.
 
 use crate::with_client_id;
 
@@ -11,27 +11,40 @@ wit_bindgen::generate!({
 });
 
 use exports::nano::orders::events::Guest;
-use networked_publisher::{message, optional, required, unavailable};
+use networked_publisher::{message, optional, required, unavailable, ConnectionCache};
 use order_domain::{Error, Order};
 use spin_sdk::mqtt::{Connection, Qos};
 
-/// Seconds; the connection lives for one publish, so this only has to outlast it.
+/// Seconds. Nothing drives the connection between publishes (no pings), so an idle kept
+/// connection may be closed by the broker: the cache then opens a new one.
 const KEEP_ALIVE_SECS: u64 = 30;
+
+thread_local! {
+    static CONNECTION: ConnectionCache<Connection> = ConnectionCache::default();
+}
 
 struct EventsMqtt;
 
 impl Guest for EventsMqtt {
     fn order_placed(order: Order) -> Result<(), Error> {
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        let address = with_client_id(&required("mqtt_address")?, &unique);
+        let payload = message(&order)?;
+        let address = required("mqtt_address")?;
         let topic = required("orders_topic")?;
         // Both empty for a broker that lets anyone in.
         let (username, password) = (optional("mqtt_username"), optional("mqtt_password"));
-        let publish_failed = unavailable("MQTT publish");
-        Connection::open(&address, &username, &password, KEEP_ALIVE_SECS)
-            .map_err(&publish_failed)?
-            .publish(&topic, &message(order), Qos::AtLeastOnce)
-            .map_err(publish_failed)
+        let target = format!("{address}\n{username}\n{password}");
+        let open = || {
+            let unique = uuid::Uuid::new_v4().simple().to_string();
+            let address = with_client_id(&address, &unique);
+            Connection::open(&address, &username, &password, KEEP_ALIVE_SECS)
+        };
+        CONNECTION
+            .with(|kept| {
+                kept.send(&target, open, |connection| {
+                    connection.publish(&topic, &payload, Qos::AtLeastOnce)
+                })
+            })
+            .map_err(unavailable("MQTT publish"))
     }
 }
 

@@ -1,4 +1,4 @@
-//! The wasm glue: `events.order-placed` as one Redis `PUBLISH`.
+//! The wasm glue: `events.order-placed` as one Redis `PUBLISH`, on the instance's kept connection.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -9,23 +9,32 @@ wit_bindgen::generate!({
 });
 
 use exports::nano::orders::events::Guest;
-use networked_publisher::{message, optional, required, unavailable};
+use networked_publisher::{message, optional, required, unavailable, ConnectionCache};
 use order_domain::{Error, Order};
 use spin_sdk::redis::Connection;
+
+thread_local! {
+    static CONNECTION: ConnectionCache<Connection> = ConnectionCache::default();
+}
 
 struct EventsRedis;
 
 impl Guest for EventsRedis {
     fn order_placed(order: Order) -> Result<(), Error> {
+        let payload = message(&order)?;
         let address =
             crate::with_password(&required("redis_address")?, &optional("redis_password"))
                 .map_err(Error::Unavailable)?;
         let channel = required("orders_channel")?;
-        let publish_failed = unavailable("Redis publish");
-        Connection::open(&address)
-            .map_err(&publish_failed)?
-            .publish(&channel, &message(order))
-            .map_err(publish_failed)
+        CONNECTION
+            .with(|kept| {
+                kept.send(
+                    &address,
+                    || Connection::open(&address),
+                    |connection| connection.publish(&channel, &payload),
+                )
+            })
+            .map_err(unavailable("Redis publish"))
     }
 }
 

@@ -1,21 +1,34 @@
-//! What the networked publishers (events-mqtt, events-redis) share. Their broker, destination and
-//! credentials are Spin variables; what they send is the one wire message; and whatever goes wrong
-//! is `unavailable`: the receiver keeps the order `accepted` and the sweeper announces it again,
-//! so a failure is never the client's fault.
+//! What the networked publishers (events-mqtt, events-redis, events-http) share. Their broker,
+//! destination and credentials are Spin variables; what they send is the one wire message, signed
+//! with `message_key`; and whatever goes wrong is `unavailable`: the receiver keeps the order
+//! `accepted` and the sweeper announces it again, so a failure is never the client's fault.
 //!
-//! No message made here carries a variable's value: a password must not reach a response or a log
-//! line through an error.
+//! No message made here carries a variable's value: a password or the message key must not reach
+//! a response or a log line through an error.
+
+use std::cell::RefCell;
 
 use order_domain::{Error, Order};
-use order_messages::PlacedOrder;
+use order_messages::{MessageKey, PlacedOrder};
 
-/// "Order placed" for `order`, as both transports carry it.
-pub fn message(order: Order) -> Vec<u8> {
-    order_messages::encode(&PlacedOrder {
-        id: order.id,
-        details: order.details,
-        placed_at: order.placed_at,
-    })
+/// "Order placed" for `order`, signed with `key` (the `message_key` variable). An empty key is
+/// `unavailable`: the order stays accepted and is never announced unsigned.
+pub fn signed_message(order: &Order, key: &str) -> Result<Vec<u8>, Error> {
+    let key = MessageKey::new(key)
+        .map_err(|e| Error::Unavailable(format!("Spin variable message_key: {e}")))?;
+    Ok(order_messages::encode(
+        &PlacedOrder {
+            id: order.id.clone(),
+            placed_at: order.placed_at,
+        },
+        &key,
+    ))
+}
+
+/// [`signed_message`] with the component's `message_key` variable.
+#[cfg(target_arch = "wasm32")]
+pub fn message(order: &Order) -> Result<Vec<u8>, Error> {
+    signed_message(order, &required("message_key")?)
 }
 
 /// Maps a transport's error to `unavailable`, saying which step failed (`"Redis publish"`).
@@ -41,22 +54,94 @@ pub fn unavailable_variable<E: std::fmt::Display>(name: &str) -> impl Fn(E) -> E
     move |e| Error::Unavailable(format!("Spin variable {name}: {e}"))
 }
 
+/// One broker connection kept for the life of the component instance. Spin makes an instance
+/// per request, and a sweep announces hundreds of orders in one: a connection (TCP and the
+/// broker's handshake) per publish would cost most of the sweep's time.
+///
+/// A connection that failed is dropped. A failure on a connection that was kept from an earlier
+/// publish (the broker may have closed it meanwhile) is tried once more on a new one; a new
+/// connection that fails is not tried again. A resend can only duplicate a message, which
+/// fulfilment treats as a no-op.
+pub struct ConnectionCache<C> {
+    kept: RefCell<Option<(String, C)>>,
+}
+
+impl<C> Default for ConnectionCache<C> {
+    fn default() -> Self {
+        ConnectionCache {
+            kept: RefCell::new(None),
+        }
+    }
+}
+
+impl<C> ConnectionCache<C> {
+    /// Runs `send` on the kept connection for `target` (whatever names the broker and the
+    /// login), opening one with `open` when there is none or it was for another target.
+    pub fn send<E>(
+        &self,
+        target: &str,
+        open: impl Fn() -> Result<C, E>,
+        send: impl Fn(&C) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let kept = self.kept.borrow_mut().take();
+        if let Some((kept_for, connection)) = kept {
+            if kept_for == target && send(&connection).is_ok() {
+                *self.kept.borrow_mut() = Some((kept_for, connection));
+                return Ok(());
+            }
+        }
+        let connection = open()?;
+        send(&connection)?;
+        *self.kept.borrow_mut() = Some((target.to_string(), connection));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
 
-    #[test]
-    fn the_message_is_the_wire_format() {
-        let order = Order {
+    fn order(details: String) -> Order {
+        Order {
             id: "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11".into(),
-            details: "tea".into(),
+            details,
             placed_at: 7,
             idempotency_key: Some("k".into()),
-        };
-        let sent = order_messages::decode(&message(order.clone())).unwrap();
-        assert_eq!(
-            (sent.id.as_str(), sent.details.as_str(), sent.placed_at),
-            (order.id.as_str(), "tea", 7)
+        }
+    }
+
+    #[test]
+    fn the_message_is_the_signed_wire_format_without_the_details() {
+        let order = order("tea".into());
+        let payload = signed_message(&order, "secret").unwrap();
+        let key = order_messages::MessageKey::new("secret").unwrap();
+        let sent = order_messages::verify(&payload, &key).unwrap();
+        assert_eq!((sent.id.as_str(), sent.placed_at), (order.id.as_str(), 7));
+        assert!(!String::from_utf8(payload).unwrap().contains("tea"));
+    }
+
+    /// The largest valid details (16 KiB) and the most escaped ones (control characters, six
+    /// bytes each in JSON) make the same small message.
+    #[test]
+    fn the_message_is_bounded_whatever_the_details() {
+        for details in [
+            "x".repeat(16 * 1024),
+            "\u{1}".repeat(16 * 1024),
+            "\"".repeat(16 * 1024),
+            String::new(),
+        ] {
+            let len = signed_message(&order(details), "secret").unwrap().len();
+            assert!(len <= order_messages::MAX_MESSAGE_BYTES, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn without_a_key_nothing_is_published() {
+        let err = signed_message(&order("tea".into()), "").unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m.contains("message_key")),
+            "{err:?}"
         );
     }
 
@@ -70,5 +155,95 @@ mod tests {
             unavailable_variable("orders_topic")("undefined"),
             Error::Unavailable("Spin variable orders_topic: undefined".into())
         );
+    }
+
+    /// A pretend broker: counts connections; a connection whose number is in `broken` fails
+    /// every send, and while `down` nothing opens.
+    #[derive(Default)]
+    struct Broker {
+        opened: Cell<u32>,
+        sent: Cell<u32>,
+        broken: RefCell<Vec<u32>>,
+        down: Cell<bool>,
+    }
+
+    impl Broker {
+        fn publish(&self, cache: &ConnectionCache<u32>, target: &str) -> Result<(), String> {
+            cache.send(
+                target,
+                || {
+                    if self.down.get() {
+                        return Err("refused".to_string());
+                    }
+                    self.opened.set(self.opened.get() + 1);
+                    Ok(self.opened.get())
+                },
+                |connection| {
+                    if self.down.get() || self.broken.borrow().contains(connection) {
+                        return Err(format!("connection {connection} failed"));
+                    }
+                    self.sent.set(self.sent.get() + 1);
+                    Ok(())
+                },
+            )
+        }
+    }
+
+    #[test]
+    fn one_connection_serves_every_publish_of_an_instance() {
+        let (broker, cache) = (Broker::default(), ConnectionCache::default());
+        for _ in 0..500 {
+            broker.publish(&cache, "mqtt://b").unwrap();
+        }
+        assert_eq!((broker.opened.get(), broker.sent.get()), (1, 500));
+    }
+
+    #[test]
+    fn a_kept_connection_that_failed_is_replaced_at_once() {
+        let (broker, cache) = (Broker::default(), ConnectionCache::default());
+        broker.publish(&cache, "mqtt://b").unwrap();
+        broker.broken.borrow_mut().push(1);
+        broker.publish(&cache, "mqtt://b").unwrap();
+        broker.publish(&cache, "mqtt://b").unwrap();
+        assert_eq!((broker.opened.get(), broker.sent.get()), (2, 3));
+    }
+
+    #[test]
+    fn a_new_connection_that_fails_is_dropped_and_the_next_publish_reconnects() {
+        let (broker, cache) = (Broker::default(), ConnectionCache::default());
+        broker.broken.borrow_mut().push(1);
+        assert_eq!(
+            broker.publish(&cache, "mqtt://b").unwrap_err(),
+            "connection 1 failed"
+        );
+        assert_eq!(
+            broker.opened.get(),
+            1,
+            "a new connection is not tried twice"
+        );
+        broker.publish(&cache, "mqtt://b").unwrap();
+        assert_eq!(broker.opened.get(), 2);
+    }
+
+    #[test]
+    fn while_the_broker_is_down_every_publish_fails_and_then_recovers() {
+        let (broker, cache) = (Broker::default(), ConnectionCache::default());
+        broker.publish(&cache, "mqtt://b").unwrap();
+        broker.down.set(true);
+        for _ in 0..3 {
+            assert!(broker.publish(&cache, "mqtt://b").is_err());
+        }
+        broker.down.set(false);
+        broker.publish(&cache, "mqtt://b").unwrap();
+        broker.publish(&cache, "mqtt://b").unwrap();
+        assert_eq!((broker.opened.get(), broker.sent.get()), (2, 3));
+    }
+
+    #[test]
+    fn another_target_gets_its_own_connection() {
+        let (broker, cache) = (Broker::default(), ConnectionCache::default());
+        broker.publish(&cache, "mqtt://a").unwrap();
+        broker.publish(&cache, "mqtt://b").unwrap();
+        assert_eq!(broker.opened.get(), 2);
     }
 }
