@@ -6,8 +6,9 @@
 //! What is counted comes from the store itself (Redis, or the SQLite file), not from what the app
 //! says: every order answered 202 must be stored once and end `fulfilled`, and nothing stored may
 //! stay `accepted`. Each case prints one line of counts. Where recovery needs a restart (a Redis
-//! trigger ends its host when it loses Redis; the MQTT trigger does not reconnect to a restarted
-//! broker: host/README.md), the test does what a process manager would and says so.
+//! trigger ends its host when it loses Redis; nanohost's MQTT trigger does too, and Spin's does
+//! not reconnect to a restarted broker: host/README.md), the test does what a process manager
+//! would and says so.
 
 mod support;
 

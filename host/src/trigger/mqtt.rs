@@ -117,7 +117,8 @@ pub async fn start(
 /// app, as the Redis trigger's does: spin-trigger-mqtt v0.7.2 (the trigger of `spin up` and of
 /// containerd-shim-spin v0.24.0) and 0.8.0 (Spin 4's) do not reconnect either, but keep running
 /// deaf, which no process manager can see; an exit is what Kubernetes, systemd and
-/// `cargo xtask up` restart. Reconnecting here would make nanohost kinder than Spin.
+/// `cargo xtask up` restart. Reconnecting after a lost broker would make nanohost kinder than
+/// Spin; the one reconnection is after a message too large to read ([`Subscription::next`]).
 async fn run(
     app: Arc<App>,
     mut subscription: Subscription,
