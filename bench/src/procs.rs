@@ -1,6 +1,7 @@
-//! The processes the benchmark starts: `redis-server`, `mosquitto` and the harness running a
-//! shape's apps. Each is killed when its guard drops, so an error or a panic leaves nothing
-//! behind; Ctrl-C reaches them all through the terminal's process group.
+//! The processes the benchmark starts: `redis-server`, `mosquitto`, the harness running a
+//! shape's apps and the peer servers. Each leads a process group of its own, stopped as a whole
+//! when its guard drops (`spin up` runs its trigger as a child, which outlives a `spin up` killed
+//! alone), and dies with the benchmark however that ends ([`test_brokers::process`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,17 +11,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Error, Result};
 
-pub use test_brokers::{free_port, Mosquitto, Redis};
+pub use test_brokers::{free_port, process, Mosquitto, Redis};
 
-/// A child killed on drop.
+/// A child whose process group is stopped on drop.
 pub struct Guard {
     pub child: Child,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop_group(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -65,11 +65,10 @@ impl Harness {
         }
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let log_file = append_to(log)?;
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
+            .stderr(log_file);
+        let mut child = process::spawn(cmd, process::OnParentDeath::Kill)
             .context("cannot start the harness")?;
         let stdout = child.stdout.take().expect("piped");
         let stdin = child.stdin.take();
@@ -139,8 +138,7 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.stdin.take();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        process::stop_group(&mut self.child, Duration::ZERO);
     }
 }
 
@@ -154,18 +152,20 @@ fn append_to(log: &Path) -> std::io::Result<std::fs::File> {
 
 /// A peer server (real Spin, `wasmtime serve`) run as its own process, its output in `log`.
 /// Waits until it accepts connections on `port`.
+/// SIGTERM when the benchmark dies: `spin up` then stops its trigger processes itself.
 pub fn start_server(mut cmd: Command, port: u16, what: &str, log: &Path) -> Result<Guard> {
     let log_file = append_to(log)?;
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .spawn()
+        .stderr(log_file);
+    let child = process::spawn(cmd, process::OnParentDeath::Terminate)
         .with_context(|| format!("cannot run {what}"))?;
-    test_brokers::wait_until_serving(port, &mut child, what, || true)
+    // Guarded before the wait, so that a server that never serves is stopped too.
+    let mut guard = Guard { child };
+    test_brokers::wait_until_serving(port, &mut guard.child, what, || true)
         .map_err(Error::msg)
         .with_context(|| format!("see {} for its output", log.display()))?;
-    Ok(Guard { child })
+    Ok(guard)
 }
 
 /// A program found as the tests find it: the environment variable, then `PATH`, then the
@@ -180,4 +180,43 @@ pub fn find_tool(env: &str, name: &str, fallbacks: &[PathBuf]) -> Option<PathBuf
             .find(|p| p.is_file())
     });
     on_path.or_else(|| fallbacks.iter().find(|p| p.is_file()).cloned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spin up` serves through a child process (`spin trigger http`), which outlived the old
+    /// guard's kill of `spin up` alone (issue 18, item 9). Stand-in: a shell that serves through
+    /// a child `redis-server` and, killed, leaves it running.
+    #[test]
+    fn a_dropped_server_guard_stops_what_the_server_started() {
+        let port = free_port();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "redis-server --port {port} --bind 127.0.0.1 --save '' >/dev/null & wait"
+        ));
+        let log = std::env::temp_dir().join(format!("nano-bench-guard-{}.log", std::process::id()));
+        let guard = start_server(cmd, port, "sh serving through redis-server", &log).unwrap();
+        let group = guard.child.id();
+        let serving = process::group_members(group);
+        assert_eq!(serving.len(), 2, "sh and redis-server: {serving:?}");
+        drop(guard);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left = process::group_members(group);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            left = process::group_members(group);
+        }
+        let _ = std::fs::remove_file(&log);
+        assert_eq!(
+            left,
+            Vec::<u32>::new(),
+            "left running after the guard dropped"
+        );
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still served"
+        );
+    }
 }

@@ -6,8 +6,9 @@
 //! What is counted comes from the store itself (Redis, or the SQLite file), not from what the app
 //! says: every order answered 202 must be stored once and end `fulfilled`, and nothing stored may
 //! stay `accepted`. Each case prints one line of counts. Where recovery needs a restart (a Redis
-//! trigger ends its host when it loses Redis; the MQTT trigger does not reconnect to a restarted
-//! broker: host/README.md), the test does what a process manager would and says so.
+//! trigger ends its host when it loses Redis; nanohost's MQTT trigger does too, and Spin's does
+//! not reconnect to a restarted broker: host/README.md), the test does what a process manager
+//! would and says so.
 
 mod support;
 
@@ -1517,6 +1518,57 @@ async fn guest_over_its_time_limit(host: HostKind) {
     net.shutdown().await;
 }
 
+/// Issue 18, item 7: one publish larger than the trigger reads (17 MiB; any broker client may
+/// send one) must not stop fulfilment: the orders placed after it are all fulfilled. Sweeps
+/// re-announce what the trigger's reconnection gap may lose; a trigger that stopped (the old
+/// nanohost) fulfils nothing however often they run.
+async fn oversized_message_on_the_topic(host: HostKind) {
+    const ORDERS: usize = 40;
+    let tag = "oversized-message";
+    let mut net = start_net(host, Shape::Mqtt, tag).await;
+    let port = net.mosquitto.as_ref().unwrap().port;
+    publish_and_wait_for_the_broker(port, "orders/placed", vec![b'x'; 17 << 20]).await;
+    net.actions
+        .push("published 17 MiB on orders/placed, then the orders".into());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let replies = collect(spawn_load(
+        &net,
+        tag,
+        ORDERS,
+        4,
+        Duration::from_millis(20),
+        sent,
+    ))
+    .await;
+    let counts = settle_and_check(&net, tag, &replies, "mqtt::oversized_message").await;
+    assert_eq!((counts.refused, replies.no_answer), (0, 0));
+    assert_eq!(counts.accepted, ORDERS);
+    net.shutdown().await;
+}
+
+/// Publishes `payload` at QoS 1 as an anonymous broker client, and returns once the broker has
+/// acknowledged it.
+async fn publish_and_wait_for_the_broker(port: u16, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let mut opts = MqttOptions::new("faults-oversized-publisher", "127.0.0.1", port);
+    opts.set_max_packet_size(64 << 20, 64 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publish");
+    let _ = client.disconnect().await;
+}
+
 fn mqtt_unavailable(host: HostKind) -> Option<String> {
     if host != HostKind::Spin || host.unavailable().is_some() {
         return None;
@@ -1592,6 +1644,12 @@ fn main() {
             "composed::host_restarted_between_two_gets",
             move || serial(host_restarted_between_two_gets(host)),
         ));
+        cases.push(
+            case(host, "mqtt::oversized_message", move || {
+                serial(oversized_message_on_the_topic(host))
+            })
+            .skip_if(mqtt_unavailable(host)),
+        );
         cases.push(
             case(host, "mqtt::guest_over_its_time_limit", move || {
                 serial(guest_over_its_time_limit(host))

@@ -258,6 +258,40 @@ variables = {{ token = "{{{{ nanohost_test_unset_token }}}}" }}
     );
 }
 
+/// Issue 18, item 9: `spin up` serves through a child `spin trigger http`; a stop must end both
+/// (and nanohost's binary), not the parent alone. The app's process group is looked up in /proc.
+async fn a_stopped_app_leaves_no_process(host: HostKind) {
+    let dir = AppDir::new(&format!("{}-left-running", host.name()));
+    let spec = AppSpec::new(support::manifest("probe.toml")).nanohost_binary();
+    let app = App::start(host, &spec, &dir).await;
+    let group = app.process_group().expect("a child host");
+    let running = test_brokers::process::group_members(group);
+    let serving = match host {
+        HostKind::Spin => 2,
+        HostKind::Nanohost => 1,
+    };
+    assert_eq!(
+        running.len(),
+        serving,
+        "processes of {}'s group while it serves: {running:?}",
+        host.name()
+    );
+    app.stop().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left = test_brokers::process::group_members(group);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = test_brokers::process::group_members(group);
+    }
+    eprintln!(
+        "{}: {} process(es) served, {} left after the stop",
+        host.name(),
+        running.len(),
+        left.len()
+    );
+    assert_eq!(left, Vec::<u32>::new(), "still running after the stop");
+}
+
 async fn runaway_guests_fail_alone() {
     let host = start_with_limits(Limits {
         timeout: Duration::from_secs(2),
@@ -314,6 +348,11 @@ fn main() {
                 an_unknown_route_is_an_empty_404,
             ]
         );
+    }
+    for host in HostKind::ALL {
+        cases.push(case(host, "a_stopped_app_leaves_no_process", move || {
+            a_stopped_app_leaves_no_process(host)
+        }));
     }
     cases.push(nanohost_only(
         "required_variable_missing_is_a_clear_start_error",

@@ -238,9 +238,12 @@ fn ensure_wasmtime_cli() {
 }
 
 /// Runs the shape's apps on nanohost until Ctrl-C or SIGTERM. A networked shape is two apps, so
-/// two hosts; both are stopped (SIGTERM, then SIGKILL after 10 s) whatever stops this command.
-/// While they run, the order app's outbox is swept every [`SWEEP_EVERY`], as the CronJob does on
-/// Kubernetes.
+/// two hosts. A host that stops by itself after it has started (the triggers stop theirs when
+/// they lose their broker) is started again after a back-off, as Kubernetes restarts a pod's
+/// container; one that cannot start the first time ends `up` with its error. Every host is
+/// stopped (SIGTERM, then SIGKILL after 10 s) whatever stops this command, and dies with it if it
+/// is killed. While they run, the order app's outbox is swept every [`SWEEP_EVERY`], as the
+/// CronJob does on Kubernetes.
 fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
     let host_binary = root.join("target/debug/nanohost");
     // `POST /sweep` is closed without a token: one per run, known to the hosts and to `sweep`.
@@ -259,8 +262,8 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
     let mut children = Vec::new();
     let order_app = match shape {
         Shape::Composed => {
-            let mut cmd = host("spin.toml", runtime_config.as_deref());
-            children.push(Host::spawn("order app", &mut cmd)?);
+            let cmd = host("spin.toml", runtime_config.as_deref());
+            children.push(Host::spawn("order app", cmd)?);
             "composed"
         }
         Shape::Mqtt | Shape::Redis => {
@@ -286,9 +289,9 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
                 cmd
             };
             let fulfilment = format!("apps/fulfilment-{name}/spin.toml");
-            children.push(Host::spawn("fulfilment app", &mut networked(&fulfilment))?);
+            children.push(Host::spawn("fulfilment app", networked(&fulfilment))?);
             let order = format!("apps/order-app-{name}/spin.toml");
-            children.push(Host::spawn("order app", &mut networked(&order))?);
+            children.push(Host::spawn("order app", networked(&order))?);
             name
         }
     };
@@ -301,8 +304,8 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             break Ok(());
         }
-        if let Some(ended) = children.iter_mut().find_map(|c| c.ended()) {
-            break ended;
+        if let Some(failed) = children.iter_mut().find_map(|c| c.supervise().err()) {
+            break Err(failed);
         }
         if std::time::Instant::now() >= next_sweep {
             sweep(listen, &token);
@@ -349,48 +352,150 @@ fn sweep(listen: &str, token: &str) {
     }
 }
 
-/// A child nanohost that is stopped gracefully whatever ends `up`.
+/// A child nanohost of `up`: restarted when it stops by itself, stopped whatever ends `up`.
 struct Host {
     what: &'static str,
-    child: std::process::Child,
+    cmd: Command,
+    child: Option<std::process::Child>,
+    /// Set by the thread that copies its stderr once it says it serves.
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When the current run started; a run that lasts [`BACK_OFF_RESET`] resets the back-off.
+    since: std::time::Instant,
+    back_off: std::time::Duration,
+    restart_at: Option<std::time::Instant>,
 }
 
+/// The first wait before a stopped host is started again, doubled at each stop in a row up to
+/// [`BACK_OFF_MAX`] (Kubernetes: 10 s doubled up to 5 min, for a pod; `up` is for development,
+/// and a broker restart should be recovered from in seconds).
+const BACK_OFF_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const BACK_OFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+const BACK_OFF_RESET: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Host {
-    fn spawn(what: &'static str, cmd: &mut Command) -> Result<Host> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start the {what}"))?;
-        Ok(Host { what, child })
+    fn spawn(what: &'static str, cmd: Command) -> Result<Host> {
+        let mut host = Host {
+            what,
+            cmd,
+            child: None,
+            started: Default::default(),
+            since: std::time::Instant::now(),
+            back_off: BACK_OFF_FIRST,
+            restart_at: None,
+        };
+        host.start()?;
+        Ok(host)
     }
 
-    /// `Some` once the host has exited by itself: that ends `up` for every host.
-    fn ended(&mut self) -> Option<Result<()>> {
-        match self.child.try_wait() {
-            Ok(None) => None,
-            Ok(Some(status)) if status.success() => Some(Ok(())),
-            Ok(Some(status)) => Some(Err(anyhow::anyhow!("the {} stopped ({status})", self.what))),
-            Err(e) => Some(Err(e.into())),
+    fn start(&mut self) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: Ctrl-C in the terminal reaches `up`, which stops the hosts in
+        // order, and a stop reaches whatever a host may have started.
+        self.cmd
+            .process_group(0)
+            .stderr(std::process::Stdio::piped());
+        #[cfg(target_os = "linux")]
+        {
+            let parent = std::process::id() as libc::pid_t;
+            // SAFETY: prctl, getppid and kill are async-signal-safe; nothing is allocated. `up`
+            // starts every host from its main thread, the thread the kernel watches.
+            unsafe {
+                self.cmd.pre_exec(move || {
+                    // `up` killed (SIGKILL: no handler runs) stops its hosts all the same.
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if libc::getppid() != parent {
+                        libc::kill(libc::getpid(), libc::SIGTERM);
+                    }
+                    Ok(())
+                });
+            }
         }
+        let mut child = self
+            .cmd
+            .spawn()
+            .with_context(|| format!("cannot start the {}", self.what))?;
+        let stderr = child.stderr.take().expect("piped");
+        let started = self.started.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                // What nanohost prints once its triggers listen.
+                if line.starts_with("nanohost: serving on") || line.starts_with("nanohost: running")
+                {
+                    started.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                eprintln!("{line}");
+            }
+        });
+        self.child = Some(child);
+        self.since = std::time::Instant::now();
+        Ok(())
+    }
+
+    /// Restarts the host when it has stopped and its back-off is over. Err when it stopped
+    /// before it ever started: a configuration error that a restart would repeat.
+    fn supervise(&mut self) -> Result<()> {
+        let now = std::time::Instant::now();
+        if let Some(at) = self.restart_at {
+            if now >= at {
+                self.restart_at = None;
+                eprintln!("xtask: starting the {} again", self.what);
+                self.start()?;
+            }
+            return Ok(());
+        }
+        let Some(child) = &mut self.child else {
+            return Ok(());
+        };
+        let status = match child.try_wait() {
+            Ok(None) => return Ok(()),
+            Ok(Some(status)) => status,
+            Err(e) => return Err(e.into()),
+        };
+        self.child = None;
+        if !self.started.load(std::sync::atomic::Ordering::Relaxed) {
+            bail!("the {} stopped before it started ({status})", self.what);
+        }
+        if now.duration_since(self.since) >= BACK_OFF_RESET {
+            self.back_off = BACK_OFF_FIRST;
+        }
+        eprintln!(
+            "xtask: the {} stopped ({status}); starting it again in {} s",
+            self.what,
+            self.back_off.as_secs()
+        );
+        self.restart_at = Some(now + self.back_off);
+        self.back_off = (self.back_off * 2).min(BACK_OFF_MAX);
+        Ok(())
     }
 
     fn stop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
+        self.restart_at = None;
+        let Some(mut child) = self.child.take() else {
             return;
-        }
-        // SIGTERM: nanohost finishes in-flight requests and exits.
-        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        };
+        let group = child.id() as libc::pid_t;
+        // SIGTERM to its group: nanohost finishes in-flight requests and exits.
+        // SAFETY: kill(2) on the group our own child leads; no memory is touched.
         unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+            libc::kill(-group, libc::SIGTERM);
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
+            if child.try_wait().ok().flatten().is_some() {
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SAFETY: as above; whatever of the group is left.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 

@@ -99,95 +99,169 @@ pub async fn start(
         Duration::from_secs(keep_alive),
     )
     .context("[application.trigger.mqtt]")?;
-    let (client, mut eventloop) = connect(opts).await.context("MQTT trigger")?;
-    subscribe_all(&client, &handlers).await?;
-    // Wait for the broker to confirm, so a message published right after start-up is not
-    // missed.
-    let mut pending = handlers.len();
-    let confirmed = tokio::time::timeout(Duration::from_secs(10), async {
-        while pending > 0 {
-            if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await? {
-                pending -= 1;
-            }
-        }
-        anyhow::Ok(())
-    })
-    .await;
-    match confirmed {
-        Ok(r) => r.with_context(|| format!("MQTT trigger cannot subscribe on {address}"))?,
-        Err(_) => {
-            anyhow::bail!("MQTT trigger: the broker at {address} did not confirm the subscriptions")
-        }
-    }
+    let topics = handlers.iter().map(|h| (h.topic.clone(), h.qos)).collect();
+    let subscription = Subscription::open(opts, topics).await?;
     tracing::info!(
         "MQTT trigger subscribed to {:?} on {address}",
         handlers.iter().map(|h| &h.topic).collect::<Vec<_>>()
     );
     Ok(vec![tokio::spawn(run(
         app,
-        client,
-        eventloop,
+        subscription,
         Arc::new(handlers),
         shutdown,
     ))])
 }
 
-async fn subscribe_all(client: &AsyncClient, handlers: &[Arc<Handler>]) -> Result<()> {
-    for h in handlers {
-        client
-            .subscribe(h.topic.clone(), h.qos)
-            .await
-            .with_context(|| format!("cannot subscribe to {:?}", h.topic))?;
-    }
-    Ok(())
-}
-
-/// Delivers messages until shutdown or until the connection is lost. spin-trigger-mqtt v0.7.2
-/// (the trigger of `spin up` and of containerd-shim-spin v0.24.0) does not reconnect after the
-/// broker goes away: it keeps running and hears nothing more. nanohost does the same, and says
-/// so loudly; the remedy on both is to restart the app (deploy/README.md).
+/// Delivers messages until shutdown or until the connection is lost. A lost connection ends the
+/// app, as the Redis trigger's does: spin-trigger-mqtt v0.7.2 (the trigger of `spin up` and of
+/// containerd-shim-spin v0.24.0) and 0.8.0 (Spin 4's) do not reconnect either, but keep running
+/// deaf, which no process manager can see; an exit is what Kubernetes, systemd and
+/// `cargo xtask up` restart. Reconnecting after a lost broker would make nanohost kinder than
+/// Spin; the one reconnection is after a message too large to read ([`Subscription::next`]).
 async fn run(
     app: Arc<App>,
-    client: AsyncClient,
-    mut eventloop: rumqttc::EventLoop,
+    mut subscription: Subscription,
     handlers: Arc<Vec<Arc<Handler>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let event = tokio::select! {
-            e = eventloop.poll() => e,
+        let message = tokio::select! {
+            m = subscription.next() => m,
             _ = shutdown.changed() => {
-                let _ = client.try_disconnect();
+                subscription.disconnect();
                 return;
             }
         };
-        match event {
-            Ok(Event::Incoming(Incoming::Publish(p))) => {
-                crate::hop::record(crate::hop::Point::Received, &p.payload);
-                let topic = p.topic.clone();
-                let payload = p.payload.clone();
-                for h in handlers
-                    .iter()
-                    .filter(|h| rumqttc::matches(&topic, &h.topic))
-                {
-                    let (app, h, topic, payload) =
-                        (app.clone(), h.clone(), topic.clone(), payload.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = deliver(&app, &h, &topic, &payload).await {
-                            tracing::error!(component = %h.ctx.id, %topic, "MQTT message handler failed: {e:#}");
-                        }
-                    });
-                }
-            }
-            Ok(_) => {}
+        let p = match message {
+            Ok(p) => p,
             Err(e) => {
-                tracing::error!(
-                    "MQTT trigger lost its broker connection ({e}); like spin-trigger-mqtt v0.7.2 it \
-                     does not reconnect: no more messages will be delivered until the app restarts"
-                );
+                app.fail(format!("{e:#}"));
                 return;
             }
+        };
+        crate::hop::record(crate::hop::Point::Received, &p.payload);
+        let topic = p.topic.clone();
+        let payload = p.payload.clone();
+        for h in handlers
+            .iter()
+            .filter(|h| rumqttc::matches(&topic, &h.topic))
+        {
+            let (app, h, topic, payload) = (app.clone(), h.clone(), topic.clone(), payload.clone());
+            tokio::spawn(async move {
+                if let Err(e) = deliver(&app, &h, &topic, &payload).await {
+                    tracing::error!(component = %h.ctx.id, %topic, "MQTT message handler failed: {e:#}");
+                }
+            });
         }
+    }
+}
+
+/// The largest MQTT packet the trigger reads (a message and its topic). A larger one is refused
+/// from its header, before its body is buffered.
+const MAX_INCOMING_PACKET: usize = 16 << 20;
+
+/// The trigger's broker connection, subscribed to every handler's topic.
+struct Subscription {
+    client: AsyncClient,
+    eventloop: rumqttc::EventLoop,
+    topics: Vec<(String, QoS)>,
+    address: String,
+}
+
+impl Subscription {
+    /// Connects and subscribes, and waits for the broker to confirm, so that a message
+    /// published right after start-up is not missed.
+    async fn open(opts: MqttOptions, topics: Vec<(String, QoS)>) -> Result<Subscription> {
+        let (host, port) = opts.broker_address();
+        let address = format!("{host}:{port}");
+        let (client, mut eventloop) = connect(opts).await.context("MQTT trigger")?;
+        subscribe(&client, &topics).await?;
+        let mut pending = topics.len();
+        let confirmed = tokio::time::timeout(Duration::from_secs(10), async {
+            while pending > 0 {
+                if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await? {
+                    pending -= 1;
+                }
+            }
+            anyhow::Ok(())
+        })
+        .await;
+        match confirmed {
+            Ok(r) => r.with_context(|| format!("MQTT trigger cannot subscribe on {address}"))?,
+            Err(_) => {
+                anyhow::bail!(
+                    "MQTT trigger: the broker at {address} did not confirm the subscriptions"
+                )
+            }
+        }
+        Ok(Subscription {
+            client,
+            eventloop,
+            topics,
+            address,
+        })
+    }
+
+    /// The next message, or why no other can come: the broker connection is lost.
+    ///
+    /// A message larger than [`MAX_INCOMING_PACKET`] cannot be skipped on its connection (its
+    /// body is still on the wire): it is logged and dropped with the connection, and the trigger
+    /// connects and subscribes again at once. It is not redelivered (a clean session), and
+    /// neither is what the broker sent in that gap; an order whose announcement was lost so
+    /// stays `accepted` until the order app's next sweep announces it again.
+    async fn next(&mut self) -> Result<rumqttc::Publish> {
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Incoming::Publish(p))) => return Ok(p),
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    subscribe(&self.client, &self.topics).await?;
+                    tracing::info!(
+                        "MQTT trigger connected to {} again and subscribed to {:?}",
+                        self.address,
+                        self.topics.iter().map(|(t, _)| t).collect::<Vec<_>>()
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => match oversized(&e) {
+                    Some(size) => tracing::warn!(
+                        "MQTT trigger dropped a message of {size} bytes from {} (its limit is \
+                         {MAX_INCOMING_PACKET}); reconnecting",
+                        self.address
+                    ),
+                    None => anyhow::bail!(
+                        "MQTT trigger lost its broker connection to {} ({e}); like \
+                         spin-trigger-mqtt it does not reconnect: the app stops, for its process \
+                         manager to restart it",
+                        self.address
+                    ),
+                },
+            }
+        }
+    }
+
+    fn disconnect(&self) {
+        let _ = self.client.try_disconnect();
+    }
+}
+
+async fn subscribe(client: &AsyncClient, topics: &[(String, QoS)]) -> Result<()> {
+    for (topic, qos) in topics {
+        client
+            .subscribe(topic.clone(), *qos)
+            .await
+            .with_context(|| format!("cannot subscribe to {topic:?}"))?;
+    }
+    Ok(())
+}
+
+/// The size of a packet the connection refused to read for its size, if that is the error.
+fn oversized(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
     }
 }
 
@@ -237,7 +311,7 @@ fn options(
     if keep_alive.is_zero() || keep_alive >= Duration::from_secs(1) {
         opts.set_keep_alive(keep_alive);
     }
-    opts.set_max_packet_size(16 << 20, 16 << 20);
+    opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
     Ok(opts)
 }
 
@@ -280,6 +354,118 @@ async fn connect(opts: MqttOptions) -> Result<(AsyncClient, rumqttc::EventLoop)>
 
 #[cfg(test)]
 mod tests {
+    //! The trigger's connection alone, against a real mosquitto (test-brokers); the delivery to
+    //! an app runs in host/tests.
+
+    use std::time::{Duration, Instant};
+
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    use test_brokers::Mosquitto;
+
+    use super::{options, Subscription, MAX_INCOMING_PACKET};
+
+    const TOPIC: &str = "orders/placed";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn subscription(broker: &Mosquitto) -> Subscription {
+        let opts = options(&broker.url(), "", "", Duration::from_secs(30)).unwrap();
+        Subscription::open(opts, vec![(TOPIC.to_string(), QoS::AtLeastOnce)])
+            .await
+            .unwrap()
+    }
+
+    /// A client that may publish more than the trigger reads, as any broker client may.
+    async fn publisher(broker: &Mosquitto) -> AsyncClient {
+        let mut opts = MqttOptions::new("test-publisher", "127.0.0.1", broker.port);
+        opts.set_max_packet_size(64 << 20, 64 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 10);
+        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        client
+    }
+
+    async fn publish(client: &AsyncClient, payload: Vec<u8>) {
+        client
+            .publish(TOPIC, QoS::AtLeastOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    async fn next(sub: &mut Subscription) -> bytes::Bytes {
+        tokio::time::timeout(Duration::from_secs(30), sub.next())
+            .await
+            .expect("no message in 30 s")
+            .unwrap()
+            .payload
+    }
+
+    /// Waits until the broker has logged `count` subscriptions to the topic.
+    async fn subscribed(broker: &Mosquitto, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while broker.subscriptions(TOPIC) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{count} subscriptions expected:\n{}",
+                broker.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The issue's 17 MiB publish: dropped, and the messages after it are delivered.
+    #[test]
+    fn an_oversized_message_is_dropped_and_later_ones_are_delivered() {
+        let broker = Mosquitto::start();
+        runtime().block_on(async {
+            let mut sub = subscription(&broker).await;
+            subscribed(&broker, 1).await;
+            let client = publisher(&broker).await;
+            publish(&client, b"before".to_vec()).await;
+            let oversized = 17 << 20;
+            assert!(oversized > MAX_INCOMING_PACKET);
+            publish(&client, vec![b'x'; oversized]).await;
+            assert_eq!(&next(&mut sub).await[..], b"before");
+            // The trigger reads on only when asked for a message; published before it has
+            // subscribed again, "after" would be lost like any message sent in that gap.
+            let reader = tokio::spawn(async move {
+                let got = next(&mut sub).await;
+                (sub, got)
+            });
+            subscribed(&broker, 2).await;
+            publish(&client, b"after".to_vec()).await;
+            let (mut sub, got) = reader.await.unwrap();
+            assert_eq!(&got[..], b"after");
+            publish(&client, b"later".to_vec()).await;
+            assert_eq!(&next(&mut sub).await[..], b"later");
+        });
+    }
+
+    /// The broker going away ends the subscription with the reason (the app then stops).
+    #[test]
+    fn a_lost_broker_ends_the_subscription() {
+        let broker = Mosquitto::start();
+        let address = format!("127.0.0.1:{}", broker.port);
+        runtime().block_on(async {
+            let mut sub = subscription(&broker).await;
+            drop(broker);
+            let err = tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("the loss is seen within 30 s")
+                .expect_err("no message can come");
+            let err = format!("{err:#}");
+            assert!(
+                err.contains("lost its broker connection") && err.contains(&address),
+                "{err}"
+            );
+        });
+    }
+
     /// The matching the trigger relies on (rumqttc's), pinned: `(filter, topic, matches)`.
     const CASES: &[(&str, &str, bool)] = &[
         ("orders/placed", "orders/placed", true),

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -318,16 +317,16 @@ impl App {
         let log = dir.path.join(format!("{}.log", kind.name()));
         let out = File::create(&log).expect("create the host's log");
         let err = out.try_clone().unwrap();
-        // Its own process group: Spin runs plugin triggers (MQTT) as child processes, and
-        // stopping the group stops them too.
+        // Its own process group: `spin up` runs its triggers (`spin trigger http`, the MQTT
+        // plugin) as child processes, and stopping the group stops them too. SIGTERM if the
+        // tests die: `spin up` then stops its triggers.
         cmd.current_dir(&dir.path)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {kind:?} for {label}: {e}"));
+            .stderr(err);
+        let child =
+            test_brokers::process::spawn(cmd, test_brokers::process::OnParentDeath::Terminate)
+                .unwrap_or_else(|e| panic!("cannot start {kind:?} for {label}: {e}"));
         LIVE_LOGS
             .lock()
             .unwrap()
@@ -346,6 +345,14 @@ impl App {
             .await;
         }
         app
+    }
+
+    /// The process group of a child host (its process id: it leads the group).
+    pub fn process_group(&self) -> Option<u32> {
+        match &self.running {
+            Running::Process(child) => Some(child.id()),
+            Running::InProcess(_) => None,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

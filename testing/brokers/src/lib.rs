@@ -1,10 +1,13 @@
 //! Real brokers for the tests and the benchmark: `redis-server` and `mosquitto` on loopback
-//! ports, each killed when its value drops. Nothing here mocks Redis or MQTT.
+//! ports, each killed when its value drops or this process dies ([`process`]). Nothing here
+//! mocks Redis or MQTT.
 //!
 //! A broker counts as started only when it is *the one* serving its port (Redis by its process
 //! id, Mosquitto by the "running" line of its own log): a port can be taken by someone else between
 //! the choice and the bind, and a client that then talks to the wrong server fails far from the
 //! cause.
+
+pub mod process;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -88,20 +91,20 @@ impl Redis {
     }
 
     pub fn try_start_with(port: u16, args: &[&str]) -> Result<Redis, String> {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = process::spawn(cmd, process::OnParentDeath::Kill)
             .map_err(|e| format!("cannot run redis-server (apt-get install redis-server): {e}"))?;
         let password = args
             .windows(2)
@@ -240,13 +243,13 @@ impl Mosquitto {
         let deadline = Instant::now() + retry;
         loop {
             let _ = std::fs::write(&log, "");
-            let mut child = Command::new("mosquitto")
-                .arg("-c")
+            let mut cmd = Command::new("mosquitto");
+            cmd.arg("-c")
                 .arg(&conf)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
+                .stderr(Stdio::null());
+            let mut child = process::spawn(cmd, process::OnParentDeath::Kill)
                 .map_err(|e| format!("cannot run mosquitto (apt-get install mosquitto): {e}"))?;
             let error = match wait_until_serving(port, &mut child, "mosquitto", running) {
                 Ok(()) => {
@@ -278,6 +281,22 @@ impl Mosquitto {
     /// What the broker has logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the broker as a service manager does (SIGTERM: it closes its clients' connections
+    /// and exits), and waits up to 10 s for it; the port is free again afterwards.
+    pub fn stop_gracefully(mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// How many subscriptions to exactly `topic` the broker has logged.
