@@ -27,6 +27,9 @@ pub trait Backend {
     /// Spin: one transaction on SQLite, one MSET on Redis.
     fn set_many(&self, items: &[(String, Vec<u8>)]) -> Result<(), Error>;
     fn delete_many(&self, keys: &[String]) -> Result<(), Error>;
+    /// Every key of the store (Spin's `get-keys`; `KEYS *` on Redis). Only the one-time move of an
+    /// earlier release's outbox calls it ([`KvStore::move_v1_outbox`]).
+    fn keys(&self) -> Result<Vec<String>, Error>;
     /// Atomic on every backend; an absent key counts from 0. `delta` 0 reads a counter (the
     /// stored form of a counter differs between backends, so it is never read with `get`).
     fn increment(&self, key: &str, delta: i64) -> Result<i64, Error>;
@@ -192,7 +195,34 @@ impl Entry {
 /// The `store` rules on a backend.
 pub struct KvStore<B>(pub B);
 
+/// Set once the outbox of releases before the numbered lists has been moved into [`OUTBOX`].
+const V1_OUTBOX_MOVED: &str = "outbox-v1-moved";
+
 impl<B: Backend> KvStore<B> {
+    /// Releases before the numbered lists kept the outbox as `pending:<placed_at>:<id>` keys,
+    /// found by listing the store. The first sweep on a store that is not yet marked lists it once
+    /// more and moves every such entry whose order is still `accepted` into [`OUTBOX`], so an
+    /// order accepted before an upgrade is still announced; then it marks the store and no sweep
+    /// lists it again. An entry is deleted only after it is moved, so a sweep that fails half-way
+    /// moves the rest next time (an entry moved twice is announced twice: harmless).
+    fn move_v1_outbox(&self) -> Result<(), Error> {
+        if self.0.exists(V1_OUTBOX_MOVED)? {
+            return Ok(());
+        }
+        for key in self.0.keys()? {
+            let Some((_, id)) = stored::parse_v1_pending_key(&key) else {
+                continue;
+            };
+            if let Some(record) = self.load(&id)? {
+                if record.status == OrderStatus::Accepted {
+                    OUTBOX.push(&self.0, &Entry::of(&record.order).encode())?;
+                }
+            }
+            self.0.delete(&key)?;
+        }
+        self.0.set(V1_OUTBOX_MOVED, b"1")
+    }
+
     fn load_with_position(&self, id: &str) -> Result<Option<(OrderRecord, Option<u64>)>, Error> {
         match self.0.get(&order_key(id))? {
             Some(bytes) => {
@@ -304,6 +334,9 @@ impl<B: Backend> Store for KvStore<B> {
     }
 
     fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
+        if after.is_none() {
+            self.move_v1_outbox()?;
+        }
         let walk = OUTBOX.walk(&self.0, after, limit as usize)?;
         let mut entries = Vec::with_capacity(walk.items.len());
         for (position, value) in walk.items {
@@ -453,6 +486,8 @@ mod tests {
     struct Counted {
         map: RefCell<HashMap<String, Vec<u8>>>,
         calls: Cell<u64>,
+        /// Calls of `keys` (a listing of the whole store).
+        listings: Cell<u32>,
         now: Cell<u64>,
         monotonic: Cell<u64>,
         /// The next write takes this long (moves the monotonic clock on).
@@ -512,6 +547,11 @@ mod tests {
                 map.remove(k);
             }
             Ok(())
+        }
+        fn keys(&self) -> Result<Vec<String>, Error> {
+            self.call();
+            self.listings.set(self.listings.get() + 1);
+            Ok(self.map.borrow().keys().cloned().collect())
         }
         fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
             self.call();
@@ -596,6 +636,42 @@ mod tests {
             sweep(&store, &events);
         }
         store
+    }
+
+    #[test]
+    fn an_outbox_of_the_release_before_is_moved_once_and_its_orders_announced() {
+        let store = KvStore(Counted::default());
+        store.0.now.set(T0);
+        // As the release before wrote them: records without an outbox number, and the outbox as
+        // `pending:<placed_at>:<id>` keys.
+        let v1_entry =
+            |r: &OrderRecord| format!("pending:{:020}:{}", r.order.placed_at, r.order.id);
+        let accepted = record(1, T0, None);
+        let done = fulfilled(record(2, T0, None), T0 + 1);
+        for r in [&accepted, &done] {
+            store
+                .0
+                .set(&order_key(&r.order.id), &stored::encode(r, None))
+                .unwrap();
+            store.0.set(&v1_entry(r), r.order.id.as_bytes()).unwrap();
+        }
+        let events = MemoryEvents::default();
+        store.0.now.set(T0 + 60_000);
+        let first = sweep(&store, &events);
+        assert_eq!(first.announced, 1, "{first:?}");
+        assert_eq!(events.ids(), vec![accepted.order.id.clone()]);
+        assert_eq!(store.0.keys_with("pending:"), 0, "the old entries are gone");
+
+        // Marked: later sweeps never list the store again.
+        assert_eq!(store.0.listings.get(), 1);
+        store.0.now.set(T0 + 120_000);
+        let _ = sweep(&store, &events);
+        assert_eq!(store.0.listings.get(), 1, "listed once, ever");
+        assert_eq!(
+            events.ids(),
+            vec![accepted.order.id.clone(), accepted.order.id.clone()],
+            "still accepted: announced again, from the numbered outbox"
+        );
     }
 
     #[test]

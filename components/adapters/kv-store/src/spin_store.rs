@@ -49,6 +49,9 @@ impl Backend for SpinBackend {
     fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
         batch::delete_many(&bucket()?, keys).map_err(unavailable)
     }
+    fn keys(&self) -> Result<Vec<String>, Error> {
+        open()?.get_keys().map_err(unavailable)
+    }
     fn increment(&self, key: &str, delta: i64) -> Result<i64, Error> {
         atomics::increment(&bucket()?, key, delta).map_err(unavailable)
     }

@@ -103,6 +103,16 @@ pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
     Some(i64::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// `(placed_at, id)` of an outbox key of the releases before the numbered lists,
+/// `pending:<placed_at, 20 digits>:<id>`; `None` for every other key.
+pub fn parse_v1_pending_key(key: &str) -> Option<(Timestamp, String)> {
+    let (since, id) = key.strip_prefix("pending:")?.split_once(':')?;
+    if since.len() != 20 || id.is_empty() {
+        return None;
+    }
+    Some((since.parse().ok()?, id.to_string()))
+}
+
 /// A time written as decimal text; `None` for anything else (a note that cannot be read is noted
 /// again).
 pub fn decode_time(bytes: &[u8]) -> Option<Timestamp> {
@@ -125,6 +135,23 @@ mod tests {
             },
             status,
             updated_at: 1_795_633_210_999,
+        }
+    }
+
+    #[test]
+    fn v1_outbox_keys_are_recognised_and_nothing_else() {
+        let id = "0b0c7a34-7d5e-4f6a-9a43-5d1f0e2c9b11";
+        let key = format!("pending:{:020}:{id}", 42);
+        assert_eq!(parse_v1_pending_key(&key), Some((42, id.to_string())));
+        for other in [
+            "pending:".to_string(),
+            "pending:12:short".into(),
+            format!("pending:{}:", "0".repeat(20)),
+            order_key(id),
+            claim_key("pending:1"),
+            "outbox:7".into(),
+        ] {
+            assert_eq!(parse_v1_pending_key(&other), None, "{other}");
         }
     }
 
