@@ -561,7 +561,7 @@ async fn a_wrong_store_password_is_refused_without_showing_it(host: HostKind) {
             assert!(body["error"].is_string(), "{body}");
             bodies.push(text);
         }
-        HostKind::Spin => {
+        HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
             let answer = request.timeout(SPIN_STORE_WAIT).send().await;
             match answer {
                 Err(e) if e.is_timeout() => {}
@@ -597,7 +597,7 @@ impl orders::OrderStatus for Shape {
 /// at every level.
 fn spin_log_level_changed(host: HostKind) -> Option<String> {
     let level = std::env::var("RUST_LOG").ok().filter(|l| !l.is_empty())?;
-    (host == HostKind::Spin).then(|| {
+    host.is_spin().then(|| {
         format!("RUST_LOG={level}: Spin logs outbound URLs with their passwords below its default level")
     })
 }

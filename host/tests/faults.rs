@@ -161,7 +161,7 @@ impl Net {
                 match host {
                     // `spin up` has no per-request time limit: the same app, behind the same
                     // proxy, simply waits for it.
-                    HostKind::Spin => {
+                    HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
                         let app = App::start(host, &spec, &order_dir).await;
                         net.base = app.base();
                         net.order_app = Some(app);
@@ -1024,7 +1024,7 @@ async fn guest_over_its_time_limit(host: HostKind) {
             first.push(done.unwrap());
         }
         if set.is_empty()
-            || (host == HostKind::Spin
+            || (host.is_spin()
                 && began.elapsed() > limit
                 && net.census(tag).with_status("accepted") == ORDERS)
         {
@@ -1118,10 +1118,10 @@ async fn guest_over_its_time_limit(host: HostKind) {
 }
 
 fn mqtt_unavailable(host: HostKind) -> Option<String> {
-    if host != HostKind::Spin || host.unavailable().is_some() {
+    if !host.is_spin() || host.unavailable().is_some() {
         return None;
     }
-    hosts::mqtt_trigger_plugin().err()
+    host.mqtt_trigger_plugin().err()
 }
 
 fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
