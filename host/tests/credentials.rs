@@ -421,14 +421,12 @@ const REFUSED_START_DEADLINE: Duration = Duration::from_secs(60);
 /// Orders placed while no fulfilment app listens.
 const ORDERS_MEANWHILE: usize = 3;
 
-/// Spin 3.6.3's Redis trigger given an address without the password a Redis wants: redis-rs
-/// drops the server's NOAUTH answer to SUBSCRIBE, so `spin up` lists the channel as active and
-/// runs, subscribed to nothing. nanohost refuses to start instead (host/README, differences).
+/// Spin's Redis trigger given an address without the password a Redis wants: redis-rs drops the
+/// server's NOAUTH answer to SUBSCRIBE, so `spin up` lists the channel as active and runs,
+/// subscribed to nothing (3.6.3, 4.0.2 and 4.1.0-pre0 alike). nanohost refuses to start instead
+/// (host/README, differences).
 fn runs_deaf(host: HostKind, transport: Transport, login: Login) -> bool {
-    matches!(
-        (host, transport, login),
-        (HostKind::Spin, Transport::Redis, Login::NoPassword)
-    )
+    host.is_spin() && matches!((transport, login), (Transport::Redis, Login::NoPassword))
 }
 
 /// A fulfilment app whose trigger the broker refuses (`login`) does not pretend to listen: the
@@ -519,7 +517,7 @@ async fn a_refused_trigger_fails_visibly_and_loses_no_order(
         host.name(),
         transport.name(),
         if deaf {
-            "ran subscribed to nothing (Spin 3.6.3)"
+            "ran subscribed to nothing (as Spin does)"
         } else {
             "exited at start-up with an error naming the broker"
         }
