@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
 use support::http::get_text;
 use support::{Mosquitto, Redis, TempDir};
 

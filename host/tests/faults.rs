@@ -23,7 +23,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::faults::{self as faults, Census, StallProxy};
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
 use support::{Mosquitto, Redis, TempDir};
 
 /// The apps' `sweep_grace_ms`: short, so that a sweep may re-announce soon after a fault.
