@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
 use support::http::get_text;
 use support::{Mosquitto, Redis, TempDir};
 
@@ -281,10 +281,10 @@ async fn an_mqtt_address_without_client_id_is_refused(kind: HostKind) {
 
 /// Spin runs `[[trigger.mqtt]]` only with the trigger plugin installed.
 fn needs_mqtt_trigger(host: HostKind) -> Option<String> {
-    if host != HostKind::Spin || host.unavailable().is_some() {
+    if !host.is_spin() || host.unavailable().is_some() {
         return None;
     }
-    hosts::mqtt_trigger_plugin().err()
+    host.mqtt_trigger_plugin().err()
 }
 
 fn main() {

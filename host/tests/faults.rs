@@ -24,7 +24,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::faults::{self as faults, Census, StallProxy};
 use support::harness::{self, case, Case, HostKind};
-use support::host::{self as hosts, App, AppDir, AppSpec};
+use support::host::{App, AppDir, AppSpec};
 use support::{Mosquitto, Redis, TempDir};
 
 /// The apps' `sweep_grace_ms`: short, so that a sweep may re-announce soon after a fault.
@@ -162,7 +162,7 @@ impl Net {
                 match host {
                     // `spin up` has no per-request time limit: the same app, behind the same
                     // proxy, simply waits for it.
-                    HostKind::Spin => {
+                    HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
                         let app = App::start(host, &spec, &order_dir).await;
                         net.base = app.base();
                         net.order_app = Some(app);
@@ -1425,7 +1425,7 @@ async fn guest_over_its_time_limit(host: HostKind) {
             first.push(done.unwrap());
         }
         if set.is_empty()
-            || (host == HostKind::Spin
+            || (host.is_spin()
                 && began.elapsed() > limit
                 && net.census(tag).with_status("accepted") == ORDERS)
         {
@@ -1570,10 +1570,10 @@ async fn publish_and_wait_for_the_broker(port: u16, topic: &str, payload: Vec<u8
 }
 
 fn mqtt_unavailable(host: HostKind) -> Option<String> {
-    if host != HostKind::Spin || host.unavailable().is_some() {
+    if !host.is_spin() || host.unavailable().is_some() {
         return None;
     }
-    hosts::mqtt_trigger_plugin().err()
+    host.mqtt_trigger_plugin().err()
 }
 
 fn unavailable(host: HostKind, shape: Shape) -> Option<String> {

@@ -148,7 +148,7 @@ async fn chaining_to_a_component_without_a_route_traps_the_caller(probe: &Probe)
         .await;
     assert_eq!(status, 500, "{body}");
     let trap = match probe.app.kind {
-        HostKind::Spin => "",
+        HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => "",
         HostKind::Nanohost => r#"{"error":"the component failed"}"#,
     };
     assert_eq!(body, trap);

@@ -244,7 +244,9 @@ pub fn run(cases: Vec<Case>) -> ! {
                             .unwrap_or_else(|| "panicked".to_string());
                         let logs = super::host::live_logs()
                             .into_iter()
-                            .filter(|(label, _)| host.is_none_or(|h| label.starts_with(h.name())))
+                            .filter(|(label, _)| {
+                                host.is_none_or(|h| label.starts_with(&format!("{} ", h.name())))
+                            })
                             .map(|(_, path)| super::host::tail(&path, 30))
                             .collect::<Vec<_>>()
                             .join("\n");

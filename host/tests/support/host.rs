@@ -18,107 +18,190 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostKind {
     Nanohost,
+    /// Spin 3.6.3 with trigger-mqtt 0.7.2 (what containerd-shim-spin v0.24.0 runs).
     Spin,
+    /// Spin 4.0.2 with trigger-mqtt 0.8.0 (the Spin 4 line of containerd-shim-spin v0.25).
+    Spin4,
+    /// Spin 4.1.0-pre0 (Spin main of August 2026, not a release) with trigger-mqtt 0.8.0.
+    Spin41,
 }
 
+/// Where a real Spin comes from and which MQTT trigger plugin it runs with.
+struct SpinRelease {
+    version: &'static str,
+    /// The variable that names its binary.
+    env: &'static str,
+    /// Whether a `spin` on `PATH` is taken for it: only for 3.6.3, the Spin the project targets;
+    /// a `spin` on PATH is not known to be a 4.x.
+    on_path: bool,
+    /// Its wrapper under `../shared/tools`.
+    shared: &'static str,
+    /// The installer of its trigger-mqtt plugin under `../shared/tools` (4.1.0-pre0 has none of
+    /// its own: it runs Spin 4's plugin, 0.8.0).
+    installer: &'static str,
+}
+
+const SPIN_3_6_3: SpinRelease = SpinRelease {
+    version: "3.6.3",
+    env: "SPIN_BIN",
+    on_path: true,
+    shared: "spin/spin",
+    installer: "spin/install-trigger-mqtt",
+};
+const SPIN_4_0_2: SpinRelease = SpinRelease {
+    version: "4.0.2",
+    env: "SPIN4_BIN",
+    on_path: false,
+    shared: "spin4/spin",
+    installer: "spin4/install-trigger-mqtt",
+};
+const SPIN_4_1_0_PRE0: SpinRelease = SpinRelease {
+    version: "4.1.0-pre0",
+    env: "SPIN41_BIN",
+    on_path: false,
+    shared: "spin41/spin",
+    installer: "spin4/install-trigger-mqtt",
+};
+
 impl HostKind {
-    pub const ALL: [HostKind; 2] = [HostKind::Nanohost, HostKind::Spin];
+    pub const ALL: [HostKind; 4] = [
+        HostKind::Nanohost,
+        HostKind::Spin,
+        HostKind::Spin4,
+        HostKind::Spin41,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             HostKind::Nanohost => "nanohost",
             HostKind::Spin => "spin",
+            HostKind::Spin4 => "spin4",
+            HostKind::Spin41 => "spin41",
+        }
+    }
+
+    /// Any real Spin, whichever version.
+    pub fn is_spin(self) -> bool {
+        self.release().is_some()
+    }
+
+    fn release(self) -> Option<&'static SpinRelease> {
+        match self {
+            HostKind::Nanohost => None,
+            HostKind::Spin => Some(&SPIN_3_6_3),
+            HostKind::Spin4 => Some(&SPIN_4_0_2),
+            HostKind::Spin41 => Some(&SPIN_4_1_0_PRE0),
         }
     }
 
     /// Why this host cannot run here, if it cannot.
     pub fn unavailable(self) -> Option<String> {
-        match self {
-            HostKind::Nanohost => None,
-            HostKind::Spin => spin_binary()
-                .err()
-                .map(|why| format!("no Spin binary: {why}")),
-        }
+        let release = self.release()?;
+        self.spin_binary()
+            .err()
+            .map(|why| format!("no Spin {} binary: {why}", release.version))
+    }
+
+    /// This Spin's binary: its variable (`SPIN_BIN`, `SPIN4_BIN`, `SPIN41_BIN`), else (3.6.3
+    /// only) `spin` on `PATH`, else its wrapper under `../shared/tools` next to the workspace.
+    /// Err says where it looked.
+    pub fn spin_binary(self) -> Result<PathBuf, String> {
+        static FOUND: [OnceLock<Result<PathBuf, String>>; 4] = [const { OnceLock::new() }; 4];
+        let Some(release) = self.release() else {
+            return Err("nanohost is not a Spin".to_string());
+        };
+        FOUND[self as usize]
+            .get_or_init(|| find_spin(release))
+            .clone()
+    }
+
+    /// This Spin's data dir for the tests (plugins live there), one per Spin since their
+    /// trigger-mqtt installers replace each other's plugin, and none the user's
+    /// `~/.local/share/spin`.
+    pub fn spin_data_dir(self) -> PathBuf {
+        let dir = super::target_dir().join(format!("host-tests/{}-data", self.name()));
+        std::fs::create_dir_all(&dir).expect("create Spin's data dir");
+        dir
+    }
+
+    /// Installs this Spin's MQTT trigger plugin (3.6.3: spin-trigger-mqtt v0.7.2, the one
+    /// containerd-shim-spin v0.24.0 embeds; 4.x: trigger-mqtt 0.8.0) into its data dir, once. Err
+    /// says why the MQTT cases cannot run on this Spin.
+    pub fn mqtt_trigger_plugin(self) -> Result<(), String> {
+        static INSTALLED: [OnceLock<Result<(), String>>; 4] = [const { OnceLock::new() }; 4];
+        let Some(release) = self.release() else {
+            return Ok(());
+        };
+        INSTALLED[self as usize]
+            .get_or_init(|| {
+                let data = self.spin_data_dir();
+                if data.join("plugins/trigger-mqtt").is_dir() {
+                    return Ok(());
+                }
+                let script = shared_tools().join(release.installer);
+                if !script.is_file() {
+                    return Err(format!(
+                        "no trigger-mqtt plugin in {} and no {} to install it",
+                        data.display(),
+                        script.display()
+                    ));
+                }
+                let out = Command::new("bash")
+                    .arg(&script)
+                    .env("SPIN_DATA_DIR", &data)
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} failed: {}",
+                        script.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            })
+            .clone()
     }
 }
 
-/// The Spin binary: `SPIN_BIN`, else `spin` on `PATH`, else `../shared/tools/spin/spin` next to
-/// the workspace. Err says where it looked.
-pub fn spin_binary() -> Result<PathBuf, String> {
-    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    FOUND
-        .get_or_init(|| {
-            if let Some(bin) = std::env::var_os("SPIN_BIN").filter(|v| !v.is_empty()) {
-                let bin = PathBuf::from(bin);
-                return if bin.is_file() {
-                    Ok(bin)
-                } else {
-                    Err(format!("SPIN_BIN={} is not a file", bin.display()))
-                };
-            }
-            if let Some(path) = std::env::var_os("PATH") {
-                for dir in std::env::split_paths(&path) {
-                    let candidate = dir.join("spin");
-                    if candidate.is_file() {
-                        return Ok(candidate);
-                    }
+fn shared_tools() -> PathBuf {
+    super::workspace_root().join("../shared/tools")
+}
+
+fn find_spin(release: &SpinRelease) -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os(release.env).filter(|v| !v.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("{}={} is not a file", release.env, bin.display()))
+        };
+    }
+    if release.on_path {
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let candidate = dir.join("spin");
+                if candidate.is_file() {
+                    return Ok(candidate);
                 }
             }
-            let shared = super::workspace_root().join("../shared/tools/spin/spin");
-            if shared.is_file() {
-                return Ok(shared);
-            }
-            Err(format!(
-                "SPIN_BIN is unset, no `spin` on PATH, no {}",
-                shared.display()
-            ))
-        })
-        .clone()
-}
-
-/// Spin's data dir for the tests (plugins live there), so that nothing is installed into, or
-/// read from, the user's `~/.local/share/spin`.
-pub fn spin_data_dir() -> PathBuf {
-    let dir = super::target_dir().join("host-tests/spin-data");
-    std::fs::create_dir_all(&dir).expect("create Spin's data dir");
-    dir
-}
-
-/// Installs the MQTT trigger plugin (spin-trigger-mqtt v0.7.2, the one containerd-shim-spin
-/// v0.24.0 embeds) into the tests' Spin data dir, once. Err says why the MQTT cases cannot run on
-/// Spin.
-pub fn mqtt_trigger_plugin() -> Result<(), String> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let data = spin_data_dir();
-            if data.join("plugins/trigger-mqtt").is_dir() {
-                return Ok(());
-            }
-            let script = super::workspace_root().join("../shared/tools/spin/install-trigger-mqtt");
-            if !script.is_file() {
-                return Err(format!(
-                    "no trigger-mqtt plugin in {} and no {} to install it",
-                    data.display(),
-                    script.display()
-                ));
-            }
-            let out = Command::new("bash")
-                .arg(&script)
-                .env("SPIN_DATA_DIR", &data)
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} failed: {}",
-                    script.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        })
-        .clone()
+        }
+    }
+    let shared = shared_tools().join(release.shared);
+    if shared.is_file() {
+        return Ok(shared);
+    }
+    Err(format!(
+        "{} is unset, {}no {}",
+        release.env,
+        if release.on_path {
+            "no `spin` on PATH, "
+        } else {
+            ""
+        },
+        shared.display()
+    ))
 }
 
 /// What to run: a manifest (copied into the app's folder before the start, so that the hosts'
@@ -278,8 +361,8 @@ impl App {
         let port = super::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
-            HostKind::Spin => {
-                let mut cmd = Command::new(spin_binary().expect("a Spin binary"));
+            HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
+                let mut cmd = Command::new(kind.spin_binary().expect("a Spin binary"));
                 cmd.arg("up").arg("--from").arg(&manifest);
                 cmd.arg("--state-dir").arg(dir.path.join(".spin"));
                 if has_http {
@@ -297,7 +380,7 @@ impl App {
                 ] {
                     cmd.env_remove(name);
                 }
-                cmd.env("SPIN_DATA_DIR", spin_data_dir());
+                cmd.env("SPIN_DATA_DIR", kind.spin_data_dir());
                 cmd
             }
             HostKind::Nanohost => {

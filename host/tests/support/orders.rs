@@ -29,10 +29,10 @@ impl Transport {
     /// Why the shape cannot run on `host` here, beyond a missing host: Spin runs
     /// `[[trigger.mqtt]]` only with the trigger plugin installed.
     pub fn unavailable_on(self, host: HostKind) -> Option<String> {
-        if host != HostKind::Spin || self != Transport::Mqtt || host.unavailable().is_some() {
+        if !host.is_spin() || self != Transport::Mqtt || host.unavailable().is_some() {
             return None;
         }
-        super::host::mqtt_trigger_plugin().err()
+        host.mqtt_trigger_plugin().err()
     }
 }
 
