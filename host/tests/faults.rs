@@ -1057,7 +1057,7 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     use tokio::io::AsyncWriteExt;
     let held_wanted: usize = match host {
         HostKind::Nanohost => 400,
-        HostKind::Spin => 250,
+        HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => 250,
     };
     const NORMAL_CLIENTS: usize = 8;
     const ORDERS_EACH: usize = 5;
@@ -1074,7 +1074,7 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     let mut spec = AppSpec::new(support::workspace_root().join("spin.toml"))
         .variable("sweep_grace_ms", GRACE_MS.to_string())
         .variable("body_timeout_ms", body_timeout.as_millis().to_string());
-    if host == HostKind::Spin {
+    if host.is_spin() {
         for (name, value) in spin_pool_env(SPIN_POOL_CONCURRENCY) {
             spec = spec.env(name, value);
         }

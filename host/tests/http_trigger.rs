@@ -267,7 +267,7 @@ async fn a_stopped_app_leaves_no_process(host: HostKind) {
     let group = app.process_group().expect("a child host");
     let running = test_brokers::process::group_members(group);
     let serving = match host {
-        HostKind::Spin => 2,
+        HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => 2,
         HostKind::Nanohost => 1,
     };
     assert_eq!(
