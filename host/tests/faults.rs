@@ -1073,6 +1073,7 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     support::composed("sweeper");
     let mut spec = AppSpec::new(support::workspace_root().join("spin.toml"))
         .variable("sweep_grace_ms", GRACE_MS.to_string())
+        .variable("sweep_token", support::SWEEP_TOKEN)
         .variable("body_timeout_ms", body_timeout.as_millis().to_string());
     if host.is_spin() {
         for (name, value) in spin_pool_env(SPIN_POOL_CONCURRENCY) {
@@ -1182,7 +1183,12 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     }
     // The sweep too, while the bodies are held.
     let sweeper = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
-    let sweep = send_normal(sweeper.post(format!("{base}/sweep"))).await;
+    let sweep = send_normal(
+        sweeper
+            .post(format!("{base}/sweep"))
+            .bearer_auth(support::SWEEP_TOKEN),
+    )
+    .await;
     let sweep_status = sweep.as_ref().map(|(s, _, _)| s.as_u16()).unwrap_or(0);
     answers.lock().unwrap().file("POST /sweep", &sweep);
 
