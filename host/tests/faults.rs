@@ -1533,7 +1533,7 @@ async fn oversized_message_on_the_topic(host: HostKind) {
     let tag = "oversized-message";
     let mut net = start_net(host, Shape::Mqtt, tag).await;
     let port = net.mosquitto.as_ref().unwrap().port;
-    publish_and_wait_for_the_broker(port, "orders/placed", vec![b'x'; 17 << 20]).await;
+    support::mqtt_publish(port, "orders/placed", vec![b'x'; 17 << 20]).await;
     net.actions
         .push("published 17 MiB on orders/placed, then the orders".into());
     let sent = Arc::new(AtomicUsize::new(0));
@@ -1550,29 +1550,6 @@ async fn oversized_message_on_the_topic(host: HostKind) {
     assert_eq!((counts.refused, replies.no_answer), (0, 0));
     assert_eq!(counts.accepted, ORDERS);
     net.shutdown().await;
-}
-
-/// Publishes `payload` at QoS 1 as an anonymous broker client, and returns once the broker has
-/// acknowledged it.
-async fn publish_and_wait_for_the_broker(port: u16, topic: &str, payload: Vec<u8>) {
-    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-    let mut opts = MqttOptions::new("faults-oversized-publisher", "127.0.0.1", port);
-    opts.set_max_packet_size(64 << 20, 64 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 10);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.unwrap() {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledges the publish");
-    let _ = client.disconnect().await;
 }
 
 fn mqtt_unavailable(host: HostKind) -> Option<String> {

@@ -228,32 +228,8 @@ impl Apps {
     /// fulfilment app's HTTP route) can. For HTTP, the answer's status and JSON body.
     async fn send_raw(&self, payload: &[u8]) -> Option<(StatusCode, Value)> {
         if self.carrier == Carrier::Mqtt {
-            let broker = self.mosquitto.as_ref().unwrap();
-            let mut options = rumqttc::MqttOptions::new(
-                format!("forger-{}", support::free_port()),
-                "127.0.0.1",
-                broker.port,
-            );
-            options.set_keep_alive(Duration::from_secs(5));
-            let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
-            client
-                .publish(
-                    "orders/placed",
-                    rumqttc::QoS::AtLeastOnce,
-                    false,
-                    payload.to_vec(),
-                )
-                .await
-                .unwrap();
-            // Drive the connection until the broker acknowledged the publish.
-            loop {
-                if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
-                    eventloop.poll().await.unwrap()
-                {
-                    break;
-                }
-            }
-            client.disconnect().await.unwrap();
+            let port = self.mosquitto.as_ref().unwrap().port;
+            support::mqtt_publish(port, "orders/placed", payload.to_vec()).await;
             return None;
         }
         if self.carrier == Carrier::Redis {

@@ -123,27 +123,7 @@ impl Shape {
     async fn publish_raw(&self, payload: &[u8]) {
         match &self.mosquitto {
             Some(broker) => {
-                let mut options =
-                    rumqttc::MqttOptions::new("junk-publisher", "127.0.0.1", broker.port);
-                options.set_keep_alive(Duration::from_secs(5));
-                let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
-                client
-                    .publish(
-                        "orders/placed",
-                        rumqttc::QoS::AtLeastOnce,
-                        false,
-                        payload.to_vec(),
-                    )
-                    .await
-                    .unwrap();
-                // Drive the connection until the broker acknowledged the publish.
-                loop {
-                    match eventloop.poll().await.unwrap() {
-                        rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => break,
-                        _ => continue,
-                    }
-                }
-                client.disconnect().await.unwrap();
+                support::mqtt_publish(broker.port, "orders/placed", payload.to_vec()).await;
             }
             None => {
                 let mut connection = self.redis.connection();

@@ -139,3 +139,29 @@ pub fn probe_toml(name: &str) -> spin_toml::SpinToml {
 pub fn base(addr: SocketAddr) -> String {
     format!("http://{addr}")
 }
+
+/// Publishes `payload` at QoS 1 to the loopback Mosquitto on `port` as an anonymous client (a
+/// foreign or forging publisher, or one with an oversized message) and returns once the broker has
+/// acknowledged it.
+pub async fn mqtt_publish(port: u16, topic: &str, payload: Vec<u8>) {
+    use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+    let mut options =
+        MqttOptions::new(format!("test-publisher-{}", free_port()), "127.0.0.1", port);
+    options.set_keep_alive(std::time::Duration::from_secs(5));
+    options.set_max_packet_size(64 << 20, 64 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            if let Event::Incoming(Incoming::PubAck(_)) = eventloop.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publish");
+    let _ = client.disconnect().await;
+}
