@@ -122,6 +122,115 @@ impl Drop for StallProxy {
     }
 }
 
+/// A TCP proxy on a free loopback port in front of `upstream` that forwards everything, until
+/// [`PausingProxy::hold_next`] arms it: the first chunk a client then sends that contains the
+/// pattern (a key of the command to hold, such as `order:` for a save) is kept back, with
+/// everything after it on that connection, until [`PausingProxy::resume`]. A store connection
+/// that stalls in the middle of a request, and then carries on as if nothing happened: what a
+/// paused VM, a GC pause or a congested link look like to the other side.
+pub struct PausingProxy {
+    pub port: u16,
+    pattern: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    holding: tokio::sync::watch::Receiver<bool>,
+    resumed: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PausingProxy {
+    pub async fn start(upstream: u16) -> PausingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let pattern: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (holding_tx, holding) = tokio::sync::watch::channel(false);
+        let holding_tx = Arc::new(holding_tx);
+        let (resumed, resumed_rx) = tokio::sync::watch::channel(false);
+        let armed = pattern.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (armed, holding_tx, mut resumed) =
+                    (armed.clone(), holding_tx.clone(), resumed_rx.clone());
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let answers = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_client.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        // Taken by the first chunk that matches: one request is held, once.
+                        let hold = {
+                            let mut armed = armed.lock().unwrap();
+                            let hit = armed
+                                .as_ref()
+                                .is_some_and(|p| chunk.windows(p.len()).any(|w| w == p.as_slice()));
+                            if hit {
+                                armed.take();
+                            }
+                            hit
+                        };
+                        if hold {
+                            holding_tx.send_replace(true);
+                            let _ = resumed.wait_for(|r| *r).await;
+                        }
+                        if to_server.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown().await;
+                    let _ = answers.await;
+                });
+            }
+        });
+        PausingProxy {
+            port,
+            pattern,
+            holding,
+            resumed,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Holds the next client chunk that contains `pattern`.
+    pub fn hold_next(&self, pattern: &[u8]) {
+        *self.pattern.lock().unwrap() = Some(pattern.to_vec());
+    }
+
+    /// Waits until a chunk is held; false if none is within `limit`.
+    pub async fn held_within(&self, limit: Duration) -> bool {
+        let mut holding = self.holding.clone();
+        let held = tokio::time::timeout(limit, holding.wait_for(|h| *h)).await;
+        held.is_ok_and(|seen| seen.is_ok())
+    }
+
+    /// Sends what was held, and everything after it.
+    pub fn resume(&self) {
+        self.resumed.send_replace(true);
+    }
+}
+
+impl Drop for PausingProxy {
+    fn drop(&mut self) {
+        self.resumed.send_replace(true);
+        self.task.abort();
+    }
+}
+
 /// One stored order record, as `components/adapters/kv-store` writes it under `order:<id>`.
 #[derive(Clone, Debug)]
 pub struct StoredOrder {

@@ -13,9 +13,13 @@
 //! it again under a new number: so no item is ever written behind the cursor, where no walk would
 //! find it.
 
-use crate::stored::{self, claim_epoch_key, claim_key, claim_note_key, index_key, order_key};
+use crate::stored::{
+    self, claim_epoch_key, claim_key, claim_note_key, claim_order_key, index_key, order_key,
+};
 use order_domain::{Error, KeyClaim, OrderRecord, OrderStatus, PendingOrder, Store, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// What the rules need of a key-value store: Spin's `key-value`, `wasi:keyvalue/atomics` and
 /// `batch` calls, and the clocks.
@@ -45,6 +49,14 @@ pub const FRESH_MS: u64 = 10_000;
 pub const SETTLE_MS: u64 = 30_000;
 /// Tries of a list write before it gives up (each slower than [`FRESH_MS`]).
 const TRIES: u32 = 4;
+
+thread_local! {
+    /// The claim epoch this instance last read for each key (the receiver reads it just before
+    /// it claims the key), and the epochs of the keys it then won: its save records its order
+    /// under that epoch ([`claim_order_key`]). An instance serves one request.
+    static EPOCH_READ: RefCell<HashMap<String, u64>> = RefCell::default();
+    static CLAIMED_AT: RefCell<HashMap<String, u64>> = RefCell::default();
+}
 
 /// A numbered list in the store.
 #[derive(Clone, Copy)]
@@ -243,6 +255,31 @@ impl<B: Backend> KvStore<B> {
     }
 }
 
+impl<B: Backend> KvStore<B> {
+    /// [`Self::unindex`] for an order taken back. Its save may have overwritten the index of the
+    /// order the key's current claimant placed (this one's claim was revoked while it stored: the
+    /// receiver fences it out), so the index goes back to that order rather than away: without
+    /// it, the key would lead nowhere, and once its claim were freed a retry would make a second
+    /// order.
+    fn unindex_for_the_claimant(&self, key: &str, id: &str) -> Result<(), Error> {
+        if self.0.get(&index_key(key))?.as_deref() != Some(id.as_bytes()) {
+            return Ok(());
+        }
+        let epoch = self.claim_epoch(key)?;
+        match self.0.get(&claim_order_key(key, epoch))? {
+            Some(other)
+                if other != id.as_bytes()
+                    && self
+                        .0
+                        .exists(&order_key(&String::from_utf8_lossy(&other)))? =>
+            {
+                self.0.set(&index_key(key), &other)
+            }
+            _ => self.0.delete(&index_key(key)),
+        }
+    }
+}
+
 impl<B: Backend> Store for KvStore<B> {
     fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
         Ok(self.load_with_position(id)?.map(|(r, _)| r))
@@ -259,6 +296,11 @@ impl<B: Backend> Store for KvStore<B> {
         // Listed before it is claimed: a claim whose claimant dies is found by the sweeper.
         let started = CLAIMS.push(&self.0, key.as_bytes())?;
         let won = self.0.increment(&claim_key(key), 1)? == 1;
+        if let Some(epoch) = EPOCH_READ.with(|read| read.borrow().get(key).copied()) {
+            if won {
+                CLAIMED_AT.with(|claimed| claimed.borrow_mut().insert(key.to_string(), epoch));
+            }
+        }
         if won && self.0.monotonic_ms().saturating_sub(started) >= FRESH_MS {
             // The listing may have been taken for stale before the claim landed: list it again.
             CLAIMS.push(&self.0, key.as_bytes())?;
@@ -275,10 +317,12 @@ impl<B: Backend> Store for KvStore<B> {
 
     fn claim_epoch(&self, key: &str) -> Result<u64, Error> {
         let bytes = self.0.get(&claim_epoch_key(key))?;
-        Ok(bytes
+        let epoch = bytes
             .and_then(|b| stored::decode_counter(&b))
             .unwrap_or(0)
-            .max(0) as u64)
+            .max(0) as u64;
+        EPOCH_READ.with(|read| read.borrow_mut().insert(key.to_string(), epoch));
+        Ok(epoch)
     }
 
     fn revoke_claim(&self, key: &str) -> Result<(), Error> {
@@ -295,12 +339,19 @@ impl<B: Backend> Store for KvStore<B> {
                 writes.push((index_key(key), order.id.as_bytes().to_vec()));
             }
         };
+        // The claimant's first save also records its order under its claim epoch, where a
+        // claimant fenced out later can find it (see `discard`).
+        let claimed = order.idempotency_key.as_ref().and_then(|key| {
+            let epoch = CLAIMED_AT.with(|claimed| claimed.borrow_mut().remove(key))?;
+            Some((claim_order_key(key, epoch), order.id.as_bytes().to_vec()))
+        });
         if record.status == OrderStatus::Accepted {
             // Entry, record and index in one batch (one transaction on SQLite, one MSET on
             // Redis); a backend that writes them one by one still writes the entry first.
             OUTBOX.push_with(&self.0, &Entry::of(order).encode(), |n| {
                 let mut writes = vec![(order_key(&order.id), stored::encode(record, Some(n)))];
                 index(&mut writes);
+                writes.extend(claimed.clone());
                 writes
             })?;
             return Ok(());
@@ -323,7 +374,7 @@ impl<B: Backend> Store for KvStore<B> {
         let id = &record.order.id;
         let position = self.load_with_position(id)?.and_then(|(_, p)| p);
         if let Some(key) = &record.order.idempotency_key {
-            self.unindex(key, id)?;
+            self.unindex_for_the_claimant(key, id)?;
         }
         self.0.delete(&order_key(id))?;
         // Without a record to say where its entry is, the sweeper cleans the entry up.
@@ -443,6 +494,8 @@ impl<B: Backend> Store for KvStore<B> {
                     Some(r) if r.status == OrderStatus::Fulfilled => {
                         if let Some(key) = &r.order.idempotency_key {
                             self.unindex(key, &id)?;
+                            let epoch = self.claim_epoch(key)?;
+                            self.0.delete(&claim_order_key(key, epoch))?;
                             self.release_key(key)?;
                         }
                         self.0.delete(&order_key(&id))?;
@@ -784,6 +837,51 @@ mod tests {
             2,
             "listed again after a slow claim"
         );
+    }
+
+    #[test]
+    fn a_fenced_out_claimant_leaves_the_key_to_the_order_of_the_new_claim() {
+        let store = KvStore(Counted::default());
+        let key = Some("k".to_string());
+        // A claims the key, then stalls; the sweeper revokes its claim.
+        store.claim_epoch("k").unwrap();
+        assert!(store.claim_key("k").unwrap());
+        store.revoke_claim("k").unwrap();
+        // B claims it anew, places its order, and it is fulfilled.
+        let epoch = store.claim_epoch("k").unwrap();
+        assert!(store.claim_key("k").unwrap());
+        let b = record(2, T0, key.clone());
+        store.save(&b).unwrap();
+        store.save(&fulfilled(b.clone(), T0 + 1)).unwrap();
+        assert_eq!(
+            store
+                .0
+                .get(&claim_order_key("k", epoch))
+                .unwrap()
+                .as_deref(),
+            Some(b.order.id.as_bytes())
+        );
+        // A's save lands at last (overwriting the key's index), and A takes its order back.
+        let a = record(1, T0, key);
+        store.save(&a).unwrap();
+        store.discard(&a).unwrap();
+        assert_eq!(store.load(&a.order.id).unwrap(), None);
+        assert_eq!(
+            store.find_by_key("k").unwrap().map(|r| r.order.id),
+            Some(b.order.id),
+            "the key leads to B's order again"
+        );
+    }
+
+    #[test]
+    fn a_discarded_order_of_the_current_claimant_leaves_the_key_unindexed() {
+        let store = KvStore(Counted::default());
+        store.claim_epoch("k").unwrap();
+        assert!(store.claim_key("k").unwrap());
+        let a = record(1, T0, Some("k".into()));
+        store.save(&a).unwrap();
+        store.discard(&a).unwrap();
+        assert_eq!(store.find_by_key("k").unwrap(), None);
     }
 
     #[test]

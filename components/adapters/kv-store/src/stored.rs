@@ -94,6 +94,12 @@ pub fn claim_epoch_key(idempotency_key: &str) -> String {
     format!("claim-epoch:{idempotency_key}")
 }
 
+/// The order placed under the claim of `idempotency_key` at claim epoch `epoch`. Unlike the
+/// index, a claimant fenced out later (its claim revoked at an earlier epoch) cannot overwrite it.
+pub fn claim_order_key(idempotency_key: &str, epoch: u64) -> String {
+    format!("claim-order:{epoch}:{idempotency_key}")
+}
+
 /// A counter as `wasi:keyvalue/atomics` left it: 8 little-endian bytes on Spin's SQLite store,
 /// decimal text on Redis (`INCRBY`). Read with `get`, since an `increment` by 0 is a write.
 pub fn decode_counter(bytes: &[u8]) -> Option<i64> {
