@@ -86,7 +86,8 @@ async fn place(request: Request) -> Result<(Reply, Option<OrderRecord>), Reply> 
 
     // At most MAX_BODY_BYTES, within the deadline: a client that holds its body back must not
     // hold this instance (which, on WASIp3, other requests share) with it.
-    let timeout = body_rules::body_timeout(variable(body_rules::BODY_TIMEOUT_VARIABLE)?.as_deref())?;
+    let timeout =
+        body_rules::body_timeout(variable(body_rules::BODY_TIMEOUT_VARIABLE)?.as_deref())?;
     let body = read_body(request, MAX_BODY_BYTES, timeout)
         .await
         .map_err(|e| e.reply())?;
@@ -115,13 +116,19 @@ fn variable(name: &str) -> Result<Option<String>, Reply> {
 }
 
 /// The whole body, at most `limit` bytes, within `timeout` of this call.
-async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<Vec<u8>, BodyError> {
+async fn read_body(
+    request: Request,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
     let (_done, done_reader) = wit_future::new(|| Ok(()));
     let (mut stream, _trailers) = Request::consume_body(request, done_reader);
     let reading = async move {
         let mut body = Collector::new(limit);
         loop {
-            let room = usize::try_from(body.room()).unwrap_or(usize::MAX).clamp(1, 64 * 1024);
+            let room = usize::try_from(body.room())
+                .unwrap_or(usize::MAX)
+                .clamp(1, 64 * 1024);
             let (result, chunk) = stream.read(Vec::with_capacity(room)).await;
             match result {
                 StreamResult::Complete(_) => body.push(&chunk)?,
@@ -132,8 +139,7 @@ async fn read_body(request: Request, limit: usize, timeout: Duration) -> Result<
             }
         }
     };
-    let deadline =
-        monotonic_clock::wait_for(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
+    let deadline = monotonic_clock::wait_for(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX));
     match future::select(Box::pin(reading), Box::pin(deadline)).await {
         Either::Left((read, _)) => read,
         Either::Right(_) => Err(BodyError::TimedOut { after: timeout }),
@@ -149,7 +155,8 @@ fn respond(
         .into_iter()
         .map(|(name, value)| (name, value.into_bytes()))
         .collect();
-    let headers = Fields::from_list(&headers).map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
+    let headers = Fields::from_list(&headers)
+        .map_err(|e| ErrorCode::InternalError(Some(format!("{e:?}"))))?;
     let (mut body_writer, body_reader) = wit_stream::new();
     let (trailers_writer, trailers_reader) = wit_future::new(|| Ok(None));
     drop(trailers_writer);
