@@ -19,6 +19,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("nano:status-provider", "status-provider"),
     ("nano:fulfilment", "fulfilment"),
     ("nano:http-gateway", "http-gateway"),
+    ("nano:http-gateway-p3", "http-gateway-p3"),
+    ("nano:events-deferred", "events-deferred"),
     ("nano:kv-store", "kv-store"),
     ("nano:events-local", "events-local"),
     ("nano:events-mqtt", "events-mqtt"),

@@ -24,7 +24,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::faults::{self as faults, Census, StallProxy};
 use support::harness::{self, case, Case, HostKind};
-use support::host::{App, AppDir, AppSpec};
+use support::host::{serves_wasip3, App, AppDir, AppSpec};
 use support::{Mosquitto, Redis, TempDir};
 
 /// The apps' `sweep_grace_ms`: short, so that a sweep may re-announce soon after a fault.
@@ -42,6 +42,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 enum Shape {
     /// The root spin.toml: one composed component, fulfilment in process.
     Composed,
+    /// apps/order-app-p3: the WASIp3 build of the composed app, fulfilment in process after the
+    /// 202. On the hosts that serve WASI 0.3.0 only (`support::host::serves_wasip3`).
+    ComposedP3,
     Mqtt,
     Redis,
 }
@@ -50,8 +53,31 @@ impl Shape {
     fn name(self) -> &'static str {
         match self {
             Shape::Composed => "composed",
+            Shape::ComposedP3 => "composed_p3",
             Shape::Mqtt => "mqtt",
             Shape::Redis => "redis",
+        }
+    }
+
+    /// One composed component, fulfilment in process: no broker, no fulfilment app.
+    fn is_composed(self) -> bool {
+        matches!(self, Shape::Composed | Shape::ComposedP3)
+    }
+
+    /// The manifest of a composed shape, after checking that its components are built.
+    fn composed_manifest(self) -> PathBuf {
+        let root = support::workspace_root();
+        support::composed("sweeper");
+        match self {
+            Shape::Composed => {
+                support::composed("order-app");
+                root.join("spin.toml")
+            }
+            Shape::ComposedP3 => {
+                support::composed("order-app-p3");
+                root.join("apps/order-app-p3/spin.toml")
+            }
+            _ => unreachable!("{self:?} is not composed"),
         }
     }
 }
@@ -106,7 +132,7 @@ impl Net {
         order_host: OrderHost,
     ) -> Net {
         assert!(
-            shape == Shape::Composed || store == Store::Redis,
+            shape.is_composed() || store == Store::Redis,
             "the networked shapes share their store through Redis"
         );
         let redis_dir = TempDir::new(&format!("{label}-redis"));
@@ -135,7 +161,7 @@ impl Net {
             proxy: None,
             actions: Vec::new(),
         };
-        if shape != Shape::Composed {
+        if !shape.is_composed() {
             net.start_fulfilment().await;
         }
         match order_host {
@@ -195,7 +221,7 @@ impl Net {
 
     fn broker_variable(&self) -> Option<(&'static str, String)> {
         match self.shape {
-            Shape::Composed => None,
+            Shape::Composed | Shape::ComposedP3 => None,
             Shape::Mqtt => Some(("mqtt_address", self.mosquitto.as_ref().unwrap().url())),
             Shape::Redis => Some(("redis_address", self.redis.as_ref().unwrap().url())),
         }
@@ -214,11 +240,7 @@ impl Net {
     fn order_spec(&self) -> AppSpec {
         let root = support::workspace_root();
         let manifest = match self.shape {
-            Shape::Composed => {
-                support::composed("order-app");
-                support::composed("sweeper");
-                root.join("spin.toml")
-            }
+            shape if shape.is_composed() => shape.composed_manifest(),
             shape => {
                 support::composed(&format!("order-app-{}", shape.name()));
                 support::composed(&format!("sweeper-{}", shape.name()));
@@ -260,7 +282,9 @@ impl Net {
                 })
                 .await
             }
-            Shape::Composed => unreachable!("the composed app fulfils in process"),
+            Shape::Composed | Shape::ComposedP3 => {
+                unreachable!("the composed app fulfils in process")
+            }
         }
         self.fulfilment = Some(app);
     }
@@ -688,7 +712,7 @@ async fn fulfilment_app_stopped_for_5s(host: HostKind, shape: Shape) {
 
 /// Case 4: 64 concurrent POSTs with one Idempotency-Key, half with one `details`, half with another:
 /// exactly one order; its side all 202 with its id; the other side all 409, naming no order.
-async fn same_key_race(host: HostKind, store: Store) {
+async fn same_key_race(host: HostKind, shape: Shape, store: Store) {
     const REQUESTS: usize = 64;
     let store_name = match store {
         Store::Embedded => "embedded",
@@ -696,9 +720,9 @@ async fn same_key_race(host: HostKind, store: Store) {
     };
     let net = Net::start(
         host,
-        Shape::Composed,
+        shape,
         store,
-        &format!("{}-race-{store_name}", host.name()),
+        &format!("{}-{}-race-{store_name}", host.name(), shape.name()),
     )
     .await;
     let nanos = std::time::SystemTime::now()
@@ -753,9 +777,10 @@ async fn same_key_race(host: HostKind, store: Store) {
         .filter(|(s, _)| *s == StatusCode::CONFLICT)
         .count();
     harness::loud(&format!(
-        "faults: composed_{store_name}::same_key_race on {}: accepted={accepted} fulfilled={} \
+        "faults: {}_{store_name}::same_key_race on {}: accepted={accepted} fulfilled={} \
          still_accepted={} duplicated={} refused={conflicts} (orders stored={}, distinct ids in 202s={}, \
          side 0 {:?}, side 1 {:?}, sweeps={sweeps})",
+        shape.name(),
         host.name(),
         census.with_status("fulfilled"),
         census.with_status("accepted"),
@@ -800,7 +825,7 @@ async fn same_key_race(host: HostKind, store: Store) {
 /// Case 5: Hundreds of clients that connect and send nothing, or send their headers a byte at a
 /// time, while a normal client places and reads orders: each of its requests is answered within a
 /// second.
-async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
+async fn slow_clients_do_not_starve_a_normal_one(host: HostKind, shape: Shape) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Both ends of every connection live in this process when nanohost runs in it.
     let limit = faults::open_files_limit().unwrap_or(1024);
@@ -808,9 +833,9 @@ async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
     let conns = wanted.min((limit.saturating_sub(256) / 2) as usize);
     let net = Net::start(
         host,
-        Shape::Composed,
+        shape,
         Store::Embedded,
-        &format!("{}-slow-clients", host.name()),
+        &format!("{}-{}-slow-clients", host.name(), shape.name()),
     )
     .await;
     let addr = net.order_app.as_ref().unwrap().addr();
@@ -899,10 +924,11 @@ async fn slow_clients_do_not_starve_a_normal_one(host: HostKind) {
     holders.shutdown().await;
     let census = net.census("slow-clients");
     harness::loud(&format!(
-        "faults: composed::slow_clients on {}: accepted={answered} fulfilled={} still_accepted={} \
+        "faults: {}::slow_clients on {}: accepted={answered} fulfilled={} still_accepted={} \
          duplicated={} refused={} ({connected} idle/slow connections held of {conns} wanted \
          (ulimit -n {limit}), {closed_during} closed by the server meanwhile, slowest normal \
          request {slowest:?})",
+        shape.name(),
         host.name(),
         census.with_status("fulfilled"),
         census.with_status("accepted"),
@@ -1053,7 +1079,7 @@ async fn send_normal(
 /// one sweeps: every normal request is answered 2xx or a JSON 503 with `Retry-After` (after
 /// which it retries), never a 500; each held request gets a JSON 408 (or a JSON 503 at once, or is
 /// closed) once the body deadline (`body_timeout_ms`) passes; every accepted order is fulfilled.
-async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
+async fn slow_bodies_do_not_starve_the_app(host: HostKind, shape: Shape) {
     use tokio::io::AsyncWriteExt;
     let held_wanted: usize = match host {
         HostKind::Nanohost => 400,
@@ -1068,10 +1094,8 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     let limit = faults::open_files_limit().unwrap_or(1024);
     let held_count = held_wanted.min((limit.saturating_sub(256) / 2) as usize);
     let tag = "slow-bodies";
-    let dir = AppDir::new(&format!("{}-{tag}", host.name()));
-    support::composed("order-app");
-    support::composed("sweeper");
-    let mut spec = AppSpec::new(support::workspace_root().join("spin.toml"))
+    let dir = AppDir::new(&format!("{}-{}-{tag}", host.name(), shape.name()));
+    let mut spec = AppSpec::new(shape.composed_manifest())
         .variable("sweep_grace_ms", GRACE_MS.to_string())
         .variable("sweep_token", support::SWEEP_TOKEN)
         .variable("body_timeout_ms", body_timeout.as_millis().to_string());
@@ -1084,7 +1108,8 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     let (addr, base) = (app.addr(), app.base());
     // The footprint Spin's pool is sized with above is what nanohost measures of the app now.
     let mut cap = String::new();
-    if let Some(running) = app.in_process() {
+    // COMPOSED_FOOTPRINT is the WASIp2 build's.
+    if let Some(running) = app.in_process().filter(|_| shape == Shape::Composed) {
         let order_app = running.footprints()["order-app"];
         assert_eq!(
             (
@@ -1215,7 +1240,7 @@ async fn slow_bodies_do_not_starve_the_app(host: HostKind) {
     let counts = Counts::of(&replies, &census);
     let answers = std::mem::take(&mut *answers.lock().unwrap());
     counts.report_and_check(
-        "composed::slow_bodies",
+        &format!("{}::slow_bodies", shape.name()),
         host,
         &format!(
             "{opened} held bodies of {held_wanted} wanted (ulimit -n {limit}); held ends {ends:?}, \
@@ -1326,13 +1351,16 @@ async fn the_host_cuts_a_body_that_does_not_come() {
 
 /// Case 6: The composed app with its default embedded store (a SQLite file in its own folder), the
 /// host stopped and started again between two reads of each order: the second read finds it.
-async fn host_restarted_between_two_gets(host: HostKind) {
+async fn host_restarted_between_two_gets(host: HostKind, shape: Shape) {
     const ORDERS: usize = 20;
-    let dir = AppDir::new(&format!("{}-restart-between-gets", host.name()));
-    support::composed("order-app");
+    let dir = AppDir::new(&format!(
+        "{}-{}-restart-between-gets",
+        host.name(),
+        shape.name()
+    ));
     // nanohost as its binary: `nanohost up` is what keeps the default store beside the manifest,
     // as `spin up` does.
-    let spec = AppSpec::new(support::workspace_root().join("spin.toml")).nanohost_binary();
+    let spec = AppSpec::new(shape.composed_manifest()).nanohost_binary();
     let client = Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
     let app = App::start(host, &spec, &dir).await;
     let mut replies = Replies::default();
@@ -1376,7 +1404,7 @@ async fn host_restarted_between_two_gets(host: HostKind) {
     let census = Census::of_sqlite(&faults::sqlite_db(&dir.path)).tagged("restart-between-gets");
     let counts = Counts::of(&replies, &census);
     counts.report_and_check(
-        "composed::host_restarted_between_two_gets",
+        &format!("{}::host_restarted_between_two_gets", shape.name()),
         host,
         &format!(
             "found again after the restart={found_again}, stored={}",
@@ -1560,10 +1588,10 @@ fn mqtt_unavailable(host: HostKind) -> Option<String> {
 }
 
 fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
-    if shape == Shape::Mqtt {
-        mqtt_unavailable(host)
-    } else {
-        None
+    match shape {
+        Shape::Mqtt => mqtt_unavailable(host),
+        Shape::ComposedP3 => serves_wasip3(host),
+        Shape::Composed | Shape::Redis => None,
     }
 }
 
@@ -1580,7 +1608,12 @@ fn main() {
     let shape_cases: [(&str, &[Shape], ShapeCase); 2] = [
         (
             "redis_restarted_under_load",
-            &[Shape::Composed, Shape::Redis, Shape::Mqtt],
+            &[
+                Shape::Composed,
+                Shape::ComposedP3,
+                Shape::Redis,
+                Shape::Mqtt,
+            ],
             |host, shape| Box::pin(redis_restarted_under_load(host, shape)),
         ),
         (
@@ -1609,24 +1642,40 @@ fn main() {
             })
             .skip_if(mqtt_unavailable(host)),
         );
-        for (store, name) in [(Store::Embedded, "embedded"), (Store::Redis, "redis")] {
-            cases.push(case(
-                host,
-                format!("composed_{name}::same_key_race"),
-                move || serial(same_key_race(host, store)),
-            ));
+        for shape in [Shape::Composed, Shape::ComposedP3] {
+            let skip = || unavailable(host, shape);
+            for (store, name) in [(Store::Embedded, "embedded"), (Store::Redis, "redis")] {
+                cases.push(
+                    case(
+                        host,
+                        format!("{}_{name}::same_key_race", shape.name()),
+                        move || serial(same_key_race(host, shape, store)),
+                    )
+                    .skip_if(skip()),
+                );
+            }
+            let composed = shape.name();
+            cases.push(
+                case(host, format!("{composed}::slow_clients"), move || {
+                    serial(slow_clients_do_not_starve_a_normal_one(host, shape))
+                })
+                .skip_if(skip()),
+            );
+            cases.push(
+                case(host, format!("{composed}::slow_bodies"), move || {
+                    serial(slow_bodies_do_not_starve_the_app(host, shape))
+                })
+                .skip_if(skip()),
+            );
+            cases.push(
+                case(
+                    host,
+                    format!("{composed}::host_restarted_between_two_gets"),
+                    move || serial(host_restarted_between_two_gets(host, shape)),
+                )
+                .skip_if(skip()),
+            );
         }
-        cases.push(case(host, "composed::slow_clients", move || {
-            serial(slow_clients_do_not_starve_a_normal_one(host))
-        }));
-        cases.push(case(host, "composed::slow_bodies", move || {
-            serial(slow_bodies_do_not_starve_the_app(host))
-        }));
-        cases.push(case(
-            host,
-            "composed::host_restarted_between_two_gets",
-            move || serial(host_restarted_between_two_gets(host)),
-        ));
         cases.push(
             case(host, "mqtt::oversized_message", move || {
                 serial(oversized_message_on_the_topic(host))

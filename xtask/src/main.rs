@@ -15,6 +15,8 @@ const WASM_CRATES: &[&str] = &[
     "status-provider",
     "fulfilment",
     "http-gateway",
+    "http-gateway-p3",
+    "events-deferred",
     "kv-store",
     "events-local",
     "events-mqtt",

@@ -26,6 +26,26 @@ pub enum HostKind {
     Spin41,
 }
 
+/// Why `host` cannot serve the WASIp3 build (apps/order-app-p3: `wasi:http/handler@0.3.0`, WASI
+/// 0.3.0 final), if it cannot: the one place that decides which hosts its cases skip.
+pub fn serves_wasip3(host: HostKind) -> Option<String> {
+    match host {
+        // Flip to None when nanohost serves WASIp3 components (issue 19, item 2, host side).
+        HostKind::Nanohost => Some(
+            "nanohost does not serve WASIp3 components yet (wasi:http/handler@0.3.0)".to_string(),
+        ),
+        HostKind::Spin => Some(
+            "Spin 3.6.3 takes WASI 0.3 release candidate 0.3.0-rc-2026-01-06, not 0.3.0"
+                .to_string(),
+        ),
+        HostKind::Spin4 => Some(
+            "Spin 4.0.2 takes WASI 0.3 release candidate 0.3.0-rc-2026-03-15, not 0.3.0"
+                .to_string(),
+        ),
+        HostKind::Spin41 => None,
+    }
+}
+
 /// Where a real Spin comes from and which MQTT trigger plugin it runs with.
 struct SpinRelease {
     version: &'static str,

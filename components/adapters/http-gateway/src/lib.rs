@@ -8,7 +8,7 @@
 
 pub mod wire;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin"))]
 pub mod edge;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]

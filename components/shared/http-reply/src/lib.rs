@@ -69,13 +69,13 @@ impl Reply {
 pub mod body;
 pub use body::BodyError;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin"))]
 mod read;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin"))]
 pub use read::{body_timeout, read_body};
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin"))]
 mod send;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "spin"))]
 pub use send::send;
 
 #[cfg(test)]
