@@ -25,6 +25,9 @@ containerd-shim-spin v0.24.0 (the shim of the k3d node image in deploy/config.en
 Where the machine does not allow it (not root, not Linux x86_64, no shim binary, containerd / runc /
 buildah / brokers missing and not installable with apt-get) it prints `shim check SKIPPED: <reason>` and
 exits 0. NANO_SHIM_CHECK=skip skips it on purpose. NANO_SHIM_ORDERS sets the load (default 300 orders).
+
+The wire contract is testing/contract/cases.toml, shared with host/tests/order_app.rs and the benchmark;
+`shim_check.py contract PORT [SQLITE_DB]` checks only it, against an app already serving on PORT.
 """
 from __future__ import annotations
 
@@ -386,41 +389,122 @@ def wait_fulfilled(port: int, locations: list[str], deadline_s: float) -> set[st
         conn.close()
 
 
-def contract(port: int, label: str) -> list[str]:
-    """POST 202 + Location, GET 200 fulfilled, bad input 400 with a JSON error, unknown id 404."""
-    problems = []
-    status, location, body = post_order(port, "two espressos")
-    if status != 202 or not location or not location.startswith("/order/"):
-        hint = ""
-        if b"InvalidAddress" in body:
-            hint = (" [Spin's outbound MQTT refuses an address without a client_id: components/adapters/events-mqtt "
-                    "must add one (issue 14, item 2)]")
-        return [f"POST /order -> {status}, Location {location!r}, body {body[:200]!r} (want 202 + Location){hint}"]
-    if not wait_fulfilled(port, [location], 20):
-        problems.append(f"GET {location}: not fulfilled within 20 s")
-    status, headers, body = request(port, "GET", location)
+CONTRACT = ROOT / "testing/contract/cases.toml"
+EVENTUALLY_S = 20.0
+
+
+def fill(text: str, names: dict[str, str]) -> str:
+    """`{name}`, `{name:upper}` and `{c*N}` filled in, as testing/contract/src/lib.rs does; other braces
+    (JSON's own) are left alone."""
+    def one(match: re.Match) -> str:
+        inner = match.group(1)
+        repeat = re.fullmatch(r"(.)\*(\d+)", inner)
+        if repeat:
+            return repeat.group(1) * int(repeat.group(2))
+        name, _, upper = inner.partition(":")
+        if name in names and upper in ("", "upper"):
+            return names[name].upper() if upper else names[name]
+        return match.group(0)
+    return re.sub(r"\{([^{}]*)\}", one, text)
+
+
+def is_order_id(value: object) -> bool:
     try:
-        fulfilled = json.loads(body).get("status") == "fulfilled"
+        parsed = uuid.UUID(str(value))
     except ValueError:
-        fulfilled = False
-    if status != 200 or not fulfilled:
-        problems.append(f"GET {location} -> {status} {body[:200]!r} (want 200 fulfilled)")
-    for what, data in (("empty details", b'{"details": ""}'), ("malformed JSON", b'{"details": '),
-                       ("details not a string", b'{"details": 7}')):
-        status, headers, body = request(port, "POST", "/order", data, JSON)
+        return False
+    return parsed.version == 4 and str(parsed) == value
+
+
+def check_step(step: dict, names: dict[str, str], status: int, headers: dict[str, str], body: bytes) -> str | None:
+    """What in the answer breaks the step (None if nothing); takes the step's captures into `names`."""
+    want = step["expect"]
+    what = f"{step['request']['method']} {fill(step['request']['path'], names)} -> {status} {body[:200]!r}"
+    if status != want["status"]:
+        return f"{what}: want status {want['status']}"
+    document = None
+    if want.get("empty_body"):
+        if body:
+            return f"{what}: want no body"
+    else:
+        if headers.get("content-type") != "application/json":
+            return f"{what}: content-type {headers.get('content-type')!r}, want application/json"
         try:
-            error = json.loads(body).get("error")
-        except ValueError:
-            error = None
-        if status != 400 or "json" not in headers.get("content-type", "") or not error:
-            problems.append(f"POST /order with {what} -> {status} {body[:200]!r} (want 400 + JSON error)")
-    status, _, body = request(port, "GET", f"/order/{uuid.uuid4()}")
-    if status != 404:
-        problems.append(f"GET of an unknown id -> {status} {body[:200]!r} (want 404)")
-    status, _, body = request(port, "GET", "/order/not-a-uuid")
-    if status != 400:
-        problems.append(f"GET /order/not-a-uuid -> {status} {body[:200]!r} (want 400)")
-    log(f"{label}: wire contract {'holds' if not problems else 'BROKEN'}")
+            document = json.loads(body)
+        except ValueError as error:
+            return f"{what}: not JSON: {error}"
+
+    def at(pointer: str):
+        value = document
+        for part in pointer.split("/")[1:]:
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return None
+        return value
+
+    for name, pointer in step.get("capture", {}).items():
+        if not is_order_id(at(pointer)):
+            return f"{what}: {pointer} {at(pointer)!r} is not a lowercase UUID v4"
+        names[name] = at(pointer)
+    for name, value in want.get("headers", {}).items():
+        if headers.get(name.lower()) != fill(value, names):
+            return f"{what}: header {name} {headers.get(name.lower())!r}, want {fill(value, names)!r}"
+    if "error" in want:
+        message = at("/error")
+        if not isinstance(message, str) or want["error"].lower() not in message.lower():
+            return f"{what}: want an error that mentions {want['error']!r}"
+    for pointer, value in want.get("body", {}).items():
+        expected = fill(value, names) if isinstance(value, str) else value
+        if at(pointer) != expected:
+            return f"{what}: {pointer} want {expected!r}"
+    return None
+
+
+def contract(port: int, label: str, networked: bool = False, count_keys=None) -> list[str]:
+    """Every case of testing/contract/cases.toml (the wire contract the end-to-end suite and the benchmark
+    check too). A networked shape fulfils after the 202, so its `eventually` steps are retried for up to
+    EVENTUALLY_S. `count_keys` counts every key of the app's store: the cases that must store nothing are
+    checked with it; None where the store cannot be looked into (the embedded store inside the container)."""
+    problems = []
+    with CONTRACT.open("rb") as f:
+        cases = tomllib.load(f)["case"]
+    key = f"shim-{os.getpid()}-{time.time_ns()}"
+    placed: list[str] = []
+    for case in cases:
+        names = {"key": key}
+        if networked and placed and case.get("stores_nothing"):
+            # The orders placed so far are fulfilled first: what fulfilment writes is not this case's.
+            wait_fulfilled(port, placed, EVENTUALLY_S)
+            placed = []
+        before = count_keys() if count_keys and case.get("stores_nothing") else None
+        for step in case["step"]:
+            r = step["request"]
+            deadline = time.monotonic() + (EVENTUALLY_S if networked and step.get("eventually") else 0)
+            while True:
+                headers = {n: fill(v, names) for n, v in r.get("headers", {}).items()}
+                body = fill(r["body"], names).encode() if "body" in r else None
+                if body is None and r["method"] not in ("GET", "DELETE"):
+                    body = b""
+                try:
+                    status, got_headers, got = request(port, r["method"], fill(r["path"], names), body, headers)
+                    broken = check_step(step, names, status, got_headers, got)
+                except (OSError, http.client.HTTPException) as error:
+                    broken = f"{r['method']} {r['path']}: {type(error).__name__}: {error}"
+                if broken is None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            if broken:
+                problems.append(f"{case['name']}: {broken}")
+                break
+            placed += [f"/order/{names[name]}" for name in step.get("capture", {})]
+        if before is not None and count_keys() != before:
+            problems.append(f"{case['name']}: the store went from {before} to {count_keys()} keys")
+    log(f"{label}: wire contract ({len(cases)} cases) {'holds' if not problems else 'BROKEN'}"
+        f"{'' if count_keys else ', keys not counted (the store is inside the container)'}")
     return problems
 
 
@@ -728,7 +812,8 @@ class Run:
             keys_before = int(self.redis_cli("DBSIZE"))
             cid, port = self.start_app(app, store, store)
             assert port
-            problems = contract(port, label)
+            dbsize = (lambda: int(self.redis_cli("DBSIZE"))) if store == "redis" else None
+            problems = contract(port, label, count_keys=dbsize)
             load_problems, _ = load(port, label)
             problems += load_problems + self.sweep_after_load(app, port, label)
             if store == "redis":
@@ -797,7 +882,7 @@ class Run:
         self.wait_redis_subscriber(self.variable(fulfilment, "orders_channel"), fid)
         oid, port = self.start_app(order_app, "run")
         assert port
-        problems = contract(port, label)
+        problems = contract(port, label, networked=True, count_keys=lambda: int(self.redis_cli("DBSIZE")))
         load_problems, placed = load(port, label)
         problems += load_problems + self.sweep_after_load(order_app, port, label)
         if not problems:
@@ -870,7 +955,7 @@ class Run:
         self.wait_mqtt_subscriber(topic, fid, 0)
         oid, port = self.start_app(order_app, "run")
         assert port
-        problems += contract(port, label)
+        problems += contract(port, label, networked=True, count_keys=lambda: int(self.redis_cli("DBSIZE")))
         if not problems:
             problems += load(port, label)[0]
             problems += self.sweep_after_load(order_app, port, label)
@@ -1053,7 +1138,27 @@ def preflight() -> Path:
     return shim_dir
 
 
+def contract_only(argv: list[str]) -> int:
+    """`shim_check.py contract PORT [SQLITE_DB]`: only the wire contract, against an app already serving on
+    127.0.0.1:PORT (e.g. `nanohost up`), counting the keys of its SQLite store if given. No root needed."""
+    port = int(argv[0])
+    count_keys = None
+    if len(argv) > 1:
+        import sqlite3
+        db = argv[1]
+
+        def count_keys() -> int:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                return conn.execute("SELECT COUNT(*) FROM spin_key_value").fetchone()[0]
+    problems = contract(port, f"127.0.0.1:{port}", count_keys=count_keys)
+    for problem in problems:
+        print(f"  {problem}")
+    return 1 if problems else 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["contract"]:
+        return contract_only(sys.argv[2:])
     t0 = time.monotonic()
     try:
         shim_dir = preflight()

@@ -11,7 +11,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -121,8 +121,8 @@ impl HttpTrigger {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        // Every connection task holds a sender; when all are gone, `recv` returns None.
-        let (conn_tx, mut conn_rx) = mpsc::channel::<()>(1);
+        // Tells every open connection to finish its current request and close, and waits for them.
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let connections = Arc::new(tokio::sync::Semaphore::new(self.limits.max_connections));
         let mut backoff = ACCEPT_BACKOFF_MIN;
         loop {
@@ -157,37 +157,25 @@ impl HttpTrigger {
             // there (issue 14).
             let this = self.clone();
             let header_read_timeout = self.limits.header_read_timeout;
-            let mut shutdown = shutdown.clone();
-            let guard = conn_tx.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let this = this.clone();
+                async move { Ok::<_, std::convert::Infallible>(this.handle(req, client).await) }
+            });
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
             tokio::spawn(async move {
-                let _guard = guard;
                 let _permit = permit;
-                let service = hyper::service::service_fn(move |req| {
-                    let this = this.clone();
-                    async move { Ok::<_, std::convert::Infallible>(this.handle(req, client).await) }
-                });
-                let conn = http1::Builder::new()
-                    .keep_alive(true)
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!("connection from {client}: {e}");
-                        }
-                    }
-                    _ = shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
+                if let Err(e) = conn.await {
+                    tracing::debug!("connection from {client}: {e}");
                 }
             });
         }
         drop(listener);
-        drop(conn_tx);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn_rx.recv()).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
     }
 
     async fn handle(

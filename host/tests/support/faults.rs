@@ -343,6 +343,23 @@ pub fn sqlite_db(dir: &Path) -> PathBuf {
     dir.join(".spin/sqlite_key_value.db")
 }
 
+/// Every key of every store in a Spin-layout SQLite file; 0 before the host has created it.
+pub fn key_count_in_sqlite(db: &Path) -> u64 {
+    if !db.exists() {
+        return 0;
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    match conn.query_row("SELECT COUNT(*) FROM spin_key_value", [], |row| row.get(0)) {
+        Ok(count) => count,
+        // The file is there, its table not yet.
+        Err(e) if e.to_string().contains("no such table") => 0,
+        Err(e) => panic!("count the keys in {}: {e}", db.display()),
+    }
+}
+
 /// The soft limit on open files of this process (`ulimit -n`).
 pub fn open_files_limit() -> Option<u64> {
     std::fs::read_to_string("/proc/self/limits")
