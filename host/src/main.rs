@@ -40,6 +40,17 @@ enum Command {
         /// milliseconds (then a JSON 408 and the connection is closed).
         #[arg(long, default_value_t = 10_000)]
         body_timeout_ms: u64,
+        /// Requests one WASIp3 instance serves before it is dropped, as in Spin 4 (WASIp2
+        /// components get a fresh instance per request, whatever this says).
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+        max_instance_reuse_count: u64,
+        /// Requests one WASIp3 instance serves at once, as in Spin 4.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+        max_instance_concurrent_reuse_count: u64,
+        /// How long an idle WASIp3 instance is kept for another request, as in Spin 4: seconds,
+        /// or a number with `s`, `ms`, `us` or `ns`.
+        #[arg(long, default_value = "1s", value_parser = nanohost::wasip3::parse_duration)]
+        idle_instance_timeout: Duration,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -107,6 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         timeout_ms,
         memory_limit_mb,
         body_timeout_ms,
+        max_instance_reuse_count,
+        max_instance_concurrent_reuse_count,
+        idle_instance_timeout,
     } = cli.command
     else {
         unreachable!("`check` returns in main");
@@ -126,6 +140,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listener: nanohost::trigger::http::ListenerLimits {
                 body_read_timeout: Duration::from_millis(body_timeout_ms),
                 ..Default::default()
+            },
+            reuse: nanohost::wasip3::InstanceReuse {
+                max_instance_reuse_count: max_instance_reuse_count as usize,
+                max_instance_concurrent_reuse_count: max_instance_concurrent_reuse_count as usize,
+                idle_instance_timeout,
             },
         },
         limits,

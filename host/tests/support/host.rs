@@ -218,6 +218,9 @@ pub struct AppSpec {
     /// Environment of a host run as a process (Spin's `SPIN_WASMTIME_*` pool sizes, as a deploy
     /// sets them).
     pub env: Vec<(String, String)>,
+    /// More arguments of `spin up` / `nanohost up` (both take them: the reuse flags); nanohost
+    /// then runs as its binary, so the flags are read as a user's would be.
+    pub args: Vec<String>,
 }
 
 impl AppSpec {
@@ -228,7 +231,13 @@ impl AppSpec {
             variables: Vec::new(),
             nanohost_binary: false,
             env: Vec::new(),
+            args: Vec::new(),
         }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> AppSpec {
+        self.args.push(arg.into());
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> AppSpec {
@@ -336,6 +345,7 @@ impl App {
             .contains("[[trigger.http]]");
         let in_process = kind == HostKind::Nanohost
             && !spec.nanohost_binary
+            && spec.args.is_empty()
             && std::env::var("NANOHOST_TEST_BINARY").as_deref() != Ok("1");
         if in_process {
             let host = RunningHost::start(HostOptions {
@@ -396,6 +406,7 @@ impl App {
         for (name, value) in &spec.variables {
             cmd.arg("--variable").arg(format!("{name}={value}"));
         }
+        cmd.args(&spec.args);
         cmd.envs(spec.env.iter().map(|(n, v)| (n, v)));
         let log = dir.path.join(format!("{}.log", kind.name()));
         let out = File::create(&log).expect("create the host's log");
