@@ -63,13 +63,15 @@ pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
 }
 
 /// [`linker`], with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
-/// (the engine must then support component-model-async: `engine::new_engine_for`). The Spin
-/// interfaces are the same for both: a WASIp3 component calls them synchronously.
+/// (the engine must then support component-model-async: `engine::new_engine_for`), with Spin 4's
+/// `spin:variables@3.0.0`. The Spin 2.0.0 interfaces are linked for both: a WASIp3 component
+/// calls them synchronously.
 pub fn linker_for(engine: &Engine, wasip3: bool) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     if wasip3 {
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::variables::add_v3_to_linker(&mut linker, |s: &mut HostState| &mut s.variables)?;
     }
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").

@@ -169,6 +169,50 @@ async fn concurrent_requests_share_an_instance_up_to_the_limit(host: HostKind, l
     app.stop().await;
 }
 
+/// The Spin variables interface in both versions a WASIp3 component may import: Spin 3's
+/// `fermyon:spin/variables@2.0.0` (synchronous) and Spin 4's `spin:variables@3.0.0` (async).
+async fn spin_variables_in_both_versions(host: HostKind) {
+    let app = Reuse::start(host, "variables", "reuse.toml", &[]).await;
+    for version in ["var2", "var3"] {
+        let found = app.send(&format!("/p3/{version}/greeting"), &[], "").await;
+        assert_eq!(
+            found.line("variable"),
+            Some(r#"Ok("hello from p3")"#),
+            "{found:?}"
+        );
+        let missing = app.send(&format!("/p3/{version}/nope"), &[], "").await;
+        let said = missing.line("variable").unwrap_or_default();
+        assert!(
+            said.starts_with("Err(") && said.contains("Undefined"),
+            "{missing:?}"
+        );
+    }
+    app.stop().await;
+}
+
+/// A WASIp3 guest stuck in a loop is stopped at nanohost's time limit (`--timeout-ms`) with a
+/// JSON 503, and its instance with it; the next request gets a new instance. (Spin has no
+/// request time limit by default: nanohost alone.)
+async fn a_stuck_instance_is_stopped_at_the_time_limit() {
+    let app = Reuse::start(
+        HostKind::Nanohost,
+        "stuck",
+        "reuse.toml",
+        &["--timeout-ms", "1000"],
+    )
+    .await;
+    let before = app.send("/p3/before", &[], "").await;
+    let response = reqwest::get(format!("{}/p3/loop", app.base))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status().as_u16(), 503);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("ran out of time"), "{body}");
+    let after = app.send("/p3/after", &[], "").await;
+    assert_ne!(after.instance, before.instance, "{before:?} {after:?}");
+    app.stop().await;
+}
+
 /// WASIp2: a fresh instance per request, even when the reuse flags allow more (as in Spin).
 async fn wasip2_instances_are_never_reused(host: HostKind) {
     let app = Reuse::start(
@@ -188,7 +232,7 @@ async fn wasip2_instances_are_never_reused(host: HostKind) {
 type Pinned = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The WASIp3 cases: `(name, body)`.
-const WASIP3: [(&str, fn(HostKind) -> Pinned); 5] = [
+const WASIP3: [(&str, fn(HostKind) -> Pinned); 6] = [
     ("serial_requests_share_an_instance_and_nothing_else", |h| {
         Box::pin(serial_requests_share_an_instance_and_nothing_else(h))
     }),
@@ -203,6 +247,9 @@ const WASIP3: [(&str, fn(HostKind) -> Pinned); 5] = [
     }),
     ("a_concurrent_limit_of_1_takes_another_instance", |h| {
         Box::pin(concurrent_requests_share_an_instance_up_to_the_limit(h, 1))
+    }),
+    ("spin_variables_in_both_versions", |h| {
+        Box::pin(spin_variables_in_both_versions(h))
     }),
 ];
 
@@ -221,5 +268,9 @@ fn main() {
             move || wasip2_instances_are_never_reused(host),
         ));
     }
+    cases.push(harness::nanohost_only(
+        "wasip3::a_stuck_instance_is_stopped_at_the_time_limit",
+        a_stuck_instance_is_stopped_at_the_time_limit,
+    ));
     harness::run(cases);
 }

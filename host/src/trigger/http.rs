@@ -407,6 +407,7 @@ async fn reused(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response<HyperOutgoingBody> {
     let _permit = permit;
+    let started = std::time::Instant::now();
     crate::hop::record(crate::hop::Point::HandlerStart, path.as_bytes());
     let answered = tokio::select! {
         biased;
@@ -422,7 +423,11 @@ async fn reused(
         Some(Ok(resp)) => resp,
         Some(Err(e)) => {
             let timeout = instances.state().app.limits.timeout;
-            let err = if e.is::<wasmtime_wasi_http::handler::ExpirationError>() {
+            // A guest stuck past the limit ends its whole worker, which its requests see as a
+            // worker that trapped: the clock tells the two apart.
+            let expired = e.is::<wasmtime_wasi_http::handler::ExpirationError>()
+                || started.elapsed() >= timeout;
+            let err = if expired {
                 anyhow::Error::new(TimeLimitExceeded(timeout))
             } else {
                 anyhow::Error::from(e)
