@@ -57,7 +57,8 @@ impl Default for InstanceReuse {
 /// `ms`, `us` (`μs`) or `ns`.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let bad = || format!("expected a number with `s`, `ms`, `us` or `ns`; got {s:?}");
-    let units: [(&str, fn(u64) -> Duration); 5] = [
+    type Unit = fn(u64) -> Duration;
+    let units: [(&str, Unit); 5] = [
         ("ms", Duration::from_millis),
         ("us", Duration::from_micros),
         ("μs", Duration::from_micros),

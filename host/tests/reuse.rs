@@ -232,7 +232,9 @@ async fn wasip2_instances_are_never_reused(host: HostKind) {
 type Pinned = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The WASIp3 cases: `(name, body)`.
-const WASIP3: [(&str, fn(HostKind) -> Pinned); 6] = [
+type CaseBody = fn(HostKind) -> Pinned;
+
+const WASIP3: [(&str, CaseBody); 6] = [
     ("serial_requests_share_an_instance_and_nothing_else", |h| {
         Box::pin(serial_requests_share_an_instance_and_nothing_else(h))
     }),
