@@ -427,7 +427,13 @@ async fn reused(
             // worker that trapped: the clock tells the two apart.
             let expired = e.is::<wasmtime_wasi_http::handler::ExpirationError>()
                 || started.elapsed() >= timeout;
-            let err = if expired {
+            // A new instance that found no slot in the pool: the same 503 as for WASIp2.
+            let no_slot = e
+                .downcast_ref::<wasmtime_wasi_http::handler::InstantiationError<()>>()
+                .is_some_and(|i| i.error.is::<wasmtime::PoolConcurrencyLimitError>());
+            let err = if no_slot {
+                return busy();
+            } else if expired {
                 anyhow::Error::new(TimeLimitExceeded(timeout))
             } else {
                 anyhow::Error::from(e)
