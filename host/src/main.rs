@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nanohost::wasip3::Draw;
 use nanohost::{HostOptions, Limits, RunningHost};
 
 /// A small Spin-compatible host: runs a spin.toml without the Spin CLI.
@@ -41,16 +42,17 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         body_timeout_ms: u64,
         /// Requests one WASIp3 instance serves before it is dropped, as in Spin 4 (WASIp2
-        /// components get a fresh instance per request, whatever this says).
-        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
-        max_instance_reuse_count: u64,
-        /// Requests one WASIp3 instance serves at once, as in Spin 4.
-        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
-        max_instance_concurrent_reuse_count: u64,
+        /// components get a fresh instance per request, whatever this says); a range `a..b`
+        /// draws a value per instance.
+        #[arg(long, default_value = "128", value_parser = Draw::parse_count)]
+        max_instance_reuse_count: Draw<usize>,
+        /// Requests one WASIp3 instance serves at once, as in Spin 4 (or a range `a..b`).
+        #[arg(long, default_value = "16", value_parser = Draw::parse_count)]
+        max_instance_concurrent_reuse_count: Draw<usize>,
         /// How long an idle WASIp3 instance is kept for another request, as in Spin 4: seconds,
-        /// or a number with `s`, `ms`, `us` or `ns`.
-        #[arg(long, default_value = "1s", value_parser = nanohost::wasip3::parse_duration)]
-        idle_instance_timeout: Duration,
+        /// or a number with `s`, `ms`, `us` or `ns` (or a range such as `100ms..2s`).
+        #[arg(long, default_value = "1s", value_parser = Draw::parse_duration)]
+        idle_instance_timeout: Draw<Duration>,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -142,8 +144,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             },
             reuse: nanohost::wasip3::InstanceReuse {
-                max_instance_reuse_count: max_instance_reuse_count as usize,
-                max_instance_concurrent_reuse_count: max_instance_concurrent_reuse_count as usize,
+                max_instance_reuse_count,
+                max_instance_concurrent_reuse_count,
                 idle_instance_timeout,
             },
         },

@@ -31,26 +31,99 @@ pub const HTTP_HANDLER: &str = "wasi:http/handler@0.3.0";
 const HTTP_HANDLER_ANY_0_3: &str = "wasi:http/handler@0.3";
 
 /// How long a WASIp3 instance lives, as `spin up`'s flags of the same names (Spin 4.x): the
-/// defaults are Spin's. Spin also takes a range (`1..8`) and draws a value per instance; nanohost
-/// takes single values.
+/// defaults are Spin's, and each may be a range from which every new instance draws its own
+/// value, as in Spin (which spreads the instances' ends over time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InstanceReuse {
     /// Requests one instance serves before it is dropped (`--max-instance-reuse-count`).
-    pub max_instance_reuse_count: usize,
+    pub max_instance_reuse_count: Draw<usize>,
     /// Requests one instance serves at once (`--max-instance-concurrent-reuse-count`).
-    pub max_instance_concurrent_reuse_count: usize,
+    pub max_instance_concurrent_reuse_count: Draw<usize>,
     /// How long an idle instance is kept for another request (`--idle-instance-timeout`).
-    pub idle_instance_timeout: Duration,
+    pub idle_instance_timeout: Draw<Duration>,
 }
 
 impl Default for InstanceReuse {
     fn default() -> Self {
         InstanceReuse {
-            max_instance_reuse_count: 128,
-            max_instance_concurrent_reuse_count: 16,
-            idle_instance_timeout: Duration::from_secs(1),
+            max_instance_reuse_count: Draw::Value(128),
+            max_instance_concurrent_reuse_count: Draw::Value(16),
+            idle_instance_timeout: Draw::Value(Duration::from_secs(1)),
         }
     }
+}
+
+/// A value, or a range `a..b` (b excluded) to draw one from, uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw<T> {
+    Value(T),
+    Range(T, T),
+}
+
+impl Draw<usize> {
+    /// Spin's syntax: `8` or `1..8`. An empty range is refused here (Spin accepts it and
+    /// panics on the first instance); so is 0, which would serve nothing.
+    pub fn parse_count(s: &str) -> std::result::Result<Draw<usize>, String> {
+        let count = |t: &str| match t.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "expected a count of 1 or more, or a range `a..b`; got {s:?}"
+            )),
+        };
+        Draw::parse(s, count)
+    }
+
+    fn draw(self) -> usize {
+        match self {
+            Draw::Value(v) => v,
+            Draw::Range(a, b) => a + (random() % (b - a) as u64) as usize,
+        }
+    }
+}
+
+impl Draw<Duration> {
+    /// Spin's syntax: `1s`, `500ms` or `100ms..2s` (see [`parse_duration`]).
+    pub fn parse_duration(s: &str) -> std::result::Result<Draw<Duration>, String> {
+        Draw::parse(s, parse_duration)
+    }
+
+    fn draw(self) -> Duration {
+        match self {
+            Draw::Value(v) => v,
+            Draw::Range(a, b) => {
+                let span = (b - a).as_nanos().min(u128::from(u64::MAX)) as u64;
+                a + Duration::from_nanos(random() % span)
+            }
+        }
+    }
+}
+
+impl<T: PartialOrd + Copy> Draw<T> {
+    fn parse(
+        s: &str,
+        one: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> std::result::Result<Draw<T>, String> {
+        match s.split_once("..") {
+            None => one(s).map(Draw::Value),
+            Some((a, b)) => {
+                let (a, b) = (one(a)?, one(b)?);
+                if a < b {
+                    Ok(Draw::Range(a, b))
+                } else {
+                    Err(format!("the range {s:?} is empty"))
+                }
+            }
+        }
+    }
+}
+
+/// A random number, good enough to spread instances' lifetimes: every `RandomState` has new
+/// SipHash keys, so the hash of nothing differs each time.
+fn random() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// A duration as Spin's `--idle-instance-timeout` takes it: seconds, or a number with `s`,
@@ -149,14 +222,15 @@ impl HandlerState for Wasip3Handler {
             proxy: Proxy::P3(service),
             view: |state: &mut HostState| state.http(),
             expiration: Expiration {
-                idle: self.reuse.idle_instance_timeout,
+                idle: self.reuse.idle_instance_timeout.draw(),
                 request: timeout,
                 sleep: Box::pin(tokio::time::sleep(Duration::MAX / 4)),
             },
             state: Worker {
                 component: self.ctx.id.clone(),
                 request_timeout: timeout,
-                reuse: self.reuse,
+                max_total: self.reuse.max_instance_reuse_count.draw(),
+                max_concurrent: self.reuse.max_instance_concurrent_reuse_count.draw(),
             },
         })
     }
@@ -196,7 +270,10 @@ impl WorkerExpiration for Expiration {
 pub struct Worker {
     component: String,
     request_timeout: Duration,
-    reuse: InstanceReuse,
+    /// This instance's draw of `--max-instance-reuse-count`.
+    max_total: usize,
+    /// This instance's draw of `--max-instance-concurrent-reuse-count`.
+    max_concurrent: usize,
 }
 
 impl WorkerState for Worker {
@@ -204,9 +281,9 @@ impl WorkerState for Worker {
     type RequestData = ();
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.reuse.max_instance_reuse_count {
+        if total >= self.max_total {
             ShouldAccept::Never
-        } else if concurrent >= self.reuse.max_instance_concurrent_reuse_count {
+        } else if concurrent >= self.max_concurrent {
             ShouldAccept::No
         } else {
             ShouldAccept::Yes
@@ -291,7 +368,54 @@ mod tests {
                 reuse.max_instance_concurrent_reuse_count,
                 reuse.idle_instance_timeout
             ),
-            (128, 16, Duration::from_secs(1))
+            (
+                Draw::Value(128),
+                Draw::Value(16),
+                Draw::Value(Duration::from_secs(1))
+            )
         );
+    }
+
+    #[test]
+    fn counts_and_ranges_read_as_spin_reads_them() {
+        let cases = [
+            ("128", Some(Draw::Value(128))),
+            ("1..8", Some(Draw::Range(1, 8))),
+            ("0", None),
+            ("8..1", None),
+            ("4..4", None),
+            ("x", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(Draw::parse_count(text).ok(), want, "{text}");
+        }
+        assert_eq!(
+            Draw::parse_duration("100ms..2s"),
+            Ok(Draw::Range(
+                Duration::from_millis(100),
+                Duration::from_secs(2)
+            ))
+        );
+        assert_eq!(
+            Draw::parse_duration("1..8s"),
+            Ok(Draw::Range(Duration::from_secs(1), Duration::from_secs(8)))
+        );
+    }
+
+    #[test]
+    fn every_draw_falls_in_its_range() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            let n = Draw::Range(3, 7).draw();
+            assert!((3..7).contains(&n), "{n}");
+            seen.insert(n);
+            let d = Draw::Range(Duration::from_millis(5), Duration::from_millis(6)).draw();
+            assert!(
+                d >= Duration::from_millis(5) && d < Duration::from_millis(6),
+                "{d:?}"
+            );
+        }
+        // Not one value for ever: the draw spreads.
+        assert!(seen.len() > 1, "{seen:?}");
     }
 }
