@@ -49,6 +49,9 @@ pub struct App {
     /// What one instance of each used component takes from the pooling allocator, measured at
     /// load; a component that could not be instantiated then has none (its trigger says why).
     pub footprints: HashMap<String, Footprint>,
+    /// The HTTP components that export a WASIp3 handler (`wasip3::HTTP_HANDLER`): the HTTP
+    /// trigger reuses their instances.
+    pub wasip3: BTreeSet<String>,
     /// The first fatal error of a trigger (a lost Redis subscription): the host stops on it.
     failure: tokio::sync::watch::Sender<Option<String>>,
 }
@@ -56,7 +59,20 @@ pub struct App {
 /// Everything Spin offers a component, linked once and shared by every instantiation (the
 /// benchmark links its micro-benchmark components with it too).
 pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    linker_for(engine, false)
+}
+
+/// [`linker`], with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
+/// (the engine must then support component-model-async: `engine::new_engine_for`), with Spin 4's
+/// `spin:variables@3.0.0`. The Spin 2.0.0 interfaces are linked for both: a WASIp3 component
+/// calls them synchronously.
+pub fn linker_for(engine: &Engine, wasip3: bool) -> Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
+    if wasip3 {
+        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
+        crate::variables::add_v3_to_linker(&mut linker, |s: &mut HostState| &mut s.variables)?;
+    }
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     // Not wasi-http's `add_to_linker_async`: it re-adds WASI interfaces ("defined twice").
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -146,7 +162,27 @@ impl App {
         }
         let key_value = crate::key_value::KeyValueApp::new(&store_cfgs, wanted)?;
 
-        let engine = crate::engine::new_engine(&limits)?;
+        // Which HTTP components are WASIp3 handlers, read from their exports before compiling:
+        // only then does the engine pay for component-model-async.
+        let http_components: BTreeSet<&str> = manifest
+            .trigger
+            .http
+            .iter()
+            .map(|t| Manifest::component_id(&t.component))
+            .collect();
+        let mut wasip3 = BTreeSet::new();
+        for id in http_components {
+            let path = manifest.source_path(&manifest_dir, id);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue; // Reported below, with the other components.
+            };
+            let kind = crate::wasip3::handler_kind(&bytes)
+                .with_context(|| format!("component {id:?} ({})", path.display()))?;
+            if kind == crate::wasip3::HandlerKind::Wasip3 {
+                wasip3.insert(id.to_string());
+            }
+        }
+        let engine = crate::engine::new_engine_for(&limits, !wasip3.is_empty())?;
         let shared = Arc::new(Shared::default());
 
         // Every component of the manifest, used or not, as Spin expands `*.spin.internal`.
@@ -192,7 +228,8 @@ impl App {
         }
 
         let mut app = App {
-            linker: linker(&engine)?,
+            linker: linker_for(&engine, !wasip3.is_empty())?,
+            wasip3,
             engine,
             manifest,
             resolver,

@@ -45,6 +45,14 @@ pub fn new_engine(limits: &Limits) -> Result<Engine> {
     Engine::new(&config(limits)).map_err(anyhow::Error::from)
 }
 
+/// [`new_engine`] for an app with a WASIp3 component (`wasip3`): those run on
+/// component-model-async, which WASIp2-only apps do without (see the module's comment).
+pub fn new_engine_for(limits: &Limits, wasip3: bool) -> Result<Engine> {
+    let mut config = config(limits);
+    config.concurrency_support(wasip3);
+    Engine::new(&config).map_err(anyhow::Error::from)
+}
+
 /// The engine configuration behind [`new_engine`]; the benchmark builds on it to compare
 /// `concurrency_support` on and off with everything else equal.
 pub fn config(limits: &Limits) -> Config {
@@ -216,6 +224,14 @@ pub fn apply_deadline<T: 'static>(store: &mut Store<T>, timeout: Duration) {
             Ok(UpdateDeadline::Yield(1))
         }
     });
+}
+
+/// Installs the time limits on a store that serves many requests (a reused WASIp3 instance):
+/// the guest yields to tokio at every tick and is never stopped here, since each request's
+/// limit is kept by the trigger (`WorkerState::on_request_start` and the worker's expiration).
+pub fn apply_yield_only<T: 'static>(store: &mut Store<T>) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

@@ -3,7 +3,7 @@
 //! It runs a Spin manifest v2 (`spin.toml`) with the Spin host interfaces the components
 //! import (key-value, variables, outbound Redis/MQTT/HTTP) and the HTTP, Redis and MQTT
 //! triggers, with Spin's semantics: a fresh instance per request from a pre-instantiated
-//! component, per-instance memory and time limits, `allowed_outbound_hosts` enforced.
+//! component (WASIp3 HTTP handlers: reused instances, as Spin 4 does), per-instance memory and time limits, `allowed_outbound_hosts` enforced.
 //! See README.md for what it supports and what it does not.
 
 use std::net::SocketAddr;
@@ -45,6 +45,7 @@ mod spin_toml;
 pub mod state;
 pub mod trigger;
 pub mod variables;
+pub mod wasip3;
 
 pub use engine::Limits;
 
@@ -63,6 +64,9 @@ pub struct HostOptions {
     pub state_dir: app::StateDir,
     /// Timeouts and caps of the HTTP listener.
     pub listener: trigger::http::ListenerLimits,
+    /// How long WASIp3 instances live (Spin 4's reuse flags and defaults); WASIp2 instances
+    /// serve one request each.
+    pub reuse: wasip3::InstanceReuse,
 }
 
 impl Default for HostOptions {
@@ -76,6 +80,7 @@ impl Default for HostOptions {
             variables: Vec::new(),
             state_dir: app::StateDir::InMemory,
             listener: Default::default(),
+            reuse: Default::default(),
         }
     }
 }
@@ -116,7 +121,7 @@ impl RunningHost {
         let mut tasks = Vec::new();
 
         let mut http_addr = None;
-        let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone())?;
+        let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone(), opts.reuse)?;
         let max_in_flight = http.as_ref().map(|h| h.max_in_flight());
         let chaining = http.as_ref().map(|h| h.chaining()).unwrap_or_default();
         if let Some(http) = http {

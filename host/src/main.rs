@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use nanohost::wasip3::Draw;
 use nanohost::{HostOptions, Limits, RunningHost};
 
 /// A small Spin-compatible host: runs a spin.toml without the Spin CLI.
@@ -40,6 +41,18 @@ enum Command {
         /// milliseconds (then a JSON 408 and the connection is closed).
         #[arg(long, default_value_t = 10_000)]
         body_timeout_ms: u64,
+        /// Requests one WASIp3 instance serves before it is dropped, as in Spin 4 (WASIp2
+        /// components get a fresh instance per request, whatever this says); a range `a..b`
+        /// draws a value per instance.
+        #[arg(long, default_value = "128", value_parser = Draw::parse_count)]
+        max_instance_reuse_count: Draw<usize>,
+        /// Requests one WASIp3 instance serves at once, as in Spin 4 (or a range `a..b`).
+        #[arg(long, default_value = "16", value_parser = Draw::parse_count)]
+        max_instance_concurrent_reuse_count: Draw<usize>,
+        /// How long an idle WASIp3 instance is kept for another request, as in Spin 4: seconds,
+        /// or a number with `s`, `ms`, `us` or `ns` (or a range such as `100ms..2s`).
+        #[arg(long, default_value = "1s", value_parser = Draw::parse_duration)]
+        idle_instance_timeout: Draw<Duration>,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -107,6 +120,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         timeout_ms,
         memory_limit_mb,
         body_timeout_ms,
+        max_instance_reuse_count,
+        max_instance_concurrent_reuse_count,
+        idle_instance_timeout,
     } = cli.command
     else {
         unreachable!("`check` returns in main");
@@ -126,6 +142,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             listener: nanohost::trigger::http::ListenerLimits {
                 body_read_timeout: Duration::from_millis(body_timeout_ms),
                 ..Default::default()
+            },
+            reuse: nanohost::wasip3::InstanceReuse {
+                max_instance_reuse_count,
+                max_instance_concurrent_reuse_count,
+                idle_instance_timeout,
             },
         },
         limits,

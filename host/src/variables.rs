@@ -1,4 +1,5 @@
-//! `fermyon:spin/variables@2.0.0`: a component reads the entries of its own `variables` table,
+//! `fermyon:spin/variables@2.0.0` and Spin 4's `spin:variables/variables@3.0.0` (the same `get`,
+//! async in WIT: answered at once here, from memory): a component reads the entries of its own `variables` table,
 //! resolved at start-up (see `expressions`). Configuration: the resolved table, per component;
 //! no per-app state; per-instance state: a reference to that table.
 
@@ -15,6 +16,16 @@ mod bindings {
         path: "wit",
         world: "nanohost:host/variables",
         imports: { default: async | trappable },
+    });
+}
+
+/// Bindings of Spin 4's version: an `async func`, which bindgen makes a concurrent host
+/// function (`HostWithStore`, called with an `Accessor`).
+mod bindings3 {
+    wasmtime::component::bindgen!({
+        path: "wit-p3",
+        world: "nanohost:host-p3/variables3",
+        imports: { default: trappable },
     });
 }
 
@@ -40,6 +51,39 @@ pub fn add_to_linker<T: Send + 'static>(
 ) -> anyhow::Result<()> {
     variables::add_to_linker::<T, HasSelf<VariablesInstance>>(linker, get)?;
     Ok(())
+}
+
+/// Links `spin:variables/variables@3.0.0` (Spin 4): only where the engine supports
+/// component-model-async (`engine::new_engine_for`), which its `async func` needs.
+pub fn add_v3_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut VariablesInstance,
+) -> anyhow::Result<()> {
+    bindings3::spin::variables::variables::add_to_linker::<T, HasSelf<VariablesInstance>>(
+        linker, get,
+    )?;
+    Ok(())
+}
+
+impl bindings3::spin::variables::variables::Host for VariablesInstance {}
+
+impl<T> bindings3::spin::variables::variables::HostWithStore<T> for HasSelf<VariablesInstance> {
+    async fn get(
+        store: &wasmtime::component::Accessor<T, Self>,
+        name: String,
+    ) -> wasmtime::Result<Result<String, bindings3::spin::variables::variables::Error>> {
+        use bindings3::spin::variables::variables::Error as E3;
+        let found = store.with(|mut view| {
+            let me = view.get();
+            lookup(&me.component_id, &me.values, name)
+        });
+        Ok(found.map_err(|e| match e {
+            Error::InvalidName(m) => E3::InvalidName(m),
+            Error::Undefined(m) => E3::Undefined(m),
+            Error::Provider(m) => E3::Provider(m),
+            Error::Other(m) => E3::Other(m),
+        }))
+    }
 }
 
 impl variables::Host for VariablesInstance {

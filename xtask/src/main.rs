@@ -29,6 +29,7 @@ const WASM_CRATES: &[&str] = &[
     "sweep-gateway",
     // The host's test fixtures.
     "probe",
+    "probe-p3",
 ];
 
 #[derive(Parser)]

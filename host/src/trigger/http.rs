@@ -18,14 +18,32 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
+use wasmtime_wasi_http::handler::ProxyHandler;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
+
 use crate::app::App;
 use crate::engine::{Footprint, PoolTotals};
 use crate::routes::Router;
 use crate::state::{ComponentCtx, HostState};
+use crate::wasip3::{InstanceReuse, Wasip3Handler};
 
-struct Handler {
-    ctx: Arc<ComponentCtx>,
-    pre: ProxyPre<HostState>,
+/// How a component serves requests: WASIp2, a fresh instance per request (as Spin); WASIp3,
+/// reused instances (as Spin 4).
+enum Handler {
+    Wasip2 {
+        ctx: Arc<ComponentCtx>,
+        pre: ProxyPre<HostState>,
+    },
+    Wasip3 {
+        id: String,
+        instances: ProxyHandler<Wasip3Handler>,
+    },
+}
+
+/// A handler before the trigger exists (a WASIp3 one needs the trigger for service chaining).
+enum Prepared {
+    Wasip2(Arc<ComponentCtx>, ProxyPre<HostState>),
+    Wasip3(Arc<ComponentCtx>, ServicePre<HostState>),
 }
 
 /// How the listener protects itself from slow, idle and too many clients.
@@ -74,33 +92,70 @@ pub struct HttpTrigger {
 
 impl HttpTrigger {
     /// `None` if the app has no HTTP routes.
-    pub fn new(app: Arc<App>, limits: ListenerLimits) -> Result<Option<Arc<HttpTrigger>>> {
-        let mut handlers = Vec::new();
+    pub fn new(
+        app: Arc<App>,
+        limits: ListenerLimits,
+        reuse: InstanceReuse,
+    ) -> Result<Option<Arc<HttpTrigger>>> {
+        let mut prepared = Vec::new();
         let mut by_component: std::collections::HashMap<String, usize> = Default::default();
         for t in &app.manifest.trigger.http {
             let id = crate::manifest::Manifest::component_id(&t.component);
             if !by_component.contains_key(id) {
-                let (ctx, pre) =
-                    app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
-                handlers.push(Handler { ctx, pre });
-                by_component.insert(id.to_string(), handlers.len() - 1);
+                prepared.push(if app.wasip3.contains(id) {
+                    let (ctx, pre) = app.prepare(
+                        id,
+                        ServicePre::new,
+                        &format!("export {}", crate::wasip3::HTTP_HANDLER),
+                    )?;
+                    Prepared::Wasip3(ctx, pre)
+                } else {
+                    let (ctx, pre) =
+                        app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
+                    Prepared::Wasip2(ctx, pre)
+                });
+                by_component.insert(id.to_string(), prepared.len() - 1);
             }
         }
-        if handlers.is_empty() {
+        if prepared.is_empty() {
             return Ok(None);
         }
         let router = Router::for_manifest(&app.manifest, |id| by_component[id])?;
         let max_in_flight = max_in_flight(&app, limits.max_concurrent_requests);
-        Ok(Some(Arc::new_cyclic(|me| HttpTrigger {
-            me: me.clone(),
-            app,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
-            max_in_flight,
-            limits,
-            router,
-            handlers,
-            by_component,
-        })))
+        Ok(Some(Arc::new_cyclic(
+            |me: &std::sync::Weak<HttpTrigger>| {
+                let chaining = {
+                    let me: std::sync::Weak<dyn crate::outbound_http::ChainTarget> = me.clone();
+                    crate::outbound_http::ServiceChaining::to(me)
+                };
+                let handlers = prepared
+                    .into_iter()
+                    .map(|p| match p {
+                        Prepared::Wasip2(ctx, pre) => Handler::Wasip2 { ctx, pre },
+                        Prepared::Wasip3(ctx, pre) => Handler::Wasip3 {
+                            id: ctx.id.clone(),
+                            instances: ProxyHandler::new(Wasip3Handler {
+                                app: app.clone(),
+                                ctx,
+                                pre,
+                                chaining: chaining.clone(),
+                                reuse,
+                            }),
+                        },
+                    })
+                    .collect();
+                HttpTrigger {
+                    me: me.clone(),
+                    app,
+                    in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+                    max_in_flight,
+                    limits,
+                    router,
+                    handlers,
+                    by_component,
+                }
+            },
+        )))
     }
 
     /// Requests that may run in a component at once (more get a JSON 503 with `Retry-After`).
@@ -246,13 +301,19 @@ impl HttpTrigger {
         B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let handler = &self.handlers[idx];
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return busy();
         };
         let late = Arc::new(tokio::sync::Notify::new());
         let req = req.map(|body| DeadlineBody::new(body, body_deadline, late.clone()));
-        let mut store = self.app.store(&handler.ctx, &self.chaining());
+        let (ctx, pre) = match &self.handlers[idx] {
+            Handler::Wasip2 { ctx, pre } => (ctx, pre),
+            Handler::Wasip3 { id, instances } => {
+                let req = req.map(BodyExt::boxed_unsync);
+                return reused(id, instances, req, path, late, body_deadline, permit).await;
+            }
+        };
+        let mut store = self.app.store(ctx, &self.chaining());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = store
             .data_mut()
@@ -262,11 +323,11 @@ impl HttpTrigger {
         let (req, out) = match prepared {
             Ok(x) => x,
             Err(e) => {
-                tracing::error!(component = %handler.ctx.id, "cannot prepare request: {e:#}");
+                tracing::error!(component = %ctx.id, "cannot prepare request: {e:#}");
                 return json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
             }
         };
-        let pre = handler.pre.clone();
+        let pre = pre.clone();
         let timeout = self.app.limits.timeout;
         let hop_key = path.clone();
         // A task of its own: the guest may keep streaming the body after sending the headers.
@@ -300,12 +361,12 @@ impl HttpTrigger {
             None => {
                 // Stops the instance, which frees its slot and permit at once.
                 task.abort();
-                tracing::info!(component = %handler.ctx.id, path = %path, "request body too slow");
+                tracing::info!(component = %ctx.id, path = %path, "request body too slow");
                 body_too_slow(body_deadline.unwrap_or_default())
             }
             Some(Ok(Ok(resp))) => resp,
             Some(Ok(Err(code))) => {
-                tracing::error!(component = %handler.ctx.id, "guest returned error {code:?}");
+                tracing::error!(component = %ctx.id, "guest returned error {code:?}");
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
             }
             Some(Err(_)) => {
@@ -314,9 +375,59 @@ impl HttpTrigger {
                     Ok(Err(e)) => e,
                     Err(e) => anyhow::anyhow!("handler task failed: {e}"),
                 };
-                tracing::error!(component = %handler.ctx.id, path = %path, "request failed: {err:#}");
+                tracing::error!(component = %ctx.id, path = %path, "request failed: {err:#}");
                 failure_response(&err)
             }
+        }
+    }
+}
+
+/// Runs one request on a reused instance of a WASIp3 handler (`wasip3`). The request's time limit
+/// is the worker's (`WorkerState::on_request_start`); a body that arrives too late is a 408, as
+/// for WASIp2, and the guest's task ends with the worker's time limit.
+async fn reused(
+    id: &str,
+    instances: &ProxyHandler<Wasip3Handler>,
+    req: Request<wasmtime_wasi_http::WasiBody>,
+    path: String,
+    late: Arc<tokio::sync::Notify>,
+    body_deadline: Option<std::time::Duration>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Response<HyperOutgoingBody> {
+    let _permit = permit;
+    let started = std::time::Instant::now();
+    crate::hop::record(crate::hop::Point::HandlerStart, path.as_bytes());
+    let answered = tokio::select! {
+        biased;
+        _ = late.notified() => None,
+        r = instances.handle((), req) => Some(r),
+    };
+    crate::hop::record(crate::hop::Point::HandlerEnd, path.as_bytes());
+    match answered {
+        None => {
+            tracing::info!(component = %id, path = %path, "request body too slow");
+            body_too_slow(body_deadline.unwrap_or_default())
+        }
+        Some(Ok(resp)) => resp,
+        Some(Err(e)) => {
+            let timeout = instances.state().app.limits.timeout;
+            // A guest stuck past the limit ends its whole worker, which its requests see as a
+            // worker that trapped: the clock tells the two apart.
+            let expired = e.is::<wasmtime_wasi_http::handler::ExpirationError>()
+                || started.elapsed() >= timeout;
+            // A new instance that found no slot in the pool: the same 503 as for WASIp2.
+            let no_slot = e
+                .downcast_ref::<wasmtime_wasi_http::handler::InstantiationError<()>>()
+                .is_some_and(|i| i.error.is::<wasmtime::PoolConcurrencyLimitError>());
+            let err = if no_slot {
+                return busy();
+            } else if expired {
+                anyhow::Error::new(TimeLimitExceeded(timeout))
+            } else {
+                anyhow::Error::from(e)
+            };
+            tracing::error!(component = %id, path = %path, "request failed: {err:#}");
+            failure_response(&err)
         }
     }
 }

@@ -26,14 +26,11 @@ pub enum HostKind {
     Spin41,
 }
 
-/// Why `host` cannot serve the WASIp3 build (apps/order-app-p3: `wasi:http/handler@0.3.0`, WASI
-/// 0.3.0 final), if it cannot: the one place that decides which hosts its cases skip.
+/// Why `host` cannot serve a WASIp3 component (`wasi:http/handler@0.3.0`, WASI 0.3.0 final: the
+/// order app's p3 build, the reuse fixture), if it cannot: the one place that decides which hosts skip them.
 pub fn serves_wasip3(host: HostKind) -> Option<String> {
     match host {
-        // Flip to None when nanohost serves WASIp3 components (issue 19, item 2, host side).
-        HostKind::Nanohost => Some(
-            "nanohost does not serve WASIp3 components yet (wasi:http/handler@0.3.0)".to_string(),
-        ),
+        HostKind::Nanohost | HostKind::Spin41 => None,
         HostKind::Spin => Some(
             "Spin 3.6.3 takes WASI 0.3 release candidate 0.3.0-rc-2026-01-06, not 0.3.0"
                 .to_string(),
@@ -42,7 +39,6 @@ pub fn serves_wasip3(host: HostKind) -> Option<String> {
             "Spin 4.0.2 takes WASI 0.3 release candidate 0.3.0-rc-2026-03-15, not 0.3.0"
                 .to_string(),
         ),
-        HostKind::Spin41 => None,
     }
 }
 
@@ -238,6 +234,9 @@ pub struct AppSpec {
     /// Environment of a host run as a process (Spin's `SPIN_WASMTIME_*` pool sizes, as a deploy
     /// sets them).
     pub env: Vec<(String, String)>,
+    /// More arguments of `spin up` / `nanohost up` (both take them: the reuse flags); nanohost
+    /// then runs as its binary, so the flags are read as a user's would be.
+    pub args: Vec<String>,
 }
 
 impl AppSpec {
@@ -248,7 +247,13 @@ impl AppSpec {
             variables: Vec::new(),
             nanohost_binary: false,
             env: Vec::new(),
+            args: Vec::new(),
         }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> AppSpec {
+        self.args.push(arg.into());
+        self
     }
 
     pub fn env(mut self, name: &str, value: impl Into<String>) -> AppSpec {
@@ -356,6 +361,7 @@ impl App {
             .contains("[[trigger.http]]");
         let in_process = kind == HostKind::Nanohost
             && !spec.nanohost_binary
+            && spec.args.is_empty()
             && std::env::var("NANOHOST_TEST_BINARY").as_deref() != Ok("1");
         if in_process {
             let host = RunningHost::start(HostOptions {
@@ -416,6 +422,7 @@ impl App {
         for (name, value) in &spec.variables {
             cmd.arg("--variable").arg(format!("{name}={value}"));
         }
+        cmd.args(&spec.args);
         cmd.envs(spec.env.iter().map(|(n, v)| (n, v)));
         let log = dir.path.join(format!("{}.log", kind.name()));
         let out = File::create(&log).expect("create the host's log");
