@@ -18,6 +18,7 @@ pub mod allowed_hosts;
 pub mod app;
 pub mod bindings;
 pub mod check;
+pub mod dependencies;
 pub mod engine;
 pub mod expressions;
 pub mod hop;
@@ -63,6 +64,8 @@ pub struct HostOptions {
     pub state_dir: app::StateDir,
     /// Timeouts and caps of the HTTP listener.
     pub listener: trigger::http::ListenerLimits,
+    /// Run only these components (and their triggers), like `spin up -c`; empty: all.
+    pub components: Vec<String>,
 }
 
 impl Default for HostOptions {
@@ -76,6 +79,7 @@ impl Default for HostOptions {
             variables: Vec::new(),
             state_dir: app::StateDir::InMemory,
             listener: Default::default(),
+            components: Vec::new(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl RunningHost {
                 limits,
                 &app::LoadOptions {
                     state_dir: opts.state_dir.clone(),
+                    components: opts.components.clone(),
                 },
             )
             .await?,

@@ -40,6 +40,10 @@ enum Command {
         /// milliseconds (then a JSON 408 and the connection is closed).
         #[arg(long, default_value_t = 10_000)]
         body_timeout_ms: u64,
+        /// Run only this component and its triggers (repeatable), like `spin up -c`; default:
+        /// every component.
+        #[arg(long = "component-id", short = 'c', value_name = "ID")]
+        components: Vec<String>,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -107,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         timeout_ms,
         memory_limit_mb,
         body_timeout_ms,
+        components,
     } = cli.command
     else {
         unreachable!("`check` returns in main");
@@ -127,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 body_read_timeout: Duration::from_millis(body_timeout_ms),
                 ..Default::default()
             },
+            components,
         },
         limits,
     )

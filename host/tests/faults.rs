@@ -42,14 +42,22 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 enum Shape {
     /// The root spin.toml: one composed component, fulfilment in process.
     Composed,
+    /// apps/order-app-deps/spin.toml: the same parts, linked by Spin's `dependencies` at load.
+    Dependencies,
     Mqtt,
     Redis,
 }
 
 impl Shape {
+    /// Fulfilment in the order app's own process: no broker, no second app.
+    fn in_process(self) -> bool {
+        matches!(self, Shape::Composed | Shape::Dependencies)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Shape::Composed => "composed",
+            Shape::Dependencies => "dependencies",
             Shape::Mqtt => "mqtt",
             Shape::Redis => "redis",
         }
@@ -106,7 +114,7 @@ impl Net {
         order_host: OrderHost,
     ) -> Net {
         assert!(
-            shape == Shape::Composed || store == Store::Redis,
+            shape.in_process() || store == Store::Redis,
             "the networked shapes share their store through Redis"
         );
         let redis_dir = TempDir::new(&format!("{label}-redis"));
@@ -135,7 +143,7 @@ impl Net {
             proxy: None,
             actions: Vec::new(),
         };
-        if shape != Shape::Composed {
+        if !shape.in_process() {
             net.start_fulfilment().await;
         }
         match order_host {
@@ -195,7 +203,7 @@ impl Net {
 
     fn broker_variable(&self) -> Option<(&'static str, String)> {
         match self.shape {
-            Shape::Composed => None,
+            Shape::Composed | Shape::Dependencies => None,
             Shape::Mqtt => Some(("mqtt_address", self.mosquitto.as_ref().unwrap().url())),
             Shape::Redis => Some(("redis_address", self.redis.as_ref().unwrap().url())),
         }
@@ -218,6 +226,11 @@ impl Net {
                 support::composed("order-app");
                 support::composed("sweeper");
                 root.join("spin.toml")
+            }
+            Shape::Dependencies => {
+                support::composed("order-services");
+                support::composed("sweeper");
+                root.join("apps/order-app-deps/spin.toml")
             }
             shape => {
                 support::composed(&format!("order-app-{}", shape.name()));
@@ -260,7 +273,9 @@ impl Net {
                 })
                 .await
             }
-            Shape::Composed => unreachable!("the composed app fulfils in process"),
+            Shape::Composed | Shape::Dependencies => {
+                unreachable!("the composed app fulfils in process")
+            }
         }
         self.fulfilment = Some(app);
     }
@@ -1580,7 +1595,12 @@ fn main() {
     let shape_cases: [(&str, &[Shape], ShapeCase); 2] = [
         (
             "redis_restarted_under_load",
-            &[Shape::Composed, Shape::Redis, Shape::Mqtt],
+            &[
+                Shape::Composed,
+                Shape::Dependencies,
+                Shape::Redis,
+                Shape::Mqtt,
+            ],
             |host, shape| Box::pin(redis_restarted_under_load(host, shape)),
         ),
         (

@@ -1,7 +1,9 @@
 //! The order app's wire contract (design section 1), end to end, on nanohost and on real Spin
 //! 3.6.3: the composed component from `cargo xtask build`, served from the project's own
 //! `spin.toml`, with the embedded store and with `runtime-config.redis.toml` (on a Redis of the
-//! test's own). One table of cases; the host and the store are parameters.
+//! test's own). One table of cases; the host and the store are parameters, and so is the
+//! linking: the wire contract runs again on `apps/order-app-deps/spin.toml`, whose gateway Spin
+//! (or nanohost) links to its business side at load (`[component.x.dependencies]`).
 
 mod support;
 
@@ -29,6 +31,39 @@ impl Store {
     }
 }
 
+/// How the gateway reaches the business components: one component wac composed ahead of time
+/// (the root `spin.toml`), or Spin's own `dependencies`, linked at load.
+#[derive(Clone, Copy, PartialEq)]
+enum Linking {
+    Wac,
+    SpinDependencies,
+}
+
+impl Linking {
+    fn spec(self) -> AppSpec {
+        match self {
+            Linking::Wac => OrderApp::spec(),
+            Linking::SpinDependencies => {
+                support::composed("order-services");
+                AppSpec::new(support::workspace_root().join("apps/order-app-deps/spin.toml"))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Setup(Linking, Store);
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup(Linking::Wac, store) => store.name(),
+            Setup(Linking::SpinDependencies, Store::Embedded) => "spin_dependencies_embedded_store",
+            Setup(Linking::SpinDependencies, Store::Redis) => "spin_dependencies_redis_store",
+        }
+    }
+}
+
 /// The app and, for the Redis store, its Redis (dropped after the app: fields drop in order).
 struct OrderApp {
     app: App,
@@ -38,15 +73,25 @@ struct OrderApp {
 }
 
 impl OrderApp {
-    async fn start(host: HostKind, store: Store, label: &str) -> OrderApp {
+    async fn start(host: HostKind, setup: Setup, label: &str) -> OrderApp {
+        let Setup(linking, store) = setup;
         let redis = (store == Store::Redis).then(Redis::start);
         let dir = AppDir::new(label);
-        OrderApp::start_in(host, &dir, redis).await
+        OrderApp::start_linked(host, linking, &dir, redis).await
     }
 
     /// Starts in `dir`, whose state a previous start may have left.
     async fn start_in(host: HostKind, dir: &AppDir, redis: Option<Redis>) -> OrderApp {
-        let spec = OrderApp::spec().runtime_config(
+        OrderApp::start_linked(host, Linking::Wac, dir, redis).await
+    }
+
+    async fn start_linked(
+        host: HostKind,
+        linking: Linking,
+        dir: &AppDir,
+        redis: Option<Redis>,
+    ) -> OrderApp {
+        let spec = linking.spec().runtime_config(
             redis
                 .as_ref()
                 .map(|r| support::redis_runtime_config(&r.url(), &dir.path)),
@@ -524,7 +569,7 @@ async fn an_embedded_store_keeps_orders_across_host_restarts(host: HostKind) {
 async fn the_redis_backed_store_holds_orders_across_host_restarts(host: HostKind) {
     let app = OrderApp::start(
         host,
-        Store::Redis,
+        Setup(Linking::Wac, Store::Redis),
         &format!("{}-redis-restart", host.name()),
     )
     .await;
@@ -645,11 +690,14 @@ macro_rules! on_own_apps {
 fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
-        for store in [Store::Embedded, Store::Redis] {
+        for setup in [Linking::Wac, Linking::SpinDependencies]
+            .into_iter()
+            .flat_map(|l| [Setup(l, Store::Embedded), Setup(l, Store::Redis)])
+        {
             crate::on_shared!(
                 cases,
                 host,
-                store,
+                setup,
                 |host, store, key| OrderApp::start(host, store, key),
                 harness::none_known,
                 [
@@ -663,20 +711,22 @@ fn main() {
                 ]
             );
         }
-        crate::on_shared!(
-            cases,
-            host,
-            Store::Embedded,
-            |host, store, key| OrderApp::start(host, store, key),
-            harness::none_known,
-            [
-                unknown_routes_are_404,
-                head_is_refused_with_405_and_no_body,
-                keep_alive_connections_serve_several_requests,
-                keep_alive_answers_come_in_one_piece,
-                a_request_without_host_is_refused,
-            ]
-        );
+        for linking in [Linking::Wac, Linking::SpinDependencies] {
+            crate::on_shared!(
+                cases,
+                host,
+                Setup(linking, Store::Embedded),
+                |host, store, key| OrderApp::start(host, store, key),
+                harness::none_known,
+                [
+                    unknown_routes_are_404,
+                    head_is_refused_with_405_and_no_body,
+                    keep_alive_connections_serve_several_requests,
+                    keep_alive_answers_come_in_one_piece,
+                    a_request_without_host_is_refused,
+                ]
+            );
+        }
         on_own_apps!(
             cases,
             host,
