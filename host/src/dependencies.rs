@@ -137,6 +137,39 @@ impl DependencyName {
         }
     }
 
+    /// Whether two names of one component could plug the same import, which Spin's manifest
+    /// validation refuses: same package, semver-compatible versions (or either without one), and
+    /// the same interface (or either package-wide).
+    pub fn overlaps(&self, other: &DependencyName) -> bool {
+        let (
+            DependencyName::Package {
+                package: a,
+                interface: ai,
+                version: av,
+            },
+            DependencyName::Package {
+                package: b,
+                interface: bi,
+                version: bv,
+            },
+        ) = (self, other)
+        else {
+            return false;
+        };
+        if a != b {
+            return false;
+        }
+        if let (Some(av), Some(bv)) = (av, bv) {
+            if compatible(av) != compatible(bv) {
+                return false;
+            }
+        }
+        match (ai, bi) {
+            (Some(ai), Some(bi)) => ai == bi,
+            _ => true,
+        }
+    }
+
     /// The name the dependency is registered under in the graph, as Spin registers it.
     fn package_name(&self) -> String {
         match self {
@@ -144,6 +177,37 @@ impl DependencyName {
             DependencyName::Package { package, .. } => package.clone(),
         }
     }
+}
+
+/// The part of a version that semver compatibility keeps: `1.2.3` -> `1.0.0`, `0.2.3` -> `0.2.0`;
+/// a pre-release stays as it is.
+fn compatible(v: &Version) -> Version {
+    let mut v = v.clone();
+    v.build = semver::BuildMetadata::EMPTY;
+    if v.pre.is_empty() {
+        if v.major > 0 {
+            (v.minor, v.patch) = (0, 0);
+        } else if v.minor > 0 {
+            v.patch = 0;
+        }
+    }
+    v
+}
+
+/// Refuses names of one component that could plug the same import (Spin refuses the manifest).
+pub fn check_disjoint<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    let parsed: Vec<(&str, DependencyName)> = names
+        .into_iter()
+        .map(|n| Ok((n, n.parse()?)))
+        .collect::<Result<_>>()?;
+    for (i, (a, pa)) in parsed.iter().enumerate() {
+        for (b, pb) in &parsed[i + 1..] {
+            if pa.overlaps(pb) {
+                bail!("dependency {a:?} conflicts with dependency {b:?}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// One entry of `[component.<id>.dependencies]`, its path resolved.
@@ -353,6 +417,26 @@ mod tests {
         }
         for good in ["nano:orders@0.1.0", "nano:orders/intake", "my-dep"] {
             assert_eq!(good.parse::<DependencyName>().unwrap().to_string(), good);
+        }
+    }
+
+    #[test]
+    fn names_that_could_plug_one_import_overlap() {
+        let cases = [
+            ("nano:orders@0.1.0", "nano:orders/intake@0.1.0", true),
+            ("nano:orders/intake", "nano:orders/status", false),
+            ("nano:orders/intake@0.1.0", "nano:orders/intake@0.1.5", true),
+            (
+                "nano:orders/intake@0.1.0",
+                "nano:orders/intake@0.2.0",
+                false,
+            ),
+            ("nano:orders/intake@1.1.0", "nano:orders/intake@1.4.0", true),
+            ("nano:orders", "nano:other", false),
+            ("my-dep", "nano:orders", false),
+        ];
+        for (a, b, expected) in cases {
+            assert_eq!(check_disjoint([a, b]).is_err(), expected, "{a} and {b}");
         }
     }
 

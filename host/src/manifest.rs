@@ -286,6 +286,8 @@ impl Manifest {
                 check_variable_name(name)
                     .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
             }
+            crate::dependencies::check_disjoint(component.dependencies.keys().map(String::as_str))
+                .with_context(|| format!("component {id:?} has invalid dependencies"))?;
             for (name, dependency) in &component.dependencies {
                 let parsed: crate::dependencies::DependencyName = name
                     .parse()
