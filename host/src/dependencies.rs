@@ -273,8 +273,7 @@ pub fn compose(
     let imports: Vec<String> = graph.types()[world].imports.keys().cloned().collect();
 
     // Which imports each name plugs; an import two names plug is a conflict.
-    let mut plugged: BTreeMap<String, Vec<(String, WorldId, NodeId, Option<String>)>> =
-        BTreeMap::new();
+    let mut plugged: BTreeMap<String, Vec<Plug>> = BTreeMap::new();
     for (name, dependency) in dependencies {
         let parsed: DependencyName = name.parse()?;
         let matched: Vec<&String> = imports.iter().filter(|i| parsed.matches(i)).collect();
@@ -367,6 +366,10 @@ pub fn compose(
         .encode(EncodeOptions::default())
         .context("failed to encode composition graph")
 }
+
+/// A dependency that plugs an import: its manifest name, its world and instance in the graph,
+/// and the export asked for.
+type Plug = (String, WorldId, NodeId, Option<String>);
 
 fn register(graph: &mut CompositionGraph, name: &str, bytes: Vec<u8>) -> Result<(WorldId, NodeId)> {
     let package = Package::from_bytes(name, None, bytes, graph.types_mut())?;

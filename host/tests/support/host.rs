@@ -441,7 +441,7 @@ impl App {
         let mut cmd = match kind {
             HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
                 let mut cmd = Command::new(kind.spin_binary().expect("a Spin binary"));
-                cmd.arg("up").arg("--from").arg(&manifest);
+                cmd.arg("up").arg("--from").arg(manifest);
                 cmd.arg("--state-dir").arg(dir.path.join(".spin"));
                 if has_http {
                     cmd.args(["--listen", &listen]);
@@ -463,7 +463,7 @@ impl App {
             }
             HostKind::Nanohost => {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanohost"));
-                cmd.arg("up").arg("--manifest").arg(&manifest);
+                cmd.arg("up").arg("--manifest").arg(manifest);
                 cmd.args(["--listen", &listen]);
                 if let Some(config) = &spec.runtime_config {
                     cmd.arg("--runtime-config").arg(config);
