@@ -31,6 +31,8 @@ pub enum StateDir {
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub state_dir: StateDir,
+    /// Run only these components and their triggers (`spin up -c`); empty: all.
+    pub components: Vec<String>,
 }
 
 pub struct LoadedComponent {
@@ -101,7 +103,10 @@ impl App {
             Some(p) => RuntimeConfig::from_file(p)?,
             None => RuntimeConfig::default(),
         };
-        let manifest = Manifest::from_file(manifest_path)?;
+        let mut manifest = Manifest::from_file(manifest_path)?;
+        manifest.retain_components(&options.components).context(
+            "failed to resolve application with only components selected with --component",
+        )?;
         let manifest_dir = manifest_path
             .parent()
             .map(Path::to_path_buf)
@@ -214,10 +219,26 @@ impl App {
             }
             let engine = engine.clone();
             let id = id.clone();
+            let dependencies = manifest.dependencies(&manifest_dir, &id);
+            let inherit = decl.dependencies_inherit_configuration;
             compiling.push(tokio::task::spawn_blocking(move || {
-                let component = Component::from_file(&engine, &path)
-                    .map_err(anyhow::Error::from)
-                    .with_context(|| format!("component {id:?}: cannot load {}", path.display()))?;
+                let component = if dependencies.is_empty() {
+                    Component::from_file(&engine, &path).map_err(anyhow::Error::from)
+                } else {
+                    // Linked on every start, as `spin up` does (Spin's crates/compose).
+                    std::fs::read(&path)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|source| {
+                            crate::dependencies::compose(&id, source, &dependencies, inherit)
+                        })
+                        .with_context(|| {
+                            format!("failed to resolve dependencies for component {id:?}")
+                        })
+                        .and_then(|bytes| {
+                            Component::from_binary(&engine, &bytes).map_err(anyhow::Error::from)
+                        })
+                }
+                .with_context(|| format!("component {id:?}: cannot load {}", path.display()))?;
                 anyhow::Ok((id, LoadedComponent { ctx, component }))
             }));
         }

@@ -18,6 +18,7 @@ pub mod allowed_hosts;
 pub mod app;
 pub mod bindings;
 pub mod check;
+pub mod dependencies;
 pub mod engine;
 pub mod expressions;
 pub mod hop;
@@ -67,6 +68,8 @@ pub struct HostOptions {
     /// How long WASIp3 instances live (Spin 4's reuse flags and defaults); WASIp2 instances
     /// serve one request each.
     pub reuse: wasip3::InstanceReuse,
+    /// Run only these components (and their triggers), like `spin up -c`; empty: all.
+    pub components: Vec<String>,
 }
 
 impl Default for HostOptions {
@@ -81,6 +84,7 @@ impl Default for HostOptions {
             state_dir: app::StateDir::InMemory,
             listener: Default::default(),
             reuse: Default::default(),
+            components: Vec::new(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl RunningHost {
                 limits,
                 &app::LoadOptions {
                     state_dir: opts.state_dir.clone(),
+                    components: opts.components.clone(),
                 },
             )
             .await?,

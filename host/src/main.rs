@@ -53,6 +53,10 @@ enum Command {
         /// or a number with `s`, `ms`, `us` or `ns` (or a range such as `100ms..2s`).
         #[arg(long, default_value = "1s", value_parser = Draw::parse_duration)]
         idle_instance_timeout: Draw<Duration>,
+        /// Run only this component and its triggers (repeatable), like `spin up -c`; default:
+        /// every component.
+        #[arg(long = "component-id", short = 'c', value_name = "ID")]
+        components: Vec<String>,
     },
     /// Load a manifest as `up` would, without compiling or connecting; print a JSON report
     /// (components, allowed hosts, variables, errors) and fail on errors.
@@ -123,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         max_instance_reuse_count,
         max_instance_concurrent_reuse_count,
         idle_instance_timeout,
+        components,
     } = cli.command
     else {
         unreachable!("`check` returns in main");
@@ -148,6 +153,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 max_instance_concurrent_reuse_count,
                 idle_instance_timeout,
             },
+            components,
         },
         limits,
     )

@@ -215,6 +215,30 @@ pub struct Component {
     /// Only used by `spin build`; kept so the same manifest parses here.
     #[serde(default)]
     pub build: Option<toml::Value>,
+    /// Whether the dependencies reach the host capabilities this component is given (see
+    /// `crate::dependencies`).
+    #[serde(default)]
+    pub dependencies_inherit_configuration: bool,
+    /// Imports satisfied by other components, linked at load (`crate::dependencies`).
+    #[serde(default)]
+    pub dependencies: BTreeMap<String, ComponentDependency>,
+}
+
+/// A value of `[component.<id>.dependencies]`. Only a local component is supported; a registry
+/// package or a URL is refused by `validate`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ComponentDependency {
+    Local(LocalDependency),
+    Other(toml::Value),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalDependency {
+    pub path: String,
+    #[serde(default)]
+    pub export: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -261,6 +285,44 @@ impl Manifest {
             for name in component.variables.keys() {
                 check_variable_name(name)
                     .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
+            }
+            crate::dependencies::check_disjoint(component.dependencies.keys().map(String::as_str))
+                .with_context(|| format!("component {id:?} has invalid dependencies"))?;
+            for (name, dependency) in &component.dependencies {
+                let parsed: crate::dependencies::DependencyName = name
+                    .parse()
+                    .with_context(|| format!("component {id:?}: invalid dependency"))?;
+                match dependency {
+                    ComponentDependency::Other(toml::Value::Table(t)) if t.contains_key("path") => {
+                        bail!(
+                            "component {id:?}: dependency {name:?}: a local dependency takes \
+                             `path` and `export` only (as in Spin 3.6.3; Spin 4's per-dependency \
+                             `inherit_configuration` is not supported: use \
+                             `dependencies_inherit_configuration`)"
+                        )
+                    }
+                    ComponentDependency::Other(_) => bail!(
+                        "component {id:?}: dependency {name:?}: only a local `path` is supported \
+                         by nanohost (not a registry package or a URL)"
+                    ),
+                    // As Spin's manifest validation: an export may only narrow an interface name.
+                    ComponentDependency::Local(LocalDependency {
+                        export: Some(_), ..
+                    }) if matches!(
+                        parsed,
+                        crate::dependencies::DependencyName::Package {
+                            interface: None,
+                            ..
+                        }
+                    ) =>
+                    {
+                        bail!(
+                            "component {id:?}: using an export to satisfy the package dependency \
+                             {name:?} is not currently permitted"
+                        )
+                    }
+                    ComponentDependency::Local(_) => {}
+                }
             }
         }
         if let Some(AppHttpConfig { base: Some(base) }) = &self.application.trigger.http {
@@ -323,6 +385,91 @@ impl Manifest {
             ComponentRef::Id(id) => id,
             ComponentRef::Inline(_) => unreachable!("rejected by validate"),
         }
+    }
+
+    /// A component's dependencies, their paths resolved against the manifest's folder.
+    pub fn dependencies(
+        &self,
+        manifest_dir: &Path,
+        id: &str,
+    ) -> BTreeMap<String, crate::dependencies::Dependency> {
+        self.component[id]
+            .dependencies
+            .iter()
+            .map(|(name, dependency)| match dependency {
+                ComponentDependency::Local(local) => (
+                    name.clone(),
+                    crate::dependencies::Dependency {
+                        path: manifest_dir.join(&local.path),
+                        export: local.export.clone(),
+                    },
+                ),
+                ComponentDependency::Other(_) => unreachable!("rejected by validate"),
+            })
+            .collect()
+    }
+
+    /// Keeps only the given components and the triggers that run them, as `spin up -c` does
+    /// (Spin's `retain_components`): every id must exist, and a kept component may not chain
+    /// (`http://<id>.spin.internal`) to one left out, nor to `*.spin.internal`.
+    pub fn retain_components(&mut self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in ids {
+            if !self.component.contains_key(id) {
+                bail!("Specified component {id:?} not found in application");
+            }
+        }
+        let kept = |id: &str| ids.iter().any(|k| k == id);
+        let triggered: Vec<&str> = self
+            .trigger
+            .http
+            .iter()
+            .map(|t| &t.component)
+            .chain(self.trigger.redis.iter().map(|t| &t.component))
+            .chain(self.trigger.mqtt.iter().map(|t| &t.component))
+            .map(Manifest::component_id)
+            .filter(|id| kept(id))
+            .collect();
+        for id in &triggered {
+            for host in &self.component[*id].allowed_outbound_hosts {
+                // Templates are not resolved yet: Spin skips what does not parse as a URI.
+                let Some(target) = host
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split(['/', ':']).next())
+                    .and_then(|h| h.strip_suffix(".spin.internal"))
+                else {
+                    continue;
+                };
+                if host.contains("{{") || kept(target) {
+                    continue;
+                }
+                if target == "*" {
+                    bail!(
+                        "Selected component '{id}' cannot use wildcard service chaining: \
+                         allowed_outbound_hosts = [\"http://*.spin.internal\"]"
+                    );
+                }
+                bail!(
+                    "Selected component '{id}' cannot use service chaining to unselected \
+                     component: allowed_outbound_hosts = [\"http://{target}.spin.internal\"]"
+                );
+            }
+        }
+        let triggered: std::collections::BTreeSet<String> =
+            triggered.into_iter().map(str::to_string).collect();
+        self.component.retain(|id, _| triggered.contains(id));
+        self.trigger
+            .http
+            .retain(|t| triggered.contains(Manifest::component_id(&t.component)));
+        self.trigger
+            .redis
+            .retain(|t| triggered.contains(Manifest::component_id(&t.component)));
+        self.trigger
+            .mqtt
+            .retain(|t| triggered.contains(Manifest::component_id(&t.component)));
+        Ok(())
     }
 
     /// Resolves a component's `source` against the manifest's folder, as Spin does.

@@ -45,15 +45,19 @@ enum Shape {
     /// apps/order-app-p3: the WASIp3 build of the composed app, fulfilment in process after the
     /// 202. On the hosts that serve WASI 0.3.0 only (`support::host::serves_wasip3`).
     ComposedP3,
+    /// apps/order-app-deps/spin.toml: the same parts, linked by Spin's `dependencies` at load.
+    Dependencies,
     Mqtt,
     Redis,
 }
 
 impl Shape {
+    /// Fulfilment in the order app's own process: no broker, no second app.
     fn name(self) -> &'static str {
         match self {
             Shape::Composed => "composed",
             Shape::ComposedP3 => "composed_p3",
+            Shape::Dependencies => "dependencies",
             Shape::Mqtt => "mqtt",
             Shape::Redis => "redis",
         }
@@ -61,7 +65,10 @@ impl Shape {
 
     /// One composed component, fulfilment in process: no broker, no fulfilment app.
     fn is_composed(self) -> bool {
-        matches!(self, Shape::Composed | Shape::ComposedP3)
+        matches!(
+            self,
+            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies
+        )
     }
 
     /// The manifest of a composed shape, after checking that its components are built.
@@ -76,6 +83,10 @@ impl Shape {
             Shape::ComposedP3 => {
                 support::composed("order-app-p3");
                 root.join("apps/order-app-p3/spin.toml")
+            }
+            Shape::Dependencies => {
+                support::composed("order-services");
+                root.join("apps/order-app-deps/spin.toml")
             }
             _ => unreachable!("{self:?} is not composed"),
         }
@@ -221,7 +232,7 @@ impl Net {
 
     fn broker_variable(&self) -> Option<(&'static str, String)> {
         match self.shape {
-            Shape::Composed | Shape::ComposedP3 => None,
+            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies => None,
             Shape::Mqtt => Some(("mqtt_address", self.mosquitto.as_ref().unwrap().url())),
             Shape::Redis => Some(("redis_address", self.redis.as_ref().unwrap().url())),
         }
@@ -282,7 +293,7 @@ impl Net {
                 })
                 .await
             }
-            Shape::Composed | Shape::ComposedP3 => {
+            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies => {
                 unreachable!("the composed app fulfils in process")
             }
         }
@@ -1591,7 +1602,7 @@ fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
     match shape {
         Shape::Mqtt => mqtt_unavailable(host),
         Shape::ComposedP3 => serves_wasip3(host),
-        Shape::Composed | Shape::Redis => None,
+        Shape::Composed | Shape::Dependencies | Shape::Redis => None,
     }
 }
 
@@ -1611,6 +1622,7 @@ fn main() {
             &[
                 Shape::Composed,
                 Shape::ComposedP3,
+                Shape::Dependencies,
                 Shape::Redis,
                 Shape::Mqtt,
             ],

@@ -38,11 +38,14 @@ impl Store {
 }
 
 /// Which build of the composed app: the WASIp2 one (the root spin.toml, the default) fulfils
-/// inside `intake.place`, before its 202; the WASIp3 one (apps/order-app-p3) after its 202.
+/// inside `intake.place`, before its 202; the WASIp3 one (apps/order-app-p3) after its 202. The
+/// WASIp2 build also comes linked by Spin's own `[component.x.dependencies]` at load
+/// (apps/order-app-deps) instead of by wac ahead of time.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Build {
     Wasip2,
     Wasip3,
+    SpinDependencies,
 }
 
 impl Build {
@@ -51,6 +54,7 @@ impl Build {
         match self {
             Build::Wasip2 => "",
             Build::Wasip3 => "p3_",
+            Build::SpinDependencies => "spin_dependencies_",
         }
     }
 
@@ -65,13 +69,17 @@ impl Build {
                 support::composed("order-app-p3");
                 AppSpec::new(support::workspace_root().join("apps/order-app-p3/spin.toml"))
             }
+            Build::SpinDependencies => {
+                support::composed("order-services");
+                AppSpec::new(support::workspace_root().join("apps/order-app-deps/spin.toml"))
+            }
         }
     }
 
     /// Why `host` cannot run this build's cases, if it cannot.
     fn unserved(self, host: HostKind) -> Option<String> {
         match self {
-            Build::Wasip2 => None,
+            Build::Wasip2 | Build::SpinDependencies => None,
             Build::Wasip3 => serves_wasip3(host),
         }
     }
@@ -718,7 +726,9 @@ fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for (host, build) in HostKind::ALL
         .into_iter()
-        .flat_map(|host| [(host, Build::Wasip2), (host, Build::Wasip3)])
+        .flat_map(|host| {
+            [Build::Wasip2, Build::Wasip3, Build::SpinDependencies].map(|build| (host, build))
+        })
     {
         for store in [Store::Embedded, Store::Redis] {
             let variant = Variant { build, store };
@@ -764,6 +774,10 @@ fn main() {
                 a_request_without_host_is_refused,
             ]
         );
+        if build == Build::SpinDependencies {
+            // How the app is linked changes nothing of what outlives a host or a sweep.
+            continue;
+        }
         on_own_apps!(
             cases,
             host,

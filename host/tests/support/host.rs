@@ -237,6 +237,8 @@ pub struct AppSpec {
     /// More arguments of `spin up` / `nanohost up` (both take them: the reuse flags); nanohost
     /// then runs as its binary, so the flags are read as a user's would be.
     pub args: Vec<String>,
+    /// Run only these components (`spin up -c`, nanohost `--component-id`); empty: all.
+    pub components: Vec<String>,
 }
 
 impl AppSpec {
@@ -248,11 +250,17 @@ impl AppSpec {
             nanohost_binary: false,
             env: Vec::new(),
             args: Vec::new(),
+            components: Vec::new(),
         }
     }
 
     pub fn arg(mut self, arg: impl Into<String>) -> AppSpec {
         self.args.push(arg.into());
+        self
+    }
+
+    pub fn component(mut self, id: &str) -> AppSpec {
+        self.components.push(id.to_string());
         self
     }
 
@@ -316,13 +324,38 @@ fn stage_manifest(manifest: &Path, dir: &Path) -> PathBuf {
                     });
                     format!("source = \"{}\"", absolute.display())
                 }
-                _ => line.to_string(),
+                _ => absolute_dependency_path(line, base),
             }
         })
         .collect();
     let path = dir.join("spin.toml");
     std::fs::write(&path, staged.join("\n") + "\n").expect("write the staged manifest");
     path
+}
+
+/// A dependency's `{ path = "..." }` (relative to the manifest) made absolute, as `source` is.
+fn absolute_dependency_path(line: &str, base: &Path) -> String {
+    const KEY: &str = "{ path = \"";
+    let Some(start) = line.find(KEY).map(|i| i + KEY.len()) else {
+        return line.to_string();
+    };
+    let Some(len) = line[start..].find('"') else {
+        return line.to_string();
+    };
+    let path = &line[start..start + len];
+    if Path::new(path).is_absolute() {
+        return line.to_string();
+    }
+    let absolute = base
+        .join(path)
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{path} (a dependency): {e}; run `cargo xtask build` first"));
+    format!(
+        "{}{}{}",
+        &line[..start],
+        absolute.display(),
+        &line[start + len..]
+    )
 }
 
 /// Logs of the apps alive now, printed when a case fails.
@@ -371,6 +404,7 @@ impl App {
                 variables: spec.variables.clone(),
                 // Where `spin up` keeps it: the default store's file survives a restart in `dir`.
                 state_dir: nanohost::app::StateDir::Path(dir.path.join(".spin")),
+                components: spec.components.clone(),
                 ..HostOptions::default()
             })
             .await
@@ -384,12 +418,56 @@ impl App {
             };
         }
 
+        let (mut app, port) = App::launch(kind, spec, dir, &manifest, label, has_http);
+        if has_http {
+            app.wait_for("its HTTP listener", || {
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            })
+            .await;
+        }
+        app
+    }
+
+    /// Starts `spec` on `kind` (nanohost as its binary) and expects the start to be refused:
+    /// the host's exit status and everything it wrote. Panics, with its log, if it still runs
+    /// after `within`.
+    pub async fn start_refused(
+        kind: HostKind,
+        spec: &AppSpec,
+        dir: &AppDir,
+        within: Duration,
+    ) -> (std::process::ExitStatus, String) {
+        let label = dir.path.file_name().unwrap().to_string_lossy().into_owned();
+        let manifest = stage_manifest(&spec.manifest, &dir.path);
+        let (mut app, _) = App::launch(kind, spec, dir, &manifest, label, true);
+        match app.exit_within(within).await {
+            Some(status) => {
+                let said = std::fs::read_to_string(app.log.as_ref().unwrap()).unwrap();
+                (status, said)
+            }
+            None => panic!(
+                "{} still runs {within:?} after a start it should refuse:\n{}",
+                kind.name(),
+                app.log_tail(30)
+            ),
+        }
+    }
+
+    /// Spawns the host as a process, in its own process group; does not wait for it.
+    fn launch(
+        kind: HostKind,
+        spec: &AppSpec,
+        dir: &AppDir,
+        manifest: &Path,
+        label: String,
+        has_http: bool,
+    ) -> (App, u16) {
         let port = super::free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = match kind {
             HostKind::Spin | HostKind::Spin4 | HostKind::Spin41 => {
                 let mut cmd = Command::new(kind.spin_binary().expect("a Spin binary"));
-                cmd.arg("up").arg("--from").arg(&manifest);
+                cmd.arg("up").arg("--from").arg(manifest);
                 cmd.arg("--state-dir").arg(dir.path.join(".spin"));
                 if has_http {
                     cmd.args(["--listen", &listen]);
@@ -411,7 +489,7 @@ impl App {
             }
             HostKind::Nanohost => {
                 let mut cmd = Command::new(env!("CARGO_BIN_EXE_nanohost"));
-                cmd.arg("up").arg("--manifest").arg(&manifest);
+                cmd.arg("up").arg("--manifest").arg(manifest);
                 cmd.args(["--listen", &listen]);
                 if let Some(config) = &spec.runtime_config {
                     cmd.arg("--runtime-config").arg(config);
@@ -423,6 +501,9 @@ impl App {
             cmd.arg("--variable").arg(format!("{name}={value}"));
         }
         cmd.args(&spec.args);
+        for id in &spec.components {
+            cmd.arg("--component-id").arg(id);
+        }
         cmd.envs(spec.env.iter().map(|(n, v)| (n, v)));
         let log = dir.path.join(format!("{}.log", kind.name()));
         let out = File::create(&log).expect("create the host's log");
@@ -441,20 +522,14 @@ impl App {
             .lock()
             .unwrap()
             .push((format!("{} {label}", kind.name()), log.clone()));
-        let mut app = App {
+        let app = App {
             kind,
             label,
             addr: has_http.then(|| listen.parse().unwrap()),
             log: Some(log),
             running: Running::Process(child),
         };
-        if has_http {
-            app.wait_for("its HTTP listener", || {
-                TcpStream::connect(("127.0.0.1", port)).is_ok()
-            })
-            .await;
-        }
-        app
+        (app, port)
     }
 
     /// The process group of a child host (its process id: it leads the group).
