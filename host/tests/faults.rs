@@ -54,6 +54,14 @@ impl Shape {
             Shape::Redis => "redis",
         }
     }
+
+    /// The manifest of the shape's app of `role`, from the one list (shapes.toml).
+    fn manifest(self, role: shapes::Role) -> std::path::PathBuf {
+        let listed = shapes::catalog().shape(self.name());
+        let app = listed.and_then(|s| s.app(role));
+        let app = app.unwrap_or_else(|| panic!("shapes.toml: no {role:?} app in {}", self.name()));
+        support::workspace_root().join(&app.manifest)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -212,20 +220,17 @@ impl Net {
     }
 
     fn order_spec(&self) -> AppSpec {
-        let root = support::workspace_root();
-        let manifest = match self.shape {
+        match self.shape {
             Shape::Composed => {
                 support::composed("order-app");
                 support::composed("sweeper");
-                root.join("spin.toml")
             }
             shape => {
                 support::composed(&format!("order-app-{}", shape.name()));
                 support::composed(&format!("sweeper-{}", shape.name()));
-                root.join(format!("apps/order-app-{}/spin.toml", shape.name()))
             }
-        };
-        self.spec(manifest)
+        }
+        self.spec(self.shape.manifest(shapes::Role::Order))
             .variable("sweep_grace_ms", GRACE_MS.to_string())
             .variable("sweep_token", support::SWEEP_TOKEN)
     }
@@ -233,8 +238,7 @@ impl Net {
     async fn start_fulfilment(&mut self) {
         let name = self.shape.name();
         support::composed(&format!("fulfilment-{name}"));
-        let spec =
-            self.spec(support::workspace_root().join(format!("apps/fulfilment-{name}/spin.toml")));
+        let spec = self.spec(self.shape.manifest(shapes::Role::Fulfilment));
         // The same folder again: a restart, not a new app.
         let dir = AppDir {
             path: self.fulfilment_dir.clone(),

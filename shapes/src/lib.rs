@@ -1,6 +1,7 @@
 //! The one list of what nano-orders builds and runs, `shapes.toml` at the repository root, as data:
-//! the wasm components with their wac packages, and the shapes with their Spin apps. xtask and
-//! composition read it here; deploy/ reads the same file with Python.
+//! the wasm components with their wac packages, and the shapes with their Spin apps. xtask,
+//! composition, the benchmark and the fault tests read it here; deploy/ reads the same file with
+//! Python.
 
 use serde::Deserialize;
 use std::sync::OnceLock;
