@@ -6,12 +6,28 @@ DEPLOY_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$DEPLOY_DIR/.." && pwd)"
 # shellcheck source=config.env
 . "$DEPLOY_DIR/config.env"
-SHAPES="composed mqtt redis"
 KUBE_CONTEXT="k3d-$CLUSTER_NAME"
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# from_shapes_toml shapes | apps SHAPE: read the repository's one list of shapes and apps (shapes.toml) with
+# Python's tomllib: the deployed shapes (space-separated), or "app manifest http" per app of SHAPE.
+from_shapes_toml() {
+  python3 -c '
+import sys, tomllib
+shapes = tomllib.load(open(sys.argv[1], "rb"))["shape"]
+if sys.argv[2] == "shapes":
+    print(" ".join(s["name"] for s in shapes if s["deployed"]))
+else:
+    for s in shapes:
+        if s["name"] == sys.argv[3]:
+            for a in s["apps"]:
+                print(a["name"], a["manifest"], "yes" if a["http"] else "no")
+' "$ROOT/shapes.toml" "$@"
+}
+SHAPES="$(from_shapes_toml shapes)" || die "cannot read $ROOT/shapes.toml (needs python3 3.11+)"
 
 # need_tool NAME HINT: stop with a clear message when a command is not installed.
 need_tool() {
@@ -26,10 +42,8 @@ valid_shape() {
   esac
 }
 
-# apps_for_shape SHAPE: print "app manifest http" for each Spin app of the shape (from deploy/apps.tsv).
-apps_for_shape() {
-  awk -v shape="$1" '$1 == shape { print $2, $3, $4 }' "$DEPLOY_DIR/apps.tsv"
-}
+# apps_for_shape SHAPE: print "app manifest http" for each Spin app of the shape (from shapes.toml).
+apps_for_shape() { from_shapes_toml apps "$1"; }
 
 # image_ref APP: the reference the manifests use (pulled inside the cluster through the k3d registry).
 image_ref() { printf '%s:%s/%s:%s\n' "$REGISTRY_NAME" "$REGISTRY_PORT" "$1" "$IMAGE_TAG"; }

@@ -778,20 +778,24 @@ fn run_shape(
         // (an environment variable, not an argument that `ps` would show).
         env.push(("SPIN_VARIABLE_MESSAGE_KEY".into(), message_key()));
     }
-    // A networked shape's two apps, apps/order-app-<transport> and apps/fulfilment-<transport>.
-    let networked = |transport: &str, fulfil_port: Option<u16>| -> Vec<App> {
-        vec![
-            (
-                format!("apps/order-app-{transport}/spin.toml").into(),
-                Some(http_port),
-            ),
-            (
-                format!("apps/fulfilment-{transport}/spin.toml").into(),
-                fulfil_port,
-            ),
-        ]
+    // A shape's apps as shapes.toml lists them: the order app on the load's port, a networked
+    // shape's fulfilment app on `fulfil_port`.
+    let apps_of = |shape: &str, fulfil_port: Option<u16>| -> Vec<App> {
+        let shape = composition::catalog()
+            .shape(shape)
+            .unwrap_or_else(|| panic!("shapes.toml has no shape {shape}"));
+        let port = |app: &shapes::App| match app.role {
+            shapes::Role::Order => Some(http_port),
+            shapes::Role::Fulfilment => fulfil_port,
+        };
+        shape
+            .apps
+            .iter()
+            .map(|a| (a.manifest.clone().into(), port(a)))
+            .collect()
     };
-    let composed: Vec<App> = vec![("spin.toml".into(), Some(http_port))];
+    let networked = apps_of;
+    let composed = apps_of("composed", None);
     let (apps, config): (Vec<App>, Option<&Path>) = match shape {
         Shape::Composed => (composed, None),
         Shape::ComposedRedisKv => (composed, Some(redis_config)),

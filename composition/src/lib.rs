@@ -3,7 +3,8 @@
 //! for the host to provide.
 //!
 //! Packages are found as the wac CLI finds them: `nano:receiver` is `<deps>/nano/receiver.wasm`.
-//! [`stage_packages`] puts the cargo-built components there under those names.
+//! [`stage_packages`] puts the cargo-built components there under those names: the components and
+//! their packages are the `[[component]]` entries of the one list, `shapes.toml`.
 
 use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
@@ -13,32 +14,15 @@ use wac_graph::EncodeOptions;
 use wac_parser::Document;
 use wac_resolver::FileSystemPackageResolver;
 
-/// The wac package name of each wasm crate (its file is `<crate, with _>.wasm`).
-pub const PACKAGES: &[(&str, &str)] = &[
-    ("nano:receiver", "receiver"),
-    ("nano:status-provider", "status-provider"),
-    ("nano:fulfilment", "fulfilment"),
-    ("nano:http-gateway", "http-gateway"),
-    ("nano:http-gateway-p3", "http-gateway-p3"),
-    ("nano:events-deferred", "events-deferred"),
-    ("nano:kv-store", "kv-store"),
-    ("nano:events-local", "events-local"),
-    ("nano:events-mqtt", "events-mqtt"),
-    ("nano:events-redis", "events-redis"),
-    ("nano:mqtt-listener", "mqtt-listener"),
-    ("nano:redis-listener", "redis-listener"),
-    ("nano:events-http", "events-http"),
-    ("nano:http-listener", "http-listener"),
-    ("nano:sweeper", "sweeper"),
-    ("nano:sweep-gateway", "sweep-gateway"),
-];
+pub use shapes::{catalog, Catalog};
 
 /// What a composed component may import: only what a Spin host provides.
 pub const HOST_PREFIXES: &[&str] = &["wasi:", "fermyon:spin/", "spin:"];
 
-/// Copies `<wasm_dir>/<crate>.wasm` to `<deps_dir>/nano/<name>.wasm` for every entry of [`PACKAGES`].
+/// Copies `<wasm_dir>/<crate>.wasm` to `<deps_dir>/nano/<name>.wasm` for every component of
+/// `shapes.toml`.
 pub fn stage_packages(wasm_dir: &Path, deps_dir: &Path) -> Result<()> {
-    for (package, krate) in PACKAGES {
+    for shapes::Component { krate, package } in &catalog().components {
         let from = wasm_dir.join(format!("{}.wasm", krate.replace('-', "_")));
         let (namespace, name) = package.split_once(':').expect("package names are ns:name");
         let to = deps_dir.join(namespace).join(format!("{name}.wasm"));

@@ -8,7 +8,7 @@ containerd-shim-spin v0.24.0 (the shim of the k3d node image in deploy/config.en
 
 1. reads what a cluster would run from the manifests themselves, through deploy/tools/deploytree.py
    (`kubectl kustomize`): images, the runtime config Secret, the `SPIN_VARIABLE_*` environment, the probe
-   path, the sweep CronJob's request. That deploy/k8s, deploy/spinkube, apps.tsv, config.env and the apps'
+   path, the sweep CronJob's request. That deploy/k8s, deploy/spinkube, shapes.toml, config.env and the apps'
    spin.toml agree on them, and with what the shim fixes (runtime config path, port 80), is checked
    offline by deploy/check.sh, which `cargo xtask test` runs first;
 2. starts a private containerd (CRI disabled; root, state and socket in its own directory), Redis and
@@ -108,7 +108,7 @@ class Cluster:
 
 def read_cluster() -> Cluster:
     """What deploy/k8s would run, with Secrets filled in as deploy/up.sh fills them (random values of this
-    run). That it agrees with deploy/spinkube, apps.tsv, config.env and the apps' spin.toml is deploy/check.sh's
+    run). That it agrees with deploy/spinkube, shapes.toml, config.env and the apps' spin.toml is deploy/check.sh's
     part (`cargo xtask test` runs it first); this only reads."""
     try:
         values = secrets_generator().values()
@@ -1085,7 +1085,7 @@ class Run:
         http_apps = [a for a in apps if a.http]
         others = [a for a in apps if not a.http]
         if len(http_apps) != 1 or len(others) != 1:
-            raise Failure(f"shape {shape}: expected one HTTP app and one fulfilment app in apps.tsv")
+            raise Failure(f"shape {shape}: expected one HTTP app and one fulfilment app in shapes.toml")
         return http_apps[0], others[0]
 
     def stop(self) -> None:

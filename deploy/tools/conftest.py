@@ -15,7 +15,9 @@ import deploytree  # noqa: E402
 from deploytree import APPS, DEPLOY, SHAPES  # noqa: E402,F401  (re-exported for the test modules)
 
 NANOHOST = Path(os.environ.get("NANOHOST", Path(__file__).resolve().parents[2] / "target/debug/nanohost"))
-KUSTOMIZATIONS = sorted(str(p.parent.relative_to(DEPLOY)) for p in DEPLOY.rglob("kustomization.yaml"))
+# Every kustomization that renders on its own; a Component (components/) renders only inside one of them.
+KUSTOMIZATIONS = sorted(str(p.parent.relative_to(DEPLOY)) for p in DEPLOY.rglob("kustomization.yaml")
+                        if "kind: Component" not in p.read_text())
 # The kustomizations that deploy one shape: k8s/overlays/<shape> (plain Deployments) and spinkube/<shape>.
 SHAPE_DIRS = [(s, d) for s in SHAPES for d in (f"k8s/overlays/{s}", f"spinkube/{s}")]
 

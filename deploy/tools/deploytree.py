@@ -1,5 +1,5 @@
 """What deploy/ says, read in one place for the offline checks (deploy/tools) and the shim check (deploy/shim):
-config.env, apps.tsv, the kustomizations as `kubectl kustomize` renders them with the Secrets deploy/up.sh
+config.env, the repository's one list of shapes and apps (shapes.toml), the kustomizations as `kubectl kustomize` renders them with the Secrets deploy/up.sh
 applies first (deploy/secrets, filled in with stand-ins or given values), and what each app is handed.
 
 The tree read is $DEPLOY_ROOT (the repository root by default), so that the breakage tests can point the
@@ -43,8 +43,11 @@ def _lines(name: str) -> list[str]:
 
 
 CONFIG = dict(ln.partition("=")[::2] for ln in _lines("config.env"))
-APPS = [App(shape, name, manifest, http == "yes") for shape, name, manifest, http in map(str.split, _lines("apps.tsv"))]
-SHAPES = sorted({a.shape for a in APPS})
+# The deployed shapes of shapes.toml (the one list xtask, composition, the benchmark and the tests read) and
+# their apps, in its order.
+_SHAPES_TOML = [s for s in tomllib.loads((ROOT / "shapes.toml").read_text())["shape"] if s["deployed"]]
+APPS = [App(s["name"], a["name"], a["manifest"], a["http"]) for s in _SHAPES_TOML for a in s["apps"]]
+SHAPES = sorted(s["name"] for s in _SHAPES_TOML)
 
 
 def image_ref(app: str) -> str:
@@ -95,6 +98,15 @@ def kustomize(directory: str) -> list[dict]:
     if proc.returncode:
         raise DeployError(f"kubectl kustomize deploy/{directory}: {proc.stderr.strip()}")
     return [o for o in yaml.safe_load_all(proc.stdout) if o]
+
+
+def runtime_classes(directory: str, objects: list[dict]) -> set[str]:
+    """The RuntimeClasses a pod of deploy/<directory> can name: those it defines, and on Kind (kind/...) the one
+    runtime-class-manager creates from kind/shim.yaml."""
+    names = set(of_kind(objects, "RuntimeClass"))
+    if directory.startswith("kind/"):
+        names.add(yaml.safe_load((DEPLOY / "kind/shim.yaml").read_text())["spec"]["runtimeClass"]["name"])
+    return names
 
 
 def of_kind(objects: list[dict], kind: str) -> dict[str, dict]:

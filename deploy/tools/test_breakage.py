@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NANOHOST, SHAPE_DIRS
+from conftest import NANOHOST, SHAPE_DIRS, SHAPES
 from deploytree import APPS, DEPLOY, ROOT
 
 CHECKED = ("test_manifests.py", "test_hardening.py")  # the rule files run on each broken copy
@@ -17,7 +17,7 @@ MQTT_WORKER = next(a.manifest for a in APPS if a.shape == "mqtt" and not a.http)
 # id: (file, text to replace or None to rename the file away, replacement, `-k` selection, cases that must fail)
 BREAKS = {
     "spin-manifest-renamed": (MQTT_WORKER, None, None, "spin or stage", {
-        f"test_spin_manifest_fits_apps_tsv[{MQTT_WORKER}]",
+        f"test_spin_manifest_fits_shapes_toml[{MQTT_WORKER}]",
         f"test_stage_rewrites_sources_into_target_composed[{MQTT_WORKER}]",
         f"test_spin_app_in_cluster[k8s/overlays/mqtt:{MQTT_WORKER}]",
         f"test_spin_app_in_cluster[spinkube/mqtt:{MQTT_WORKER}]",
@@ -42,8 +42,9 @@ BREAKS = {
                              for a in APPS if a.shape == "redis"}),
     "http-port-moved": ("deploy/k8s/overlays/composed/order-app.yaml", "containerPort: 80", "containerPort: 8080",
                         "shim", {"test_spin_pods_run_on_the_shim[k8s/overlays/composed]"}),
-    "sweep-not-routed": ("deploy/k8s/overlays/redis/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
-                         "sweep", {"test_sweep_cronjob_calls_the_sweeper[redis]"}),
+    # One template (components/http-edge) for every shape's CronJob: a break there breaks each shape's.
+    "sweep-not-routed": ("deploy/components/http-edge/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
+                         "sweep", {f"test_sweep_cronjob_calls_the_sweeper[{s}]" for s in SHAPES}),
     "redis-password-in-one-place": ("deploy/secrets/secrets.yaml", 'redis-trigger-address: "redis://:${redis_password}@',
                                     'redis-trigger-address: "redis://', "password", {
                                         f"test_one_redis_password_everywhere[{d}]" for d in
@@ -72,9 +73,11 @@ BREAKS = {
                                         "key: sweep-token", "message_key or same_variables", {
                                             "test_message_key_is_one_secret_for_the_shape[k8s/overlays/mqtt]",
                                             "test_both_deploys_hand_an_app_the_same_variables[mqtt]"}),
-    "cronjob-without-token": ("deploy/k8s/overlays/composed/sweep.yaml", '"-H", "Authorization: Bearer $(SWEEP_TOKEN)",\n',
-                              "", "sweep", {"test_sweep_cronjob_sends_the_token[k8s/overlays/composed]",
-                                            "test_sweep_cronjob_calls_the_sweeper[composed]"}),
+    "cronjob-without-token": ("deploy/components/http-edge/sweep.yaml", '"Authorization: Bearer $(SWEEP_TOKEN)"',
+                              '"X-Sweep: none"', "sweep", {f"test_sweep_cronjob_sends_the_token[{d}]"
+                                                           for _, d in SHAPE_DIRS}),
+    "edge-names-another-app": ("deploy/spinkube/mqtt/edge.yaml", "app: order-app-mqtt", "app: order-app-redis",
+                               "sweep", {"test_sweep_cronjob_calls_the_sweeper[mqtt]"}),
     "pool-short-of-memories": ("deploy/k8s/overlays/composed/order-app.yaml", 'value: "1200"', 'value: "1000"', "pool", {
         "test_spin_pool_sized_for_the_app[k8s/overlays/composed:order-app]"}),
     "pool-keeps-memory-resident": ("deploy/k8s/overlays/mqtt/fulfilment-mqtt.yaml",
@@ -85,13 +88,31 @@ BREAKS = {
         f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
 }
 
+# The cases run once per kustomization (KUSTOMIZATIONS, DEPLOYS) also run on the Kind overlays, which are the k3d
+# ones plus kind/component: a break of k8s/ or spinkube/ fails their Kind counterparts too.
+PER_KUSTOMIZATION = {"test_renders", "test_core_objects_match_kubernetes_schema", "test_namespace_and_runtime_class",
+                     "test_spin_pods_run_on_the_shim", "test_services_and_ingress_have_targets",
+                     "test_addresses_are_in_cluster_services", "test_one_redis_password_everywhere",
+                     "test_redis_is_durable_and_bounded", "test_brokers_refuse_anonymous_clients",
+                     "test_sweep_cronjob_sends_the_token"}
+
+
+def also_on_kind(cases: set[str]) -> set[str]:
+    kind = set()
+    for case in cases:
+        test, _, directory = case.rstrip("]").partition("[")
+        if test in PER_KUSTOMIZATION:
+            kind.add(f"{test}[kind/{directory.replace('k8s/overlays/', 'k8s/')}]")
+    return cases | kind
+
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    """A copy of deploy/ and of the Spin manifests deploy/apps.tsv names (the built .wasm stay where they are:
+    """A copy of deploy/, shapes.toml and the Spin manifests it names (the built .wasm stay where they are:
     deploytree.COMPOSED)."""
     root = tmp_path_factory.mktemp("pristine")
     shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "shapes.toml", root / "shapes.toml")
     for a in APPS:
         (root / a.manifest).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / a.manifest, root / a.manifest)
@@ -122,4 +143,4 @@ def test_a_break_fails_its_cases(name, pristine, tmp_path):
         assert old in text, f"{path} no longer contains {old!r}: update this case"
         (root / path).write_text(text.replace(old, new))
     code, failed = failures(root, select)
-    assert code != 0 and failed == expected
+    assert code != 0 and failed == also_on_kind(expected)

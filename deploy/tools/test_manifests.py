@@ -14,7 +14,7 @@ import yaml
 
 from conftest import KUSTOMIZATIONS, SHAPE_DIRS, nanohost_check, render, runtime_config, sweep_request, variables
 from deploytree import (APPS, CONFIG, DEPLOY, ROOT, SHAPES, SHIM_HTTP_PORT, SHIM_RUNTIME_CONFIG_PATH, container_argv,
-                        container_env, cronjob_commands, image_ref, of_kind, pods, probe_paths)
+                        container_env, cronjob_commands, image_ref, of_kind, pods, probe_paths, runtime_classes)
 
 sys.path.insert(0, str(DEPLOY / "oci"))
 import stage  # noqa: E402
@@ -83,11 +83,11 @@ def test_renders(directory):
     assert render(directory), f"deploy/{directory} renders no objects"
 
 
-@pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for base in ("k8s", "spinkube")
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(DEPLOY)) for base in ("k8s", "spinkube", "components")
                                         for p in (DEPLOY / base).rglob("*.yaml") if p.name != "kustomization.yaml"))
 def test_file_is_in_a_kustomization(path):
-    used = {(DEPLOY / k / r).resolve() for k in KUSTOMIZATIONS
-            for r in yaml.safe_load((DEPLOY / k / "kustomization.yaml").read_text()).get("resources", [])}
+    used = {(k.parent / r).resolve() for k in DEPLOY.rglob("kustomization.yaml")
+            for r in yaml.safe_load(k.read_text()).get("resources", [])}
     assert (DEPLOY / path).resolve() in used, f"deploy/{path} is in no kustomization"
 
 
@@ -165,7 +165,7 @@ def test_spin_pods_run_on_the_shim(directory):
         if not is_spin_pod(spec):
             problems += [f"{where}: an ordinary container with runtimeClassName {rc}"] if rc else []
             continue
-        if rc != CONFIG["RUNTIME_CLASS"] or rc not in of_kind(objects, "RuntimeClass"):
+        if rc != CONFIG["RUNTIME_CLASS"] or rc not in runtime_classes(directory, objects):
             problems.append(f"{where}: a Spin app needs runtimeClassName {CONFIG['RUNTIME_CLASS']} (defined here)")
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         for c in spec["containers"]:
@@ -266,11 +266,15 @@ def test_one_redis_password_everywhere(directory):
     assert len({password for _, password in given}) <= 1, f"different Redis passwords: {sorted(given)}"
 
 
-def test_lib_sh_builds_the_images_of_apps_tsv():
-    names = " ".join(a.name for a in APPS)
-    proc = subprocess.run(["bash", "-c", f'. "{DEPLOY}/lib.sh"; for a in {names}; do image_ref "$a"; done'],
-                          capture_output=True, text=True, check=True)
-    assert proc.stdout.split() == [image_ref(a.name) for a in APPS]
+def test_lib_sh_builds_the_images_of_shapes_toml():
+    """lib.sh, which up.sh and oci/build.sh source, reads the same shapes and apps and names the same images."""
+    script = f'. "{DEPLOY}/lib.sh"; echo "$SHAPES"; for s in $SHAPES; do apps_for_shape "$s" | ' \
+             'while read -r app manifest http; do echo "$app $manifest $http $(image_ref "$app")"; done; done'
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    shapes, *apps = proc.stdout.splitlines()
+    assert sorted(shapes.split()) == SHAPES
+    assert sorted(apps) == sorted(f"{a.name} {a.manifest} {'yes' if a.http else 'no'} {image_ref(a.name)}"
+                                  for a in APPS)
 
 
 @pytest.mark.parametrize("shape,directory", SHAPE_DIRS, ids=[d for _, d in SHAPE_DIRS])
@@ -320,7 +324,7 @@ def test_stage_rewrites_sources_into_target_composed(app, tmp_path):
 
 
 @pytest.mark.parametrize("app", APPS, ids=[a.manifest for a in APPS])
-def test_spin_manifest_fits_apps_tsv(app):
+def test_spin_manifest_fits_shapes_toml(app):
     report = nanohost_check(ROOT / app.manifest, required_stand_ins(app.manifest))
     triggers = {t["type"] for t in report["triggers"]}
     sources = {(ROOT / app.manifest).parent.joinpath(c["source"] or "/").resolve()
@@ -328,7 +332,7 @@ def test_spin_manifest_fits_apps_tsv(app):
     assert report["application"] == app.name
     assert ROOT / f"target/composed/{app.name}.wasm" in sources, "the app's own build output is no component"
     assert all(s.parent == ROOT / "target/composed" for s in sources), f"sources outside target/composed: {sources}"
-    assert ("http" in triggers) == (app.http), "http trigger vs deploy/apps.tsv"
+    assert ("http" in triggers) == (app.http), "http trigger vs shapes.toml"
     if app.http:
         report = nanohost_check(ROOT / app.manifest, required_stand_ins(app.manifest), routes=("/order", "/order/1"))
         assert None not in report["routes"].values(), f"POST /order or GET /order/<id> is not routed: {report['routes']}"

@@ -110,6 +110,7 @@ def stubbed(tmp_path):
     """A copy of deploy/ with the mqtt apps' manifests, and stand-ins for docker, k3d, kubectl, cargo, curl."""
     root = tmp_path / "repo"
     shutil.copytree(DEPLOY, root / "deploy")
+    shutil.copy(ROOT / "shapes.toml", root / "shapes.toml")
     for a in (a for a in APPS if a.shape == "mqtt"):
         manifest = root / a.manifest
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +182,6 @@ def test_down_sh(stubbed):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_apps_tsv_names_real_manifests():
-    """Every manifest deploy/apps.tsv names exists; the per-app cases would fail too, this says why."""
+def test_shapes_toml_names_real_manifests():
+    """Every manifest shapes.toml names exists; the per-app cases would fail too, this says why."""
     assert [a.manifest for a in APPS if not (ROOT / a.manifest).is_file()] == []

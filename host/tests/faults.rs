@@ -73,23 +73,22 @@ impl Shape {
 
     /// The manifest of a composed shape, after checking that its components are built.
     fn composed_manifest(self) -> PathBuf {
-        let root = support::workspace_root();
         support::composed("sweeper");
-        match self {
-            Shape::Composed => {
-                support::composed("order-app");
-                root.join("spin.toml")
-            }
-            Shape::ComposedP3 => {
-                support::composed("order-app-p3");
-                root.join("apps/order-app-p3/spin.toml")
-            }
-            Shape::Dependencies => {
-                support::composed("order-services");
-                root.join("apps/order-app-deps/spin.toml")
-            }
+        support::composed(match self {
+            Shape::Composed => "order-app",
+            Shape::ComposedP3 => "order-app-p3",
+            Shape::Dependencies => "order-services",
             _ => unreachable!("{self:?} is not composed"),
-        }
+        });
+        self.manifest(shapes::Role::Order)
+    }
+
+    /// The manifest of the shape's app of `role`, from the one list (shapes.toml).
+    fn manifest(self, role: shapes::Role) -> PathBuf {
+        let listed = shapes::catalog().shape(self.name());
+        let app = listed.and_then(|s| s.app(role));
+        let app = app.unwrap_or_else(|| panic!("shapes.toml: no {role:?} app in {}", self.name()));
+        support::workspace_root().join(&app.manifest)
     }
 }
 
@@ -249,13 +248,12 @@ impl Net {
     }
 
     fn order_spec(&self) -> AppSpec {
-        let root = support::workspace_root();
         let manifest = match self.shape {
             shape if shape.is_composed() => shape.composed_manifest(),
             shape => {
                 support::composed(&format!("order-app-{}", shape.name()));
                 support::composed(&format!("sweeper-{}", shape.name()));
-                root.join(format!("apps/order-app-{}/spin.toml", shape.name()))
+                shape.manifest(shapes::Role::Order)
             }
         };
         self.spec(manifest)
@@ -266,8 +264,7 @@ impl Net {
     async fn start_fulfilment(&mut self) {
         let name = self.shape.name();
         support::composed(&format!("fulfilment-{name}"));
-        let spec =
-            self.spec(support::workspace_root().join(format!("apps/fulfilment-{name}/spin.toml")));
+        let spec = self.spec(self.shape.manifest(shapes::Role::Fulfilment));
         // The same folder again: a restart, not a new app.
         let dir = AppDir {
             path: self.fulfilment_dir.clone(),

@@ -5,32 +5,14 @@
 mod setup;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use shapes::Role;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The wasm crates, built for `wasm32-wasip2` in release mode (small, and fast to compile).
-const WASM_CRATES: &[&str] = &[
-    "receiver",
-    "status-provider",
-    "fulfilment",
-    "http-gateway",
-    "http-gateway-p3",
-    "events-deferred",
-    "kv-store",
-    "events-local",
-    "events-mqtt",
-    "events-redis",
-    "mqtt-listener",
-    "redis-listener",
-    "events-http",
-    "http-listener",
-    "sweeper",
-    "sweep-gateway",
-    // The host's test fixtures.
-    "probe",
-    "probe-p3",
-];
+/// The wasm crates `build` compiles (for `wasm32-wasip2`, release: small, and fast to compile)
+/// besides the components of `shapes.toml`: the host's test fixtures.
+const FIXTURE_CRATES: &[&str] = &["probe", "probe-p3"];
 
 #[derive(Parser)]
 #[command(about = "Build, run and test nano-orders")]
@@ -45,9 +27,9 @@ enum Cmd {
     Build,
     /// Build, then run the app on the embedded host (nanohost).
     Up {
-        /// Which shape of the app to run.
-        #[arg(long, value_enum, default_value = "composed")]
-        shape: Shape,
+        /// Which shape of the app to run (the deployed shapes of `shapes.toml`).
+        #[arg(long, default_value = "composed", value_parser = deployed_shapes())]
+        shape: String,
         /// Address the HTTP trigger listens on.
         #[arg(long, default_value = "127.0.0.1:3000")]
         listen: String,
@@ -79,14 +61,13 @@ impl BenchArgs {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, ValueEnum)]
-enum Shape {
-    /// One component, every hop in-process.
-    Composed,
-    /// Order app -> Mosquitto -> fulfilment app (MQTT trigger); store in Redis.
-    Mqtt,
-    /// Order app -> Redis pub/sub -> fulfilment app (Redis trigger); store in Redis.
-    Redis,
+/// `--shape`'s values, each with its `about` from `shapes.toml` for `--help`.
+fn deployed_shapes() -> clap::builder::PossibleValuesParser {
+    let shapes = composition::catalog().deployed();
+    shapes
+        .map(|s| clap::builder::PossibleValue::new(s.name.as_str()).help(s.about.as_str()))
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn main() -> Result<()> {
@@ -101,6 +82,9 @@ fn main() -> Result<()> {
         } => {
             build(&root)?;
             run(cargo(&root).args(["build", "--quiet", "-p", "nanohost"]))?;
+            let shape = composition::catalog()
+                .shape(&shape)
+                .expect("clap checked it");
             up(&root, shape, &listen, runtime_config)
         }
         Cmd::Test => {
@@ -136,7 +120,11 @@ fn build(root: &Path) -> Result<()> {
     setup::wasm_target()?;
     let mut cmd = cargo(root);
     cmd.args(["build", "--release", "--target", "wasm32-wasip2"]);
-    for krate in WASM_CRATES {
+    let components = composition::catalog().components.iter();
+    for krate in components
+        .map(|c| c.krate.as_str())
+        .chain(FIXTURE_CRATES.iter().copied())
+    {
         cmd.args(["-p", krate]);
     }
     run(&mut cmd)?;
@@ -247,7 +235,12 @@ fn ensure_wasmtime_cli() {
 /// stopped (SIGTERM, then SIGKILL after 10 s) whatever stops this command, and dies with it if it
 /// is killed. While they run, the order app's outbox is swept every [`SWEEP_EVERY`], as the
 /// CronJob does on Kubernetes.
-fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) -> Result<()> {
+fn up(
+    root: &Path,
+    shape: &shapes::Shape,
+    listen: &str,
+    runtime_config: Option<PathBuf>,
+) -> Result<()> {
     let host_binary = root.join("target/debug/nanohost");
     // `POST /sweep` is closed without a token: one per run, known to the hosts and to `sweep`.
     let token = sweep_token()?;
@@ -263,21 +256,16 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
     };
     let stop = stop_requested()?;
     let mut children = Vec::new();
-    let order_app = match shape {
-        Shape::Composed => {
-            let cmd = host("spin.toml", runtime_config.as_deref());
+    let order = &shape.order_app().manifest;
+    match shape.app(Role::Fulfilment) {
+        None => {
+            let cmd = host(order, runtime_config.as_deref());
             children.push(Host::spawn("order app", cmd)?);
-            "composed"
         }
-        Shape::Mqtt | Shape::Redis => {
-            let name = if shape == Shape::Mqtt {
-                "mqtt"
-            } else {
-                "redis"
-            };
+        Some(fulfilment) => {
             // Both apps must see one store, so a networked shape always has a Redis-backed one.
             let config = runtime_config.unwrap_or_else(|| root.join("runtime-config.redis.toml"));
-            setup::networked_prerequisites(shape == Shape::Mqtt)?;
+            setup::networked_prerequisites(shape.name == "mqtt")?;
             // One `message_key` for both apps, new per run: the order app signs "order placed"
             // with it and the fulfilment app refuses what it did not sign. An environment
             // variable, not an argument that `ps` would show.
@@ -291,13 +279,12 @@ fn up(root: &Path, shape: Shape, listen: &str, runtime_config: Option<PathBuf>) 
                 cmd.env("SPIN_VARIABLE_MESSAGE_KEY", &key);
                 cmd
             };
-            let fulfilment = format!("apps/fulfilment-{name}/spin.toml");
-            children.push(Host::spawn("fulfilment app", networked(&fulfilment))?);
-            let order = format!("apps/order-app-{name}/spin.toml");
-            children.push(Host::spawn("order app", networked(&order))?);
-            name
+            let fulfilment = networked(&fulfilment.manifest);
+            children.push(Host::spawn("fulfilment app", fulfilment)?);
+            children.push(Host::spawn("order app", networked(order))?);
         }
-    };
+    }
+    let order_app = &shape.name;
     eprintln!(
         "xtask: {order_app} shape running; the outbox is swept every {} s",
         SWEEP_EVERY.as_secs()
