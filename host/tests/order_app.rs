@@ -724,12 +724,9 @@ macro_rules! on_own_apps {
 
 fn main() {
     let mut cases: Vec<Case> = Vec::new();
-    for (host, build) in HostKind::ALL
-        .into_iter()
-        .flat_map(|host| {
-            [Build::Wasip2, Build::Wasip3, Build::SpinDependencies].map(|build| (host, build))
-        })
-    {
+    for (host, build) in HostKind::ALL.into_iter().flat_map(|host| {
+        [Build::Wasip2, Build::Wasip3, Build::SpinDependencies].map(|build| (host, build))
+    }) {
         for store in [Store::Embedded, Store::Redis] {
             let variant = Variant { build, store };
             for case in wire_contract::cases() {
