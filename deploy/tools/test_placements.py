@@ -4,14 +4,18 @@ v0.6.1 hands them to the shim as SPIN_COMPONENTS_TO_RETAIN, which containerd-shi
 Spin's retain_components). The general checks (CRD schema, admission, Services, addresses, Secrets) run on
 these kustomizations as on every other; these cases add what only a placement has. Nothing here starts the
 operator or the shim."""
+import sys
 import tomllib
 from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import KUSTOMIZATIONS, nanohost_check, render, runtime_config, sweep_request, variables
-from deploytree import CONFIG, ROOT, image_ref, of_kind
+from deploytree import CONFIG, DEPLOY, ROOT, image_ref, of_kind
 from test_manifests import address_problem, services
+
+sys.path.insert(0, str(DEPLOY / "oci"))
+import stage  # noqa: E402
 
 MANIFEST = ROOT / "apps/placements/spin.toml"
 PLACEMENT_DIRS = [d for d in KUSTOMIZATIONS if d.startswith("spinkube/placements/")]
@@ -61,8 +65,8 @@ def test_each_order_route_has_one_spinapp(directory):
     for route in ORDER_ROUTES:
         assert len([n for n, r in served.items() if route in r]) == 1, f"{route}: served by {served}"
     for n, a in spinapps.items():
-        ids = [t["route"] for t in manifest()["trigger"]["http"] if t["component"] in kept(a)]
-        assert len(ids) == len(set(ids)), f"{n}: a route is declared twice among {sorted(kept(a))}"
+        routes = [t["route"] for t in manifest()["trigger"]["http"] if t["component"] in kept(a)]
+        assert len(routes) == len(set(routes)), f"{n}: a route is declared twice among {sorted(kept(a))}"
         assert a["spec"].get("checks", {}).get("readiness", {}).get("httpGet"), f"{n}: an HTTP app without a probe"
 
 
@@ -104,3 +108,13 @@ def test_kept_components_reach_what_they_call(directory, tmp_path):
             problems += [f"{name}/{cid}: key-value store {s!r} is not in the runtime config"
                          for s in component["key_value_stores"] if s not in report["runtime_config_stores"]]
     assert not problems
+
+
+def test_the_image_packs_every_component(tmp_path):
+    """The one image the SpinApps pull packs the whole manifest, staged as deploy/oci packs every app: each
+    SpinApp drops what it does not keep at load, so every component's .wasm must be in it."""
+    sources = stage.stage(MANIFEST, tmp_path, allow_missing=True)
+    staged = tomllib.loads((tmp_path / "spin.toml").read_text())
+    assert set(staged["component"]) == set(manifest()["component"])
+    assert {c["source"] for c in staged["component"].values()} == set(sources)
+    assert all(s.startswith("target/composed/") for s in sources), sources
