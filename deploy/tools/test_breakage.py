@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NANOHOST, SHAPE_DIRS, SHAPES
+from conftest import KUSTOMIZATIONS, NANOHOST, SHAPE_DIRS, SHAPES
 from deploytree import APPS, DEPLOY, ROOT
 
-CHECKED = ("test_manifests.py", "test_hardening.py")  # the rule files run on each broken copy
+CHECKED = ("test_manifests.py", "test_hardening.py", "test_placements.py")  # the rule files run on each broken copy
+PLACEMENTS_MANIFEST = "apps/placements/spin.toml"
+# Every kustomization that deploys the order app: each shape's, and each placement of apps/placements/spin.toml
+# (spinkube/placements/*), which shares the base (Redis, Mosquitto) and the sweep CronJob template.
+DEPLOY_DIRS = [d for _, d in SHAPE_DIRS] + [d for d in KUSTOMIZATIONS if d.startswith("spinkube/placements/")]
 MQTT_APP = next(a.manifest for a in APPS if a.shape == "mqtt" and a.http)
 MQTT_WORKER = next(a.manifest for a in APPS if a.shape == "mqtt" and not a.http)
 # id: (file, text to replace or None to rename the file away, replacement, `-k` selection, cases that must fail)
@@ -44,26 +48,27 @@ BREAKS = {
                         "shim", {"test_spin_pods_run_on_the_shim[k8s/overlays/composed]"}),
     # One template (components/http-edge) for every shape's CronJob: a break there breaks each shape's.
     "sweep-not-routed": ("deploy/components/http-edge/sweep.yaml", "cluster.local/sweep", "cluster.local/sweeper",
-                         "sweep", {f"test_sweep_cronjob_calls_the_sweeper[{s}]" for s in SHAPES}),
+                         "sweep", {f"test_sweep_cronjob_calls_the_sweeper[{s}]" for s in SHAPES} | {
+                             f"test_sweep_and_ingress_reach_the_order_side[{d}]" for d in DEPLOY_DIRS if "/placements/" in d}),
     "redis-password-in-one-place": ("deploy/secrets/secrets.yaml", 'redis-trigger-address: "redis://:${redis_password}@',
                                     'redis-trigger-address: "redis://', "password", {
                                         f"test_one_redis_password_everywhere[{d}]" for d in
                                         ("k8s/overlays/redis", "spinkube/redis")}),
     "redis-without-aof": ("deploy/k8s/base/redis.yaml", '"--appendonly", "yes"', '"--appendonly", "no"', "durable", {
-        f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+        f"test_redis_is_durable_and_bounded[{d}]" for d in DEPLOY_DIRS}),
     "redis-maxmemory-at-the-limit": ("deploy/k8s/base/redis.yaml", '"256mb"', '"512mb"', "durable", {
-        f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+        f"test_redis_is_durable_and_bounded[{d}]" for d in DEPLOY_DIRS}),
     "redis-aof-on-an-emptydir": ("deploy/k8s/base/redis.yaml", "persistentVolumeClaim:\n            claimName: redis-data",
                                  "emptyDir: {}", "durable", {
-                                     f"test_redis_is_durable_and_bounded[{d}]" for _, d in SHAPE_DIRS}),
+                                     f"test_redis_is_durable_and_bounded[{d}]" for d in DEPLOY_DIRS}),
     "redis-without-password": ("deploy/k8s/base/redis.yaml", ',\n                 "--requirepass", "$(REDIS_PASSWORD)"',
                                "", "anonymous or password", {
-                                   f"test_{t}[{d}]" for _, d in SHAPE_DIRS
+                                   f"test_{t}[{d}]" for d in DEPLOY_DIRS
                                    for t in ("brokers_refuse_anonymous_clients", "one_redis_password_everywhere")}),
     "mosquitto-anonymous": ("deploy/k8s/base/mosquitto.yaml", "allow_anonymous false", "allow_anonymous true",
-                            "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for _, d in SHAPE_DIRS}),
+                            "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for d in DEPLOY_DIRS}),
     "mosquitto-no-size-limit": ("deploy/k8s/base/mosquitto.yaml", "message_size_limit 4096", "message_size_limit 0",
-                                "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for _, d in SHAPE_DIRS}),
+                                "anonymous", {f"test_brokers_refuse_anonymous_clients[{d}]" for d in DEPLOY_DIRS}),
     "secret-as-plain-value": ("deploy/k8s/overlays/redis/order-app-redis.yaml",
                               "SPIN_VARIABLE_SWEEP_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
                               "                  name: app-secrets\n                  key: sweep-token",
@@ -75,7 +80,7 @@ BREAKS = {
                                             "test_both_deploys_hand_an_app_the_same_variables[mqtt]"}),
     "cronjob-without-token": ("deploy/components/http-edge/sweep.yaml", '"Authorization: Bearer $(SWEEP_TOKEN)"',
                               '"X-Sweep: none"', "sweep", {f"test_sweep_cronjob_sends_the_token[{d}]"
-                                                           for _, d in SHAPE_DIRS}),
+                                                           for d in DEPLOY_DIRS}),
     "edge-names-another-app": ("deploy/spinkube/mqtt/edge.yaml", "app: order-app-mqtt", "app: order-app-redis",
                                "sweep", {"test_sweep_cronjob_calls_the_sweeper[mqtt]"}),
     "pool-short-of-memories": ("deploy/k8s/overlays/composed/order-app.yaml", 'value: "1200"', 'value: "1000"', "pool", {
@@ -84,8 +89,17 @@ BREAKS = {
                                    'SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT\n              value: "0"',
                                    'SPIN_WASMTIME_LINEAR_MEMORY_KEEP_RESIDENT\n              value: "2097152"', "pool",
                                    {"test_spin_pool_sized_for_the_app[k8s/overlays/mqtt:fulfilment-mqtt]"}),
+    # Placement from one manifest: an id the manifest lacks (the shim would refuse to start), and the order
+    # side pointed at a Service that exists but is not the fulfilment side's (its own: no /fulfil there).
+    "placement-keeps-unknown-component": ("deploy/spinkube/placements/apart/spinapps.yaml", "- fulfilment-http",
+                                          "- fulfilment", "placements", {
+                                              "test_spinapps_keep_existing_components_of_one_image[spinkube/placements/apart]",
+                                              "test_kept_components_reach_what_they_call[spinkube/placements/apart]"}),
+    "placement-fulfilment-misnamed": ("deploy/spinkube/placements/apart/spinapps.yaml",
+                                      "http://placements-fulfilment.", "http://placements-order.", "placements", {
+                                          "test_kept_components_reach_what_they_call[spinkube/placements/apart]"}),
     "wrong-service-port": ("deploy/k8s/base/redis.yaml", "port: 6379", "port: 6380", "addresses", {
-        f"test_addresses_are_in_cluster_services[{d}]" for _, d in SHAPE_DIRS}),  # every shape keeps orders in Redis
+        f"test_addresses_are_in_cluster_services[{d}]" for d in DEPLOY_DIRS}),  # every deploy keeps orders in Redis
 }
 
 # The cases run once per kustomization (KUSTOMIZATIONS, DEPLOYS) also run on the Kind overlays, which are the k3d
@@ -101,8 +115,9 @@ def also_on_kind(cases: set[str]) -> set[str]:
     kind = set()
     for case in cases:
         test, _, directory = case.rstrip("]").partition("[")
-        if test in PER_KUSTOMIZATION:
-            kind.add(f"{test}[kind/{directory.replace('k8s/overlays/', 'k8s/')}]")
+        counterpart = f"kind/{directory.replace('k8s/overlays/', 'k8s/')}"
+        if test in PER_KUSTOMIZATION and counterpart in KUSTOMIZATIONS:  # the placements have none on Kind
+            kind.add(f"{test}[{counterpart}]")
     return cases | kind
 
 
@@ -113,9 +128,9 @@ def pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("pristine")
     shutil.copytree(DEPLOY, root / "deploy", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "shapes.toml", root / "shapes.toml")
-    for a in APPS:
-        (root / a.manifest).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / a.manifest, root / a.manifest)
+    for manifest in [a.manifest for a in APPS] + [PLACEMENTS_MANIFEST]:
+        (root / manifest).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / manifest, root / manifest)
     return root
 
 
