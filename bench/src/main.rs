@@ -778,14 +778,32 @@ fn run_peers(
         Ok(bin) => {
             let port = procs::free_port();
             let state = out.join("spin41-state");
-            let cmd = peers::spin_up(bin, &root.join(&p3), port, &spin_memory_config(out)?, &state);
+            let cmd = peers::spin_up(
+                bin,
+                &root.join(&p3),
+                port,
+                &spin_memory_config(out)?,
+                &state,
+            );
             let line = peers::describe(&cmd, root);
             match procs::start_server(cmd, port, "spin up (4.1)", &out.join("spin41.log")) {
                 Ok(server) => {
-                    runs.push(drive(rt, "spin 4.1", workload, line, addr(port), Work::Place, ps));
+                    runs.push(drive(
+                        rt,
+                        "spin 4.1",
+                        workload,
+                        line,
+                        addr(port),
+                        Work::Place,
+                        ps,
+                    ));
                     drop(server);
                 }
-                Err(e) => runs.push(skipped("spin 4.1", workload, format!("did not start: {e:#}"))),
+                Err(e) => runs.push(skipped(
+                    "spin 4.1",
+                    workload,
+                    format!("did not start: {e:#}"),
+                )),
             }
         }
         Err(why) => runs.push(skipped("spin 4.1", workload, why.clone())),

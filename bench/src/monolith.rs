@@ -240,7 +240,10 @@ pub fn run(
         contract_cases.len()
     ));
     let p3_cases = same_contract(addrs[0], addrs[2]).context("the WASIp3 build")?;
-    ensure!(p3_cases == contract_cases, "the WASIp3 build ran other cases");
+    ensure!(
+        p3_cases == contract_cases,
+        "the WASIp3 build ran other cases"
+    );
     say("composition tax: so does the WASIp3 build".into());
 
     let mut rounds: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
@@ -1018,17 +1021,72 @@ impl Tax {
         let _ = writeln!(md, "`{}` (`{}`, `docs/wasip3.md`): the same components with a WASIp3 edge that answers 202 once the order is stored and fulfils it after the response, in the same instance; nanohost reuses its instances with Spin 4's defaults (up to {} requests at once and 128 in all per instance). It ran in the same rounds as the two above (the three apps in turn) and answered the same wire-contract cases alike.\n", p.wasm, p.manifest, r.concurrent_per_instance);
         let _ = writeln!(md, "| measure | WASIp3, reuse | WASIp2 composed, no reuse | monolith (WASIp2, no reuse) | WASIp3 ÷ monolith |\n| --- | --- | --- | --- | --- |");
         let mut row = |what: &str, a: f64, b: f64, c: f64| {
-            let _ = writeln!(md, "| {what} | {} | {} | {} | {} |", us(a), us(b), us(c), ratio(a, c));
+            let _ = writeln!(
+                md,
+                "| {what} | {} | {} | {} | {} |",
+                us(a),
+                us(b),
+                us(c),
+                ratio(a, c)
+            );
         };
-        row("accept p50 (POST → 202)", p.accept_p50_us, c.accept_p50_us, m.accept_p50_us);
-        row("accept p99", p.accept_p99_us, c.accept_p99_us, m.accept_p99_us);
-        row("end to end p50 (POST → GET says fulfilled)", p.end_to_end_p50_us, c.end_to_end_p50_us, m.end_to_end_p50_us);
-        row("end to end p99", p.end_to_end_p99_us, c.end_to_end_p99_us, m.end_to_end_p99_us);
+        row(
+            "accept p50 (POST → 202)",
+            p.accept_p50_us,
+            c.accept_p50_us,
+            m.accept_p50_us,
+        );
+        row(
+            "accept p99",
+            p.accept_p99_us,
+            c.accept_p99_us,
+            m.accept_p99_us,
+        );
+        row(
+            "end to end p50 (POST → GET says fulfilled)",
+            p.end_to_end_p50_us,
+            c.end_to_end_p50_us,
+            m.end_to_end_p50_us,
+        );
+        row(
+            "end to end p99",
+            p.end_to_end_p99_us,
+            c.end_to_end_p99_us,
+            m.end_to_end_p99_us,
+        );
         let _ = writeln!(md, "| throughput, {} connections (orders/s) | {:.0} | {:.0} | {:.0} | {:.3}x (median of the rounds' ratios; composed: {:.3}x) |", s.connections, p.orders_per_s, c.orders_per_s, m.orders_per_s, self.p3_throughput_ratio, self.throughput_ratio);
-        let _ = writeln!(md, "| new store + instantiation, p50 (paid once per instance) | {} | {} | {} | |", us(r.instantiate.p50_us), us(ci.instantiate.p50_us), us(mi.instantiate.p50_us));
-        let _ = writeln!(md, "| core instances / memories per instance | {} / {} | {} / {} | {} / {} | |", r.core_instances, r.memories, cm.core_instances, cm.memories, mm.core_instances, mm.memories);
-        let _ = writeln!(md, "| instances live at once, pool sized for 16 | {} | {} | {} | |", r.live_in_pool_of_16, cm.live_in_pool_of_16, mm.live_in_pool_of_16);
-        let _ = writeln!(md, "| requests held at once in that pool | {} ({} × {}) | {} | {} | {} |\n", r.requests_held, r.live_in_pool_of_16, r.concurrent_per_instance, cm.live_in_pool_of_16, mm.live_in_pool_of_16, ratio(r.requests_held as f64, mm.live_in_pool_of_16 as f64));
+        let _ = writeln!(
+            md,
+            "| new store + instantiation, p50 (paid once per instance) | {} | {} | {} | |",
+            us(r.instantiate.p50_us),
+            us(ci.instantiate.p50_us),
+            us(mi.instantiate.p50_us)
+        );
+        let _ = writeln!(
+            md,
+            "| core instances / memories per instance | {} / {} | {} / {} | {} / {} | |",
+            r.core_instances,
+            r.memories,
+            cm.core_instances,
+            cm.memories,
+            mm.core_instances,
+            mm.memories
+        );
+        let _ = writeln!(
+            md,
+            "| instances live at once, pool sized for 16 | {} | {} | {} | |",
+            r.live_in_pool_of_16, cm.live_in_pool_of_16, mm.live_in_pool_of_16
+        );
+        let _ = writeln!(
+            md,
+            "| requests held at once in that pool | {} ({} × {}) | {} | {} | {} |\n",
+            r.requests_held,
+            r.live_in_pool_of_16,
+            r.concurrent_per_instance,
+            cm.live_in_pool_of_16,
+            mm.live_in_pool_of_16,
+            ratio(r.requests_held as f64, mm.live_in_pool_of_16 as f64)
+        );
         let _ = writeln!(md, "Lost orders (WASIp3): {}; failed requests: {}. The WASIp3 build's in-process figures are instantiation alone ({} instances, each dropped) and instances kept alive until the pool refused one (stopped by: {}); requests held is that count times the concurrent requests an instance takes, not a measured number of held requests. Its memories and core instances are those of a WASIp3 engine (component-model-async on), as nanohost makes it for an app with a WASIp3 component. Its accept latency ends at the 202, before fulfilment; its end to end includes the fulfilment after it.\n", p.lost, p.errors, s.instances.max(1), r.live_stopped_by);
         let _ = writeln!(md, "Method: {} round(s); in each, each app in turn (the order alternating) gets {} sequential POSTs on one connection, {} orders end to end, and {} orders over {} connections closed loop, after a warm-up of {} orders each; figures are medians over the rounds. In process: nanohost's engine configuration (pooling allocator, `concurrency_support(false)`) and linker, one engine per app; {} instances per app after a tenth as many for warm-up, alternating between the apps; each gets a new store, is instantiated (timed with the store's creation), handles one `POST /order` (timed until `handle` returns; minor page faults counted from the store's creation to the answer, /proc/thread-self/stat), then the same request again (timed). Linear memory is the sum of every memory's size as a store limiter sees them created and grown (reserved, not necessarily touched); core instances, memories and tables are the pooling allocator's counts while the instance is alive. Resident memory per instance: on a fresh engine, instances are created and sent one POST each and kept alive until the pool refuses one; the process's RSS after the last, minus after the first (which also pages in the shared compiled code), divided by the instances in between: the pages each live instance touched in its own slots. The pool's kept-resident figure is `unused_memory_bytes_resident` after the timed instances ended.\n",
             s.rounds, s.accept, s.end_to_end, s.orders, s.connections, s.warm_up, s.instances);
