@@ -746,6 +746,68 @@ fn run_peers(
             Err(why) => runs.push(skipped("spin", workload, why.clone())),
         }
     }
+
+    // The WASIp3 build, instances reused, on nanohost and on Spin 4.1 (the one Spin that serves
+    // it), each with its in-memory store.
+    let workload = "order app, WASIp3 build (POST /order), in-memory store";
+    let p3 = PathBuf::from("apps/order-app-p3/spin.toml");
+    let config = nanohost_memory_config(out)?;
+    let port = procs::free_port();
+    let h = procs::Harness::start(
+        &[(p3.clone(), Some(port))],
+        Some(&config),
+        &[],
+        &out.join("host-peer-order-app-p3.log"),
+        root,
+    )?;
+    runs.push(drive(
+        rt,
+        "nanohost",
+        workload,
+        format!(
+            "nanohost up --manifest {} --runtime-config {}",
+            p3.display(),
+            config.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        addr(port),
+        Work::Place,
+        ps,
+    ));
+    h.stop();
+    match &tools.spin41 {
+        Ok(bin) => {
+            let port = procs::free_port();
+            let state = out.join("spin41-state");
+            let cmd = peers::spin_up(
+                bin,
+                &root.join(&p3),
+                port,
+                &spin_memory_config(out)?,
+                &state,
+            );
+            let line = peers::describe(&cmd, root);
+            match procs::start_server(cmd, port, "spin up (4.1)", &out.join("spin41.log")) {
+                Ok(server) => {
+                    runs.push(drive(
+                        rt,
+                        "spin 4.1",
+                        workload,
+                        line,
+                        addr(port),
+                        Work::Place,
+                        ps,
+                    ));
+                    drop(server);
+                }
+                Err(e) => runs.push(skipped(
+                    "spin 4.1",
+                    workload,
+                    format!("did not start: {e:#}"),
+                )),
+            }
+        }
+        Err(why) => runs.push(skipped("spin 4.1", workload, why.clone())),
+    }
     Ok(runs)
 }
 

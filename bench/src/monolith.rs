@@ -43,6 +43,10 @@ use crate::procs;
 const COMPOSED_WASM: &str = "target/composed/order-app.wasm";
 pub const MONOLITH_WASM: &str = "target/wasm32-wasip2/wasm-monolith/bench_monolith.wasm";
 const MONOLITH_MANIFEST: &str = "bench/fixtures/monolith/spin.toml";
+/// The WASIp3 build of the composed app (`docs/wasip3.md`): the same components, a WASIp3 edge
+/// that answers 202 before it fulfils, and instances that nanohost reuses as Spin 4 does.
+const P3_WASM: &str = "target/composed/order-app-p3.wasm";
+const P3_MANIFEST: &str = "apps/order-app-p3/spin.toml";
 
 /// Cross-component calls of one `POST /order` (no idempotency key) in the composed app, from the
 /// code paths: gateway → `intake.place`; receiver → `store.save`, → `events.order-placed`;
@@ -162,7 +166,24 @@ pub struct AppTax {
     pub orders_per_s: f64,
     pub lost: u64,
     pub errors: u64,
-    pub in_process: InProcess,
+    /// Measured for the WASIp2 apps only (the WASIp3 build's figures are in [`Reuse`]).
+    pub in_process: Option<InProcess>,
+}
+
+/// The WASIp3 build in nanohost's pool (one engine as nanohost makes it for an app with a WASIp3
+/// component, sized for 16 instances): what one instance holds and how many fit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reuse {
+    /// New store + instantiation of one instance (it then serves many requests).
+    pub instantiate: Summary,
+    pub core_instances: u64,
+    pub memories: u64,
+    pub live_in_pool_of_16: u64,
+    pub live_stopped_by: String,
+    /// Spin 4's default `--max-instance-concurrent-reuse-count` (nanohost's too).
+    pub concurrent_per_instance: u64,
+    /// Requests held at once: live instances × requests per instance.
+    pub requests_held: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -175,6 +196,12 @@ pub struct Tax {
     /// composed ÷ monolith orders/s, per round, and their median.
     pub throughput_ratios: Vec<f64>,
     pub throughput_ratio: f64,
+    /// The WASIp3 build with instance reuse (Spin 4's defaults), over HTTP beside the others.
+    pub p3: AppTax,
+    /// p3 ÷ monolith orders/s, per round, and their median.
+    pub p3_throughput_ratios: Vec<f64>,
+    pub p3_throughput_ratio: f64,
+    pub p3_reuse: Reuse,
     pub boundary_calls_per_post: u64,
 }
 
@@ -189,24 +216,22 @@ pub fn run(
     say: &dyn Fn(String),
 ) -> Result<Tax> {
     let s = TaxSettings::new(mode);
-    for wasm in [COMPOSED_WASM, MONOLITH_WASM] {
+    for wasm in [COMPOSED_WASM, MONOLITH_WASM, P3_WASM] {
         ensure!(
             root.join(wasm).exists(),
             "{wasm} is not built (cargo xtask bench builds it)"
         );
     }
-    let (composed_port, monolith_port) = (procs::free_port(), procs::free_port());
+    let ports = [procs::free_port(), procs::free_port(), procs::free_port()];
     let apps = [
-        (PathBuf::from("spin.toml"), Some(composed_port)),
-        (PathBuf::from(MONOLITH_MANIFEST), Some(monolith_port)),
+        (PathBuf::from("spin.toml"), Some(ports[0])),
+        (PathBuf::from(MONOLITH_MANIFEST), Some(ports[1])),
+        (PathBuf::from(P3_MANIFEST), Some(ports[2])),
     ];
     let config = crate::nanohost_memory_config(out)?;
     let harness =
         procs::Harness::start(&apps, Some(&config), &[], &out.join("host-tax.log"), root)?;
-    let addrs: [SocketAddr; 2] = [
-        ([127, 0, 0, 1], composed_port).into(),
-        ([127, 0, 0, 1], monolith_port).into(),
-    ];
+    let addrs: [SocketAddr; 3] = ports.map(|p| ([127, 0, 0, 1], p).into());
 
     pb.set_message("composition tax: wire contract");
     let contract_cases = same_contract(addrs[0], addrs[1])?;
@@ -214,15 +239,22 @@ pub fn run(
         "composition tax: the monolith answers the wire contract as the composed app does ({} cases)",
         contract_cases.len()
     ));
+    let p3_cases = same_contract(addrs[0], addrs[2]).context("the WASIp3 build")?;
+    ensure!(
+        p3_cases == contract_cases,
+        "the WASIp3 build ran other cases"
+    );
+    say("composition tax: so does the WASIp3 build".into());
 
-    let mut rounds: [Vec<Round>; 2] = [Vec::new(), Vec::new()];
+    let mut rounds: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     rt.block_on(async {
         for addr in addrs {
             load::warm_up(addr, s.warm_up, s.connections, pb).await?;
         }
         for r in 0..s.rounds {
             pb.set_message(format!("composition tax: round {} of {}", r + 1, s.rounds));
-            let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            // Each app first, second and third in turn, so drift hits them alike.
+            let order = [0, 1, 2].map(|i| (i + r as usize) % 3);
             for i in order {
                 let addr = addrs[i];
                 let accept = load::accept(addr, s.accept, pb).await?;
@@ -240,51 +272,80 @@ pub fn run(
     harness.stop();
 
     pb.set_message("composition tax: instantiation and memory per instance");
-    let [composed_rounds, monolith_rounds] = rounds;
+    let [composed_rounds, monolith_rounds, p3_rounds] = rounds;
     let inproc = rt.block_on(in_process(
         &[root.join(COMPOSED_WASM), root.join(MONOLITH_WASM)],
         s.instances,
     ))?;
     let [composed_in, monolith_in] = inproc;
-    let throughput_ratios: Vec<f64> = composed_rounds
-        .iter()
-        .zip(&monolith_rounds)
-        .map(|(c, m)| c.throughput.orders_per_s / m.throughput.orders_per_s.max(1e-9))
-        .collect();
+    let p3_reuse = rt.block_on(reuse(&root.join(P3_WASM), s.instances))?;
+    let ratios = |a: &[Round]| -> Vec<f64> {
+        a.iter()
+            .zip(&monolith_rounds)
+            .map(|(c, m)| c.throughput.orders_per_s / m.throughput.orders_per_s.max(1e-9))
+            .collect()
+    };
+    let throughput_ratios = ratios(&composed_rounds);
+    let p3_throughput_ratios = ratios(&p3_rounds);
     let composed = app_tax(
         "composed (order-app.wasm, 6 components linked by wac)",
         "spin.toml",
         COMPOSED_WASM,
         composed_rounds,
-        composed_in,
+        Some(composed_in),
     );
     let monolith = app_tax(
         "monolith (bench_monolith.wasm, one component)",
         MONOLITH_MANIFEST,
         MONOLITH_WASM,
         monolith_rounds,
-        monolith_in,
+        Some(monolith_in),
+    );
+    let p3 = app_tax(
+        "WASIp3 build (order-app-p3.wasm, instances reused)",
+        P3_MANIFEST,
+        P3_WASM,
+        p3_rounds,
+        None,
     );
     let tax = Tax {
         throughput_ratio: median(&throughput_ratios),
         throughput_ratios,
+        p3_throughput_ratio: median(&p3_throughput_ratios),
+        p3_throughput_ratios,
+        p3,
+        p3_reuse,
         settings: s,
         contract_cases,
         composed,
         monolith,
         boundary_calls_per_post: BOUNDARY_CALLS_PER_POST,
     };
-    for a in [&tax.composed, &tax.monolith] {
+    for a in [&tax.composed, &tax.monolith, &tax.p3] {
         say(format!(
-            "composition tax: {}: accept p50 {:.0} µs, end to end p50 {:.0} µs, {:.0} orders/s, instantiate p50 {:.1} µs, {} KiB linear memory after a POST",
-            a.app, a.accept_p50_us, a.end_to_end_p50_us, a.orders_per_s,
-            a.in_process.instantiate.p50_us, a.in_process.memory.linear_bytes_after_request / 1024
+            "composition tax: {}: accept p50 {:.0} µs, end to end p50 {:.0} µs, {:.0} orders/s{}",
+            a.app,
+            a.accept_p50_us,
+            a.end_to_end_p50_us,
+            a.orders_per_s,
+            a.in_process.as_ref().map_or(String::new(), |i| format!(
+                ", instantiate p50 {:.1} µs, {} KiB linear memory after a POST",
+                i.instantiate.p50_us,
+                i.memory.linear_bytes_after_request / 1024
+            ))
         ));
     }
     say(format!(
-        "composition tax: composed ÷ monolith throughput {:.3} (median of {} paired rounds)",
+        "composition tax: composed ÷ monolith throughput {:.3}, WASIp3 build (reuse) ÷ monolith {:.3} (medians of {} rounds)",
         tax.throughput_ratio,
+        tax.p3_throughput_ratio,
         tax.throughput_ratios.len()
+    ));
+    let r = &tax.p3_reuse;
+    say(format!(
+        "composition tax: nanohost's pool for 16 instances holds {} WASIp2 composed requests, {} WASIp3 ({} instances × {})",
+        tax.composed.in_process.as_ref().map_or(0, |i| i.memory.live_in_pool_of_16),
+        r.requests_held, r.live_in_pool_of_16, r.concurrent_per_instance
     ));
     Ok(tax)
 }
@@ -294,7 +355,7 @@ fn app_tax(
     manifest: &str,
     wasm: &str,
     rounds: Vec<Round>,
-    in_process: InProcess,
+    in_process: Option<InProcess>,
 ) -> AppTax {
     let of = |f: &dyn Fn(&Round) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
     AppTax {
@@ -379,10 +440,19 @@ fn contract(addr: SocketAddr, key: &str) -> Result<Vec<(String, Vec<u16>)>> {
         let mut run = wire_contract::Run::new(key);
         let mut statuses = Vec::new();
         for step in &case.step {
-            // Both apps fulfil in process, before the 202: `eventually` holds at once.
-            let answer = exchange(addr, &run.request(step))?;
-            run.check(step, &answer)
-                .map_err(|broken| anyhow::anyhow!("{}: {broken}", case.name))?;
+            // The WASIp2 apps fulfil before the 202, so `eventually` holds at once there; the
+            // WASIp3 build fulfils just after it, so such a step may be asked again (2 s).
+            let deadline = Instant::now() + Duration::from_secs(2);
+            let answer = loop {
+                let answer = exchange(addr, &run.request(step))?;
+                match run.check(step, &answer) {
+                    Ok(()) => break answer,
+                    Err(_) if step.eventually && Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(broken) => bail!("{}: {broken}", case.name),
+                }
+            };
             statuses.push(answer.status);
         }
         seen.push((case.name, statuses));
@@ -392,7 +462,13 @@ fn contract(addr: SocketAddr, key: &str) -> Result<Vec<(String, Vec<u16>)>> {
 
 /// Both apps pass every case with the same status codes.
 fn same_contract(composed: SocketAddr, monolith: SocketAddr) -> Result<Vec<String>> {
-    let key = format!("tax-{}", std::process::id());
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    // Each comparison its own idempotency key: the composed app is asked more than once.
+    let key = format!(
+        "tax-{}-{}",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    );
     let a = contract(composed, &key).context("the composed app breaks the wire contract")?;
     let b = contract(monolith, &key).context("the monolith breaks the wire contract")?;
     if a != b {
@@ -661,6 +737,56 @@ async fn in_process(wasm: &[PathBuf; 2], instances: u64) -> Result<[InProcess; 2
     ])
 }
 
+/// The WASIp3 build in nanohost's pool: `instances` instantiations (timed, each dropped), then
+/// instances kept alive until the pool refuses one. No request is sent: each instance serves
+/// requests over HTTP in the rounds above; here only what it holds counts.
+async fn reuse(wasm: &Path, instances: u64) -> Result<Reuse> {
+    let engine = crate::micro::engine(true)?;
+    let linker = nanohost::app::linker_for(&engine, true)?;
+    let component = Component::from_file(&engine, wasm)
+        .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", wasm.display()))?;
+    let pre = linker.instantiate_pre(&component)?;
+    let ctx = crate::micro::ctx()?;
+    let mut timed = histogram();
+    let mut counts = [0; 2];
+    for _ in 0..instances.max(1) {
+        let mut store = crate::micro::store(&engine, &ctx);
+        let t = Instant::now();
+        let instance = pre.instantiate_async(&mut store).await?;
+        let _ = timed.record((t.elapsed().as_nanos() as u64).max(1));
+        if let Some(m) = engine.pooling_allocator_metrics() {
+            counts = [m.core_instances(), m.memories() as u64];
+        }
+        drop((instance, store));
+    }
+    let mut alive = Vec::new();
+    let stopped_by = loop {
+        if alive.len() >= 256 {
+            break "256 instances (the measurement's own cap)".to_string();
+        }
+        let mut store = crate::micro::store(&engine, &ctx);
+        match pre.instantiate_async(&mut store).await {
+            Ok(_) => alive.push(store),
+            Err(e) => break format!("{e:#}"),
+        }
+    };
+    let concurrent = match nanohost::wasip3::InstanceReuse::default()
+        .max_instance_concurrent_reuse_count
+    {
+        nanohost::wasip3::Draw::Value(n) => n as u64,
+        other => bail!("Spin's default concurrent reuse count is no longer one value: {other:?}"),
+    };
+    Ok(Reuse {
+        instantiate: summarize(&timed),
+        core_instances: counts[0],
+        memories: counts[1],
+        live_in_pool_of_16: alive.len() as u64,
+        live_stopped_by: stopped_by,
+        concurrent_per_instance: concurrent,
+        requests_held: alive.len() as u64 * concurrent,
+    })
+}
+
 // ---- The report ----
 
 impl Tax {
@@ -689,7 +815,9 @@ impl Tax {
         use crate::report::us;
         use std::fmt::Write as _;
         let (c, m) = (&self.composed, &self.monolith);
-        let (ci, mi) = (&c.in_process, &m.in_process);
+        let (Some(ci), Some(mi)) = (&c.in_process, &m.in_process) else {
+            return;
+        };
         let s = &self.settings;
         let _ = writeln!(
             md,
@@ -888,6 +1016,78 @@ impl Tax {
             cm.live_in_pool_of_16, cm.live_stopped_by, mm.live_in_pool_of_16, mm.live_stopped_by);
         let _ = writeln!(md, "- **Share of a request**: together {} per order, against about {} of CPU per order in the HTTP run ({} cores ÷ {:.0} orders/s, the client and the host's HTTP work included): {:.1}%; the throughput ratio measured over HTTP is {:.3}.\n",
             us(d_inst + d_call), us(cpu_per_order_us), cores, c.orders_per_s, 100.0 * (d_inst + d_call) / cpu_per_order_us.max(1e-9), self.throughput_ratio);
+        let (p, r) = (&self.p3, &self.p3_reuse);
+        let _ = writeln!(md, "### With instance reuse: the WASIp3 build\n");
+        let _ = writeln!(md, "`{}` (`{}`, `docs/wasip3.md`): the same components with a WASIp3 edge that answers 202 once the order is stored and fulfils it after the response, in the same instance; nanohost reuses its instances with Spin 4's defaults (up to {} requests at once and 128 in all per instance). It ran in the same rounds as the two above (the three apps in turn) and answered the same wire-contract cases alike.\n", p.wasm, p.manifest, r.concurrent_per_instance);
+        let _ = writeln!(md, "| measure | WASIp3, reuse | WASIp2 composed, no reuse | monolith (WASIp2, no reuse) | WASIp3 ÷ monolith |\n| --- | --- | --- | --- | --- |");
+        let mut row = |what: &str, a: f64, b: f64, c: f64| {
+            let _ = writeln!(
+                md,
+                "| {what} | {} | {} | {} | {} |",
+                us(a),
+                us(b),
+                us(c),
+                ratio(a, c)
+            );
+        };
+        row(
+            "accept p50 (POST → 202)",
+            p.accept_p50_us,
+            c.accept_p50_us,
+            m.accept_p50_us,
+        );
+        row(
+            "accept p99",
+            p.accept_p99_us,
+            c.accept_p99_us,
+            m.accept_p99_us,
+        );
+        row(
+            "end to end p50 (POST → GET says fulfilled)",
+            p.end_to_end_p50_us,
+            c.end_to_end_p50_us,
+            m.end_to_end_p50_us,
+        );
+        row(
+            "end to end p99",
+            p.end_to_end_p99_us,
+            c.end_to_end_p99_us,
+            m.end_to_end_p99_us,
+        );
+        let _ = writeln!(md, "| throughput, {} connections (orders/s) | {:.0} | {:.0} | {:.0} | {:.3}x (median of the rounds' ratios; composed: {:.3}x) |", s.connections, p.orders_per_s, c.orders_per_s, m.orders_per_s, self.p3_throughput_ratio, self.throughput_ratio);
+        let _ = writeln!(
+            md,
+            "| new store + instantiation, p50 (paid once per instance) | {} | {} | {} | |",
+            us(r.instantiate.p50_us),
+            us(ci.instantiate.p50_us),
+            us(mi.instantiate.p50_us)
+        );
+        let _ = writeln!(
+            md,
+            "| core instances / memories per instance | {} / {} | {} / {} | {} / {} | |",
+            r.core_instances,
+            r.memories,
+            cm.core_instances,
+            cm.memories,
+            mm.core_instances,
+            mm.memories
+        );
+        let _ = writeln!(
+            md,
+            "| instances live at once, pool sized for 16 | {} | {} | {} | |",
+            r.live_in_pool_of_16, cm.live_in_pool_of_16, mm.live_in_pool_of_16
+        );
+        let _ = writeln!(
+            md,
+            "| requests held at once in that pool | {} ({} × {}) | {} | {} | {} |\n",
+            r.requests_held,
+            r.live_in_pool_of_16,
+            r.concurrent_per_instance,
+            cm.live_in_pool_of_16,
+            mm.live_in_pool_of_16,
+            ratio(r.requests_held as f64, mm.live_in_pool_of_16 as f64)
+        );
+        let _ = writeln!(md, "Lost orders (WASIp3): {}; failed requests: {}. The WASIp3 build's in-process figures are instantiation alone ({} instances, each dropped) and instances kept alive until the pool refused one (stopped by: {}); requests held is that count times the concurrent requests an instance takes, not a measured number of held requests. Its memories and core instances are those of a WASIp3 engine (component-model-async on), as nanohost makes it for an app with a WASIp3 component. Its accept latency ends at the 202, before fulfilment; its end to end includes the fulfilment after it.\n", p.lost, p.errors, s.instances.max(1), r.live_stopped_by);
         let _ = writeln!(md, "Method: {} round(s); in each, each app in turn (the order alternating) gets {} sequential POSTs on one connection, {} orders end to end, and {} orders over {} connections closed loop, after a warm-up of {} orders each; figures are medians over the rounds. In process: nanohost's engine configuration (pooling allocator, `concurrency_support(false)`) and linker, one engine per app; {} instances per app after a tenth as many for warm-up, alternating between the apps; each gets a new store, is instantiated (timed with the store's creation), handles one `POST /order` (timed until `handle` returns; minor page faults counted from the store's creation to the answer, /proc/thread-self/stat), then the same request again (timed). Linear memory is the sum of every memory's size as a store limiter sees them created and grown (reserved, not necessarily touched); core instances, memories and tables are the pooling allocator's counts while the instance is alive. Resident memory per instance: on a fresh engine, instances are created and sent one POST each and kept alive until the pool refuses one; the process's RSS after the last, minus after the first (which also pages in the shared compiled code), divided by the instances in between: the pages each live instance touched in its own slots. The pool's kept-resident figure is `unused_memory_bytes_resident` after the timed instances ended.\n",
             s.rounds, s.accept, s.end_to_end, s.orders, s.connections, s.warm_up, s.instances);
     }

@@ -184,6 +184,8 @@ pub async fn measure(addr: SocketAddr, work: Work, s: &PeerSettings) -> Result<(
 pub struct Tools {
     pub wasmtime: Result<PathBuf, String>,
     pub spin: Result<PathBuf, String>,
+    /// Spin 4.1 (WASI 0.3.0 final), the one Spin that serves the WASIp3 build.
+    pub spin41: Result<PathBuf, String>,
 }
 
 impl Tools {
@@ -207,7 +209,20 @@ impl Tools {
             &[root.join("../shared/tools/spin/spin")],
         )
         .ok_or_else(|| "no Spin binary (SPIN_BIN, PATH, ../shared/tools/spin/spin)".to_string());
-        Tools { wasmtime, spin }
+        let spin41 = procs::find_tool(
+            "SPIN41_BIN",
+            "spin41",
+            &[root.join("../shared/tools/spin41/spin")],
+        )
+        .ok_or_else(|| {
+            "no Spin 4.1 binary (SPIN41_BIN, PATH as spin41, ../shared/tools/spin41/spin)"
+                .to_string()
+        });
+        Tools {
+            wasmtime,
+            spin,
+            spin41,
+        }
     }
 }
 

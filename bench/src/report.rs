@@ -38,6 +38,7 @@ pub struct Versions {
     pub redis: String,
     /// `--version` of the peers' binaries.
     pub spin_cli: String,
+    pub spin41_cli: String,
     pub wasmtime_cli: String,
     /// The gateway this run's order app was built from: the last commit that touched
     /// `components/adapters/http-gateway`, and whether the working tree differs from it.
@@ -188,6 +189,7 @@ pub fn versions(root: &Path, tools: &Tools) -> Versions {
         mosquitto: first_line("mosquitto", &["-h"]),
         redis: first_line("redis-server", &["--version"]),
         spin_cli: version_of(&tools.spin),
+        spin41_cli: version_of(&tools.spin41),
         wasmtime_cli: version_of(&tools.wasmtime),
         gateway: if commit.is_empty() {
             "unknown (no git)".into()
@@ -852,9 +854,9 @@ impl Report {
         }
         let ps = &self.settings.peers;
         let _ = writeln!(md, "## Hosts side by side\n");
-        let _ = writeln!(md, "The same client (hyper, HTTP/1.1 keep-alive, TCP_NODELAY on the client's sockets), one server at a time on this machine, in this run. Each server: a warm-up ({} requests at most, discarded), then {} requests on one connection, one at a time, then {} requests closed loop over {} connections; each phase also stops after {:.0} s (marked \"time limit\"). Versions: {}; {}; nanohost is this workspace (wasmtime {}).\n",
+        let _ = writeln!(md, "The same client (hyper, HTTP/1.1 keep-alive, TCP_NODELAY on the client's sockets), one server at a time on this machine, in this run. Each server: a warm-up ({} requests at most, discarded), then {} requests on one connection, one at a time, then {} requests closed loop over {} connections; each phase also stops after {:.0} s (marked \"time limit\"). Versions: {}; {} (the WASIp3 build); {}; nanohost is this workspace (wasmtime {}). The WASIp3 build's instances are reused by both hosts (Spin 4's defaults); on Spin 4.1.0-pre0 its answers reach the socket in two writes, which Nagle's algorithm and the client's delayed ACK hold up on a keep-alive connection (`docs/wasip3.md`, \"Known problem\"): its latency there is that, not the app.\n",
             ps.warm_up, ps.requests / 4, ps.requests, ps.connections, ps.max_seconds,
-            self.versions.spin_cli, self.versions.wasmtime_cli, self.versions.wasmtime);
+            self.versions.spin_cli, self.versions.spin41_cli, self.versions.wasmtime_cli, self.versions.wasmtime);
         Self::peer_rows(md, &self.peers, true);
         let _ = writeln!(md);
         for r in self.peers.iter().filter(|r| !r.command.is_empty()) {
