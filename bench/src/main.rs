@@ -721,30 +721,18 @@ fn run_peers(
             ps,
         ));
         h.stop();
-        match &tools.spin {
-            Ok(bin) => {
-                let port = procs::free_port();
-                let state = out.join("spin-state");
-                let cmd = peers::spin_up(bin, &manifest, port, &spin_config, &state);
-                let line = peers::describe(&cmd, root);
-                match procs::start_server(cmd, port, "spin up", &out.join("spin.log")) {
-                    Ok(server) => {
-                        runs.push(drive(
-                            rt,
-                            "spin",
-                            workload,
-                            line,
-                            addr(port),
-                            Work::Place,
-                            ps,
-                        ));
-                        drop(server);
-                    }
-                    Err(e) => runs.push(skipped("spin", workload, format!("did not start: {e:#}"))),
-                }
-            }
-            Err(why) => runs.push(skipped("spin", workload, why.clone())),
-        }
+        runs.push(peers::drive_spin(
+            rt,
+            "spin",
+            &tools.spin,
+            workload,
+            &manifest,
+            &spin_config,
+            out,
+            root,
+            Work::Place,
+            ps,
+        ));
     }
 
     // The WASIp3 build, instances reused, on nanohost and on Spin 4.1 (the one Spin that serves
@@ -774,40 +762,18 @@ fn run_peers(
         ps,
     ));
     h.stop();
-    match &tools.spin41 {
-        Ok(bin) => {
-            let port = procs::free_port();
-            let state = out.join("spin41-state");
-            let cmd = peers::spin_up(
-                bin,
-                &root.join(&p3),
-                port,
-                &spin_memory_config(out)?,
-                &state,
-            );
-            let line = peers::describe(&cmd, root);
-            match procs::start_server(cmd, port, "spin up (4.1)", &out.join("spin41.log")) {
-                Ok(server) => {
-                    runs.push(drive(
-                        rt,
-                        "spin 4.1",
-                        workload,
-                        line,
-                        addr(port),
-                        Work::Place,
-                        ps,
-                    ));
-                    drop(server);
-                }
-                Err(e) => runs.push(skipped(
-                    "spin 4.1",
-                    workload,
-                    format!("did not start: {e:#}"),
-                )),
-            }
-        }
-        Err(why) => runs.push(skipped("spin 4.1", workload, why.clone())),
-    }
+    runs.push(peers::drive_spin(
+        rt,
+        "spin 4.1",
+        &tools.spin41,
+        workload,
+        &root.join(&p3),
+        &spin_memory_config(out)?,
+        out,
+        root,
+        Work::Place,
+        ps,
+    ));
     Ok(runs)
 }
 

@@ -293,6 +293,45 @@ pub fn skipped(host: &str, workload: &str, why: impl Into<String>) -> PeerRun {
 }
 
 /// Runs `measure` against a server that is already up.
+/// A real Spin serving `manifest` as a peer: started, driven with `work`, stopped. A Spin that is
+/// missing, or does not start, is a skipped run with the reason.
+#[allow(clippy::too_many_arguments)]
+pub fn drive_spin(
+    rt: &tokio::runtime::Runtime,
+    host: &str,
+    bin: &Result<PathBuf, String>,
+    workload: &str,
+    manifest: &Path,
+    runtime_config: &Path,
+    out: &Path,
+    root: &Path,
+    work: Work,
+    s: &PeerSettings,
+) -> PeerRun {
+    let bin = match bin {
+        Ok(bin) => bin,
+        Err(why) => return skipped(host, workload, why.clone()),
+    };
+    let port = crate::procs::free_port();
+    let tag = host.replace(' ', "");
+    let cmd = spin_up(
+        bin,
+        manifest,
+        port,
+        runtime_config,
+        &out.join(format!("{tag}-state")),
+    );
+    let line = describe(&cmd, root);
+    let log = out.join(format!("{tag}.log"));
+    match crate::procs::start_server(cmd, port, &format!("{host} up"), &log) {
+        Ok(_server) => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            drive(rt, host, workload, line, addr, work, s)
+        }
+        Err(e) => skipped(host, workload, format!("did not start: {e:#}")),
+    }
+}
+
 pub fn drive(
     rt: &tokio::runtime::Runtime,
     host: &str,
