@@ -442,17 +442,10 @@ fn contract(addr: SocketAddr, key: &str) -> Result<Vec<(String, Vec<u16>)>> {
         for step in &case.step {
             // The WASIp2 apps fulfil before the 202, so `eventually` holds at once there; the
             // WASIp3 build fulfils just after it, so such a step may be asked again (2 s).
-            let deadline = Instant::now() + Duration::from_secs(2);
-            let answer = loop {
-                let answer = exchange(addr, &run.request(step))?;
-                match run.check(step, &answer) {
-                    Ok(()) => break answer,
-                    Err(_) if step.eventually && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(5))
-                    }
-                    Err(broken) => bail!("{}: {broken}", case.name),
-                }
-            };
+            let (patience, pause) = (Duration::from_secs(2), Duration::from_millis(5));
+            let answer = run
+                .step_blocking(step, patience, |sent| exchange(addr, sent), pause)
+                .with_context(|| case.name.clone())?;
             statuses.push(answer.status);
         }
         seen.push((case.name, statuses));

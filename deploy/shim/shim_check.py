@@ -878,15 +878,29 @@ class Run:
         order_app, fulfilment = self.pair("redis")
         label = "redis shape (order-app-redis + fulfilment-redis, Redis trigger)"
         t0 = time.monotonic()
-        fid, _ = self.start_app(fulfilment, "run")
-        self.wait_redis_subscriber(self.variable(fulfilment, "orders_channel"), fid)
-        oid, port = self.start_app(order_app, "run")
-        assert port
+        channel = self.variable(fulfilment, "orders_channel")
+        fid, oid, port = self.start_shape(order_app, fulfilment, "run",
+                                          lambda cid: self.wait_redis_subscriber(channel, cid))
         problems = contract(port, label, networked=True, count_keys=lambda: int(self.redis_cli("DBSIZE")))
         load_problems, placed = load(port, label)
         problems += load_problems + self.sweep_after_load(order_app, port, label)
         if not problems:
             problems += self.redis_restart(order_app, fulfilment, fid, port, placed)
+        self.end_shape(label, t0, oid, fulfilment, problems)
+
+    def start_shape(self, order_app: App, fulfilment: App, run: str, wait_listening) -> tuple[str, str, int]:
+        """Starts a networked shape: its fulfilment app (container suffix `run`), which
+        `wait_listening(container id)` waits for, then its order app. Both container ids and the
+        order app's port."""
+        fid, _ = self.start_app(fulfilment, run)
+        wait_listening(fid)
+        oid, port = self.start_app(order_app, "run")
+        assert port
+        return fid, oid, port
+
+    def end_shape(self, label: str, t0: float, oid: str, fulfilment: App, problems: list[str]) -> None:
+        """Removes a networked shape's containers (every fulfilment container a restart left) and
+        records its problems."""
         self.ctrd.remove(oid)
         for cid in [c for c in self.ctrd.containers if c.startswith(fulfilment.name)]:
             self.ctrd.remove(cid)
@@ -951,21 +965,15 @@ class Run:
         t0 = time.monotonic()
         topic = self.variable(fulfilment, "orders_topic")
         problems = self.mqtt_trigger_without_broker(fulfilment)
-        fid, _ = self.start_app(fulfilment, "run1")
-        self.wait_mqtt_subscriber(topic, fid, 0)
-        oid, port = self.start_app(order_app, "run")
-        assert port
+        fid, oid, port = self.start_shape(order_app, fulfilment, "run1",
+                                          lambda cid: self.wait_mqtt_subscriber(topic, cid, 0))
         problems += contract(port, label, networked=True, count_keys=lambda: int(self.redis_cli("DBSIZE")))
         if not problems:
             problems += load(port, label)[0]
             problems += self.sweep_after_load(order_app, port, label)
         if not problems:
             problems += self.mqtt_broker_restart(order_app, fulfilment, fid, port, topic)
-        self.ctrd.remove(oid)
-        for cid in [c for c in self.ctrd.containers if c.startswith(fulfilment.name)]:
-            self.ctrd.remove(cid)
-        self.record(label, problems)
-        log(f"{label}: {time.monotonic() - t0:.1f} s")
+        self.end_shape(label, t0, oid, fulfilment, problems)
 
     def mqtt_trigger_without_broker(self, fulfilment: App) -> list[str]:
         """The trigger started while Mosquitto is down must end its container, so that the kubelet

@@ -268,6 +268,36 @@ def _module_slots(module: bytes) -> tuple[int, int, int]:
     return 1, counts.get(5, 0), counts.get(4, 0)
 
 
+def _extern_name(body: bytes, pos: int) -> int:
+    """The position after a component import's or export's name (plain, or with a version suffix)."""
+    versioned = body[pos] == 0x01
+    pos = _name(body, pos + 1)
+    return _name(body, pos) if versioned else pos
+
+
+def _sort_index(body: bytes, pos: int) -> int:
+    """The position after a component sort (two bytes for a core sort) and its index."""
+    pos += 2 if body[pos] == 0x00 else 1
+    return _leb(body, pos)[1]
+
+
+def _skip_vec(body: bytes, pos: int, item) -> int:
+    """The position after a vector whose items `item(body, pos)` steps over."""
+    count, pos = _leb(body, pos)
+    for _ in range(count):
+        pos = item(body, pos)
+    return pos
+
+
+def _defined(body: bytes, pos: int, defined: list, what: str):
+    """The item an instantiation names (an index into `defined`) and the position after that index; one
+    that is not defined in this component (imported, or out of range) is a DeployError."""
+    index, pos = _leb(body, pos)
+    if index >= len(defined) or defined[index] is None:
+        raise DeployError(f"{what} {index}, which is not defined in the component")
+    return defined[index], pos
+
+
 def _component_slots(data: bytes, outer: tuple = ()) -> tuple[int, int, int]:
     """What one instantiation of a component takes from wasmtime's pool: every core module instantiation
     (nested components included) is a core instance, with the memories and tables its module defines;
@@ -304,9 +334,7 @@ def _component_slots(data: bytes, outer: tuple = ()) -> tuple[int, int, int]:
         elif sid == 10:  # imports: an imported module or component takes an index, and is no slot of ours
             count, pos = _leb(body, 0)
             for _ in range(count):
-                versioned = body[pos] == 0x01
-                pos = _name(body, pos + 1)
-                pos = _name(body, pos) if versioned else pos
+                pos = _extern_name(body, pos)
                 desc = body[pos]
                 pos += 2 if desc == 0x00 else 1
                 if desc in (0x02, 0x03) and body[pos] == 0x01 and desc == 0x03:
@@ -318,49 +346,25 @@ def _component_slots(data: bytes, outer: tuple = ()) -> tuple[int, int, int]:
                     modules.append(None)
                 elif desc == 0x04:
                     components.append(None)
-        elif sid == 2:  # core instances
+        elif sid == 2:  # core instances: args and inline exports are both (name, sort, index)
             count, pos = _leb(body, 0)
             for _ in range(count):
-                kind = body[pos]
-                pos += 1
+                kind, pos = body[pos], pos + 1
                 if kind == 0x00:
-                    index, pos = _leb(body, pos)
-                    if index >= len(modules) or modules[index] is None:
-                        raise DeployError(f"core instance of module {index}, which is not defined in the component")
-                    total = [t + s for t, s in zip(total, modules[index])]
-                    args, pos = _leb(body, pos)
-                    for _ in range(args):
-                        pos = _name(body, pos) + 1
-                        _, pos = _leb(body, pos)
-                else:
-                    exports, pos = _leb(body, pos)
-                    for _ in range(exports):
-                        pos = _name(body, pos) + 1
-                        _, pos = _leb(body, pos)
+                    module, pos = _defined(body, pos, modules, "core instance of module")
+                    total = [t + s for t, s in zip(total, module)]
+                pos = _skip_vec(body, pos, lambda b, p: _leb(b, _name(b, p) + 1)[1])
         elif sid == 5:  # component instances
             count, pos = _leb(body, 0)
             for _ in range(count):
-                kind = body[pos]
-                pos += 1
+                kind, pos = body[pos], pos + 1
                 if kind == 0x00:
-                    index, pos = _leb(body, pos)
-                    if index >= len(components) or components[index] is None:
-                        raise DeployError(f"instance of component {index}, which is not defined in the component")
-                    nested = _component_slots(components[index], (*outer, (modules, components)))
+                    component, pos = _defined(body, pos, components, "instance of component")
+                    nested = _component_slots(component, (*outer, (modules, components)))
                     total = [t + s for t, s in zip(total, nested)]
-                    args, pos = _leb(body, pos)
-                    for _ in range(args):
-                        pos = _name(body, pos)
-                        pos += 2 if body[pos] == 0x00 else 1
-                        _, pos = _leb(body, pos)
+                    pos = _skip_vec(body, pos, lambda b, p: _sort_index(b, _name(b, p)))
                 else:
-                    exports, pos = _leb(body, pos)
-                    for _ in range(exports):
-                        versioned = body[pos] == 0x01
-                        pos = _name(body, pos + 1)
-                        pos = _name(body, pos) if versioned else pos
-                        pos += 2 if body[pos] == 0x00 else 1
-                        _, pos = _leb(body, pos)
+                    pos = _skip_vec(body, pos, lambda b, p: _sort_index(b, _extern_name(b, p)))
     return tuple(total)
 
 

@@ -8,7 +8,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::harness::{self, case, Case, HostKind};
+use support::harness::{self, Case, HostKind};
 use support::host::{App, AppDir, AppSpec};
 use support::http::get_text;
 use support::{Mosquitto, Redis, TempDir};
@@ -290,35 +290,19 @@ fn needs_mqtt_trigger(host: HostKind) -> Option<String> {
 fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
-        cases.push(case(host, "key_value_on_a_real_redis", move || {
-            key_value_on_a_real_redis(host)
-        }));
-        cases.push(case(
+        crate::on_host!(
+            cases,
             host,
-            "a_redis_store_that_is_down_at_start_does_not_stop_the_host",
-            move || a_redis_store_that_is_down_at_start_does_not_stop_the_host(host),
-        ));
-        cases.push(case(host, "outbound_hosts_are_enforced", move || {
-            outbound_hosts_are_enforced(host)
-        }));
-        cases.push(
-            case(
-                host,
-                "redis_and_mqtt_triggers_deliver_messages",
-                move || redis_and_mqtt_triggers_deliver_messages(host),
-            )
-            .skip_if(needs_mqtt_trigger(host)),
+            "",
+            [
+                key_value_on_a_real_redis(host),
+                a_redis_store_that_is_down_at_start_does_not_stop_the_host(host),
+                outbound_hosts_are_enforced(host),
+                redis_and_mqtt_triggers_deliver_messages(host).skip_if(needs_mqtt_trigger(host)),
+                mqtt_publish_fails_while_the_broker_is_gone(host),
+                an_mqtt_address_without_client_id_is_refused(host),
+            ]
         );
-        cases.push(case(
-            host,
-            "mqtt_publish_fails_while_the_broker_is_gone",
-            move || mqtt_publish_fails_while_the_broker_is_gone(host),
-        ));
-        cases.push(case(
-            host,
-            "an_mqtt_address_without_client_id_is_refused",
-            move || an_mqtt_address_without_client_id_is_refused(host),
-        ));
     }
     harness::run(cases)
 }

@@ -84,11 +84,7 @@ impl Brokers {
     /// `apps/<app>-<transport>`, run as nanohost's binary, its orders in the protected Redis.
     fn spec(&self, app: &str) -> AppSpec {
         let app = format!("{app}-{}", self.transport.name());
-        support::composed(&app);
-        AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
-            .runtime_config(Some(self.runtime_config.clone()))
-            .variable("message_key", support::MESSAGE_KEY)
-            .nanohost_binary()
+        support::networked_app(&app, &self.runtime_config).nanohost_binary()
     }
 
     /// The fulfilment app, its trigger logging in as `login` says.
@@ -267,11 +263,7 @@ impl Shape {
     }
 
     async fn place(&mut self, details: &str) -> (StatusCode, Value) {
-        let request = self
-            .client
-            .post(format!("{}/order", self.base))
-            .header("content-type", "application/json")
-            .body(json!({ "details": details }).to_string());
+        let request = orders::place_request(&self.client, &self.base, details);
         self.send(request).await
     }
 
@@ -615,31 +607,16 @@ fn main() {
             let skip = transport
                 .unavailable_on(host)
                 .or(spin_log_level_changed(host));
-            cases.push(
-                case(
-                    host,
-                    format!(
-                        "{}::orders_are_fulfilled_with_passwords_everywhere",
-                        transport.name()
-                    ),
-                    move || orders_are_fulfilled_with_passwords_everywhere(host, transport),
-                )
-                .skip_if(skip.clone()),
-            );
-            cases.push(
-                case(
-                    host,
-                    format!(
-                        "{}::a_wrong_publisher_password_keeps_the_order_and_shows_nothing",
-                        transport.name()
-                    ),
-                    move || {
-                        a_wrong_publisher_password_keeps_the_order_and_shows_nothing(
-                            host, transport,
-                        )
-                    },
-                )
-                .skip_if(skip.clone()),
+            crate::on_host!(
+                cases,
+                host,
+                format!("{}::", transport.name()),
+                [
+                    orders_are_fulfilled_with_passwords_everywhere(host, transport)
+                        .skip_if(skip.clone()),
+                    a_wrong_publisher_password_keeps_the_order_and_shows_nothing(host, transport)
+                        .skip_if(skip.clone()),
+                ]
             );
             for login in [Login::WrongPassword, Login::NoPassword] {
                 cases.push(
@@ -660,13 +637,12 @@ fn main() {
                 );
             }
         }
-        cases.push(
-            case(
-                host,
-                "redis_store::a_wrong_store_password_is_refused_without_showing_it",
-                move || a_wrong_store_password_is_refused_without_showing_it(host),
-            )
-            .skip_if(spin_log_level_changed(host)),
+        crate::on_host!(
+            cases,
+            host,
+            "redis_store::",
+            [a_wrong_store_password_is_refused_without_showing_it(host)
+                .skip_if(spin_log_level_changed(host))]
         );
     }
     harness::run(cases)

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use order_messages::{MessageKey, PlacedOrder};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use support::harness::{self, case, Case, HostKind};
-use support::host::{App, AppDir, AppSpec};
+use support::harness::{self, Case, HostKind};
+use support::host::{App, AppDir};
 use support::orders::{self, Transport};
 use support::{Mosquitto, Redis};
 use tokio::net::{TcpListener, TcpStream};
@@ -131,12 +131,7 @@ impl Apps {
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
         let order_dir = AppDir::new(&format!("{label}-order-app"));
         let runtime_config = support::redis_runtime_config(&redis.url(), &fulfilment_dir.path);
-        let spec = |app: String| {
-            support::composed(&app);
-            AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
-                .runtime_config(Some(runtime_config.clone()))
-                .variable("message_key", support::MESSAGE_KEY)
-        };
+        let spec = |app: String| support::networked_app(&app, &runtime_config);
         let name = carrier.name();
         let broker = match carrier {
             Carrier::Mqtt => Some(("mqtt_address", mosquitto.as_ref().unwrap().port)),
@@ -195,11 +190,7 @@ impl Apps {
 
     /// Places an order with `details`; its id, once the answer is 202.
     async fn place(&self, details: &str) -> Result<String, String> {
-        let response = self
-            .client
-            .post(format!("{}/order", self.base))
-            .header("content-type", "application/json")
-            .body(json!({ "details": details }).to_string())
+        let response = orders::place_request(&self.client, &self.base, details)
             .send()
             .await
             .unwrap();
@@ -213,15 +204,7 @@ impl Apps {
     }
 
     async fn status(&self, id: &str) -> String {
-        let response = self
-            .client
-            .get(format!("{}/order/{id}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.unwrap();
-        body["status"].as_str().unwrap().to_string()
+        orders::status_at(&self.client, &self.base, id).await
     }
 
     /// Puts `payload` where the fulfilment app listens, as any client of the broker (or of the
@@ -446,22 +429,19 @@ fn main() {
                 skip_for,
                 [the_largest_and_the_most_escaped_details_are_fulfilled]
             );
-            cases.push(
-                case(
-                    host,
-                    format!("{}::forged_messages_fulfil_nothing", carrier.name()),
-                    move || forged_messages_fulfil_nothing(host, carrier),
-                )
-                .skip_if(carrier.unavailable_on(host, "forged")),
+            let skip = |tag| carrier.unavailable_on(host, tag);
+            crate::on_host!(
+                cases,
+                host,
+                format!("{}::", carrier.name()),
+                [forged_messages_fulfil_nothing(host, carrier).skip_if(skip("forged"))]
             );
             if carrier != Carrier::Http {
-                cases.push(
-                    case(
-                        host,
-                        format!("{}::a_sweep_announces_on_one_connection", carrier.name()),
-                        move || a_sweep_announces_on_one_connection(host, carrier),
-                    )
-                    .skip_if(carrier.unavailable_on(host, "sweep")),
+                crate::on_host!(
+                    cases,
+                    host,
+                    format!("{}::", carrier.name()),
+                    [a_sweep_announces_on_one_connection(host, carrier).skip_if(skip("sweep"))]
                 );
             }
         }

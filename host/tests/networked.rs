@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 use support::harness::{self, case, Case, HostKind};
-use support::host::{App, AppDir, AppSpec};
+use support::host::{App, AppDir};
 use support::orders::{self, Transport};
 use support::{Mosquitto, Redis};
 
@@ -47,12 +47,7 @@ impl Shape {
             Some(broker) => ("mqtt_address", broker.url()),
             None => ("redis_address", redis.url()),
         };
-        let spec = |app: String| {
-            support::composed(&app);
-            AppSpec::new(support::workspace_root().join(format!("apps/{app}/spin.toml")))
-                .runtime_config(Some(runtime_config.clone()))
-                .variable("message_key", support::MESSAGE_KEY)
-        };
+        let spec = |app: String| support::networked_app(&app, &runtime_config);
         let name = transport.name();
 
         let mut fulfilment_app = App::start(
@@ -83,11 +78,7 @@ impl Shape {
     }
 
     async fn place(&self, details: &str) -> (StatusCode, Value) {
-        let response = self
-            .client
-            .post(format!("{}/order", self.base))
-            .header("content-type", "application/json")
-            .body(json!({ "details": details }).to_string())
+        let response = orders::place_request(&self.client, &self.base, details)
             .send()
             .await
             .unwrap();
@@ -95,15 +86,7 @@ impl Shape {
     }
 
     async fn status(&self, id: &str) -> String {
-        let response = self
-            .client
-            .get(format!("{}/order/{id}", self.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.unwrap();
-        body["status"].as_str().unwrap().to_string()
+        orders::status_at(&self.client, &self.base, id).await
     }
 
     /// The orders that are not `fulfilled` by the delivery deadline.

@@ -263,23 +263,18 @@ fn fresh_key(prefix: &str) -> String {
 async fn the_contract_holds(app: &OrderApp, case: &wire_contract::Case) {
     let keys_before = app.stored_keys();
     let mut run = wire_contract::Run::new(&fresh_key("contract"));
+    // The WASIp2 build fulfils in process before its 202, so `eventually` must hold at once;
+    // the WASIp3 build fulfils after its 202, so such a step may take a moment.
+    let patience = match app.build {
+        Build::Wasip3 => Duration::from_secs(10),
+        _ => Duration::ZERO,
+    };
     for step in &case.step {
-        // The WASIp2 build fulfils in process before its 202, so `eventually` must hold at once;
-        // the WASIp3 build fulfils after its 202, so such a step may take a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let answer = app.send(&run.request(step)).await;
-            match run.check(step, &answer) {
-                Ok(()) => break,
-                Err(_)
-                    if step.eventually
-                        && app.build == Build::Wasip3
-                        && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(broken) => panic!("{}: {broken}", case.name),
-            }
+        let send = |sent| async move { Ok(app.send(&sent).await) };
+        let pause = || tokio::time::sleep(Duration::from_millis(20));
+        let held: Result<_, wire_contract::Broken> = run.step(step, patience, send, pause).await;
+        if let Err(broken) = held {
+            panic!("{}: {broken}", case.name);
         }
     }
     if case.stores_nothing {

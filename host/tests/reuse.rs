@@ -33,7 +33,12 @@ struct Reuse {
 }
 
 impl Reuse {
-    async fn start(host: HostKind, label: &str, manifest: &str, args: &[&str]) -> Reuse {
+    /// The WASIp3 probe (`reuse.toml`) on `host` with these flags of `spin up`.
+    async fn start(host: HostKind, label: &str, args: &[&str]) -> Reuse {
+        Reuse::start_manifest(host, label, "reuse.toml", args).await
+    }
+
+    async fn start_manifest(host: HostKind, label: &str, manifest: &str, args: &[&str]) -> Reuse {
         let dir = AppDir::new(&format!("{}-{label}", host.name()));
         let mut spec = AppSpec::new(support::manifest(manifest));
         for arg in args {
@@ -78,7 +83,7 @@ impl Reuse {
 /// Two requests in a row on one instance: the second sees its own path, headers and body, and
 /// none of the first's.
 async fn serial_requests_share_an_instance_and_nothing_else(host: HostKind) {
-    let app = Reuse::start(host, "serial", "reuse.toml", &[]).await;
+    let app = Reuse::start(host, "serial", &[]).await;
     let first = app
         .send("/p3/first", &[("x-secret", "secret-one")], "body-one")
         .await;
@@ -103,13 +108,7 @@ async fn serial_requests_share_an_instance_and_nothing_else(host: HostKind) {
 
 /// `--max-instance-reuse-count 2`: the third request gets a new instance.
 async fn the_reuse_count_ends_an_instance(host: HostKind) {
-    let app = Reuse::start(
-        host,
-        "reuse-count",
-        "reuse.toml",
-        &["--max-instance-reuse-count", "2"],
-    )
-    .await;
+    let app = Reuse::start(host, "reuse-count", &["--max-instance-reuse-count", "2"]).await;
     let mut answers = Vec::new();
     for _ in 0..3 {
         answers.push(app.send("/p3/count", &[], "").await);
@@ -122,13 +121,7 @@ async fn the_reuse_count_ends_an_instance(host: HostKind) {
 
 /// `--idle-instance-timeout 100ms`: an instance idle for longer is gone.
 async fn an_idle_instance_goes_after_the_idle_timeout(host: HostKind) {
-    let app = Reuse::start(
-        host,
-        "idle",
-        "reuse.toml",
-        &["--idle-instance-timeout", "100ms"],
-    )
-    .await;
+    let app = Reuse::start(host, "idle", &["--idle-instance-timeout", "100ms"]).await;
     let first = app.send("/p3/idle", &[], "").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let second = app.send("/p3/idle", &[], "").await;
@@ -146,7 +139,7 @@ async fn concurrent_requests_share_an_instance_up_to_the_limit(host: HostKind, l
     } else {
         &["--max-instance-concurrent-reuse-count", &limit_text]
     };
-    let app = Reuse::start(host, &format!("concurrent-{limit}"), "reuse.toml", args).await;
+    let app = Reuse::start(host, &format!("concurrent-{limit}"), args).await;
     let (first, second) = tokio::join!(app.send("/p3/hold?ms=1500", &[], "held"), async {
         // The first request is in the guest's wait by then.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -163,7 +156,7 @@ async fn concurrent_requests_share_an_instance_up_to_the_limit(host: HostKind, l
 /// The Spin variables interface in both versions a WASIp3 component may import: Spin 3's
 /// `fermyon:spin/variables@2.0.0` (synchronous) and Spin 4's `spin:variables@3.0.0` (async).
 async fn spin_variables_in_both_versions(host: HostKind) {
-    let app = Reuse::start(host, "variables", "reuse.toml", &[]).await;
+    let app = Reuse::start(host, "variables", &[]).await;
     for version in ["var2", "var3"] {
         let found = app.send(&format!("/p3/{version}/greeting"), &[], "").await;
         assert_eq!(
@@ -185,13 +178,7 @@ async fn spin_variables_in_both_versions(host: HostKind) {
 /// JSON 503, and its instance with it; the next request gets a new instance. (Spin has no
 /// request time limit by default: nanohost alone.)
 async fn a_stuck_instance_is_stopped_at_the_time_limit() {
-    let app = Reuse::start(
-        HostKind::Nanohost,
-        "stuck",
-        "reuse.toml",
-        &["--timeout-ms", "1000"],
-    )
-    .await;
+    let app = Reuse::start(HostKind::Nanohost, "stuck", &["--timeout-ms", "1000"]).await;
     let before = app.send("/p3/before", &[], "").await;
     let response = reqwest::get(format!("{}/p3/loop", app.base))
         .await
@@ -206,7 +193,7 @@ async fn a_stuck_instance_is_stopped_at_the_time_limit() {
 
 /// WASIp2: a fresh instance per request, even when the reuse flags allow more (as in Spin).
 async fn wasip2_instances_are_never_reused(host: HostKind) {
-    let app = Reuse::start(
+    let app = Reuse::start_manifest(
         host,
         "wasip2",
         "probe.toml",

@@ -91,10 +91,7 @@ fn placements() -> AppSpec {
 }
 
 async fn place(client: &Client, base: &str) -> String {
-    let placed = client
-        .post(format!("{base}/order"))
-        .header("content-type", "application/json")
-        .body(json!({ "details": "3 x lemonade" }).to_string())
+    let placed = support::orders::place_request(client, base, "3 x lemonade")
         .send()
         .await
         .unwrap();
@@ -123,8 +120,18 @@ async fn settled_status(client: &Client, base: &str, href: &str) -> String {
     }
 }
 
-async fn status_of(client: &Client, url: String) -> u16 {
-    client.post(url).send().await.unwrap().status().as_u16()
+/// An order placed on the app at `base` is fulfilled there.
+async fn assert_fulfilled_on(client: &Client, base: &str) {
+    let href = place(client, base).await;
+    assert_eq!(settled_status(client, base, &href).await, "fulfilled");
+}
+
+/// Each of `urls` is a route of a component this placement leaves out: 404.
+async fn assert_not_served(client: &Client, urls: &[String]) {
+    for url in urls {
+        let status = client.post(url).send().await.unwrap().status().as_u16();
+        assert_eq!(status, 404, "{url}");
+    }
 }
 
 /// `-c order-app -c sweeper`: the composed app; the fulfilment side's route is not served.
@@ -133,15 +140,8 @@ async fn composed_placement(host: HostKind) {
     let spec = placements().component("order-app").component("sweeper");
     let app = App::start(host, &spec, &dir).await;
     let client = Client::new();
-    let href = place(&client, &app.base()).await;
-    assert_eq!(
-        settled_status(&client, &app.base(), &href).await,
-        "fulfilled"
-    );
-    assert_eq!(
-        status_of(&client, format!("{}/fulfil", app.base())).await,
-        404
-    );
+    assert_fulfilled_on(&client, &app.base()).await;
+    assert_not_served(&client, &[format!("{}/fulfil", app.base())]).await;
     app.stop().await;
 }
 
@@ -168,19 +168,12 @@ async fn apart_placement(host: HostKind) {
         )));
     let order = App::start(host, &order_spec, &order_dir).await;
     let client = Client::new();
-    let href = place(&client, &order.base()).await;
-    assert_eq!(
-        settled_status(&client, &order.base(), &href).await,
-        "fulfilled"
-    );
-    assert_eq!(
-        status_of(&client, format!("{}/fulfil", order.base())).await,
-        404
-    );
-    assert_eq!(
-        status_of(&client, format!("{}/order", fulfilment.base())).await,
-        404
-    );
+    assert_fulfilled_on(&client, &order.base()).await;
+    let elsewhere = [
+        format!("{}/fulfil", order.base()),
+        format!("{}/order", fulfilment.base()),
+    ];
+    assert_not_served(&client, &elsewhere).await;
     order.stop().await;
     fulfilment.stop().await;
 }

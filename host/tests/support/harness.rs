@@ -169,6 +169,24 @@ macro_rules! on_shared {
     })*};
 }
 
+/// Pushes one case per `$case(args)` (an async fn of the suite, called with those arguments) onto
+/// `$cases`: on `$host`, named `$prefix` and the fn's name, skipped for the reason that a
+/// `.skip_if(reason)` after it gives.
+#[macro_export]
+macro_rules! on_host {
+    ($cases:ident, $host:expr, $prefix:expr,
+     [$($case:ident($($arg:expr),*) $(.skip_if($skip:expr))?),* $(,)?]) => {$(
+        $cases.push(
+            $crate::support::harness::case(
+                $host,
+                format!("{}{}", $prefix, stringify!($case)),
+                move || $case($($arg),*),
+            )
+            $(.skip_if($skip))?,
+        );
+    )*};
+}
+
 pub async fn shared<T, F, Fut>(key: &str, start: F) -> Shared<T>
 where
     T: Send + 'static,

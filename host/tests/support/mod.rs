@@ -69,6 +69,15 @@ pub fn composed(name: &str) -> PathBuf {
     path
 }
 
+/// The networked app `apps/<app>/spin.toml` (its composed wasm checked to be built), its store in
+/// the Redis that `runtime_config` names, signing with [`MESSAGE_KEY`].
+pub fn networked_app(app: &str, runtime_config: &Path) -> host::AppSpec {
+    composed(app);
+    host::AppSpec::new(workspace_root().join(format!("apps/{app}/spin.toml")))
+        .runtime_config(Some(runtime_config.to_path_buf()))
+        .variable("message_key", MESSAGE_KEY)
+}
+
 /// A manifest under `host/tests/manifests/`. Checks that the probe fixture is built.
 pub fn manifest(name: &str) -> PathBuf {
     wasm("probe");

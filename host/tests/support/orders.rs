@@ -4,8 +4,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use reqwest::{Client, StatusCode};
-use serde_json::json;
+use reqwest::{Client, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
 
 use super::harness::HostKind;
 use super::host::App;
@@ -36,6 +36,21 @@ impl Transport {
     }
 }
 
+/// `POST /order` of `{"details": details}` to the order app at `base`.
+pub fn place_request(http: &Client, base: &str, details: &str) -> RequestBuilder {
+    http.post(format!("{base}/order"))
+        .header("content-type", "application/json")
+        .body(json!({ "details": details }).to_string())
+}
+
+/// The `status` of the order `id` on the order app at `base`; the look-up must answer 200.
+pub async fn status_at(http: &Client, base: &str, id: &str) -> String {
+    let response = http.get(format!("{base}/order/{id}")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["status"].as_str().unwrap().to_string()
+}
+
 /// `count` orders (`{"details": "order <n>"}`) from `clients` concurrent clients on their own
 /// connections; every reply's status and body text, in no particular order.
 pub async fn post_orders(
@@ -50,10 +65,7 @@ pub async fn post_orders(
         tasks.spawn(async move {
             let mut replies = Vec::new();
             for n in (client..count).step_by(clients) {
-                let response = http
-                    .post(format!("{base}/order"))
-                    .header("content-type", "application/json")
-                    .body(json!({ "details": format!("order {n}") }).to_string())
+                let response = place_request(&http, &base, &format!("order {n}"))
                     .send()
                     .await
                     .unwrap();

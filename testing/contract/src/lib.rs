@@ -1,9 +1,14 @@
 //! The order app's wire contract as data: `testing/contract/cases.toml` (its header says what a case
 //! holds), read here for the Rust runners (host/tests/order_app.rs, bench/src/monolith.rs). Each
-//! runner sends the requests its own way and hands the answers to [`Run::check`], so the three
-//! runners (the third is deploy/shim/shim_check.py) share the cases and what they mean.
+//! runner sends the requests its own way; [`Run::step`] (async) or [`Run::step_blocking`] asks
+//! until the answer holds, so the three runners (the third is deploy/shim/shim_check.py) share the
+//! cases, what they mean and how long an `eventually` step is asked again.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -124,6 +129,57 @@ impl Run {
         }
     }
 
+    /// Sends the step's request with `send` until its answer holds: an `eventually` step is asked
+    /// again after each `pause` until `patience` has passed since the first ask, any other step
+    /// once. The answer that held, or why the last one broke the contract (a [`Broken`], which `E`
+    /// must carry), or the error `send` gave.
+    pub async fn step<E, Sending, Pausing>(
+        &mut self,
+        step: &Step,
+        patience: Duration,
+        mut send: impl FnMut(Sent) -> Sending,
+        mut pause: impl FnMut() -> Pausing,
+    ) -> Result<Answer, E>
+    where
+        E: From<Broken>,
+        Sending: Future<Output = Result<Answer, E>>,
+        Pausing: Future<Output = ()>,
+    {
+        let deadline = Instant::now() + patience;
+        loop {
+            let answer = send(self.request(step)).await?;
+            match self.check(step, &answer) {
+                Ok(()) => return Ok(answer),
+                Err(_) if step.eventually && Instant::now() < deadline => pause().await,
+                Err(broken) => return Err(Broken(broken).into()),
+            }
+        }
+    }
+
+    /// [`Run::step`] for a runner that sends and pauses by blocking its thread (no executor: every
+    /// await inside is ready at once).
+    pub fn step_blocking<E: From<Broken>>(
+        &mut self,
+        step: &Step,
+        patience: Duration,
+        mut send: impl FnMut(&Sent) -> Result<Answer, E>,
+        pause: Duration,
+    ) -> Result<Answer, E> {
+        let stepped = self.step(
+            step,
+            patience,
+            |sent| std::future::ready(send(&sent)),
+            || {
+                std::thread::sleep(pause);
+                std::future::ready(())
+            },
+        );
+        match pin!(stepped).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => unreachable!("a blocking send and pause never wait on a future"),
+        }
+    }
+
     /// Checks `answer` against the step and takes its captures; the error says what differs.
     pub fn check(&mut self, step: &Step, answer: &Answer) -> Result<(), String> {
         let e = &step.expect;
@@ -233,6 +289,18 @@ impl Run {
     }
 }
 
+/// An answer that breaks the contract: what differs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broken(pub String);
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Broken {}
+
 /// An order id as the app hands it out: a UUID v4 in lowercase, hyphenated form.
 pub fn is_order_id(id: &str) -> bool {
     uuid::Uuid::try_parse(id).is_ok_and(|u| {
@@ -302,5 +370,91 @@ mod tests {
             .check(&step, &answer(405, "POST", r#"{"error": "no"}"#))
             .is_err());
         assert!(run.check(&step, &answer(405, "POST", "not json")).is_err());
+    }
+
+    fn step(eventually: bool) -> Step {
+        let text = format!(
+            "request = {{ method = \"GET\", path = \"/x\" }}\n\
+             expect = {{ status = 204, empty_body = true }}\n\
+             eventually = {eventually}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    /// Answers with each status of `statuses` in turn (the last one for ever), counting the asks.
+    fn app(statuses: &[u16]) -> impl FnMut(&Sent) -> Result<Answer, Broken> + '_ {
+        let mut asked = 0;
+        move |_| {
+            let status = statuses[asked.min(statuses.len() - 1)];
+            asked += 1;
+            Ok(Answer {
+                status,
+                headers: Vec::new(),
+                body: Vec::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn an_eventually_step_is_asked_again_until_it_holds_within_its_patience() {
+        let patience = Duration::from_secs(10);
+        let held = Run::new("k").step_blocking(
+            &step(true),
+            patience,
+            app(&[404, 404, 204]),
+            Duration::ZERO,
+        );
+        assert_eq!(held.map(|a| a.status), Ok(204));
+    }
+
+    #[test]
+    fn a_step_that_does_not_hold_in_time_or_at_once_is_broken() {
+        let never = [404];
+        let late = Run::new("k").step_blocking(
+            &step(true),
+            Duration::from_millis(30),
+            app(&never),
+            Duration::from_millis(5),
+        );
+        assert!(late.unwrap_err().0.contains("want status 204"));
+        for (eventually, patience) in [(false, Duration::from_secs(10)), (true, Duration::ZERO)] {
+            let mut asks = 0;
+            let mut counted = app(&[404, 204]);
+            let once = Run::new("k").step_blocking(
+                &step(eventually),
+                patience,
+                |sent| {
+                    asks += 1;
+                    counted(sent)
+                },
+                Duration::ZERO,
+            );
+            assert!(
+                once.is_err(),
+                "eventually {eventually}, patience {patience:?}"
+            );
+            assert_eq!(asks, 1, "eventually {eventually}, patience {patience:?}");
+        }
+    }
+
+    #[test]
+    fn a_send_error_ends_the_step() {
+        #[derive(Debug, PartialEq)]
+        enum Failed {
+            Send,
+            Broken,
+        }
+        impl From<Broken> for Failed {
+            fn from(_: Broken) -> Failed {
+                Failed::Broken
+            }
+        }
+        let failed = Run::new("k").step_blocking(
+            &step(true),
+            Duration::from_secs(10),
+            |_| Err(Failed::Send),
+            Duration::ZERO,
+        );
+        assert_eq!(failed.map(|a| a.status), Err(Failed::Send));
     }
 }

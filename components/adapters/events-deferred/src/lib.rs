@@ -7,28 +7,5 @@
 //! 202 and the fulfilment leaves the order to the sweeper (`outbox.sweep`), which announces it again
 //! through the sweeper's own `events` (events-local).
 
-#[cfg(target_arch = "wasm32")]
-mod component {
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "nano:orders/events-deferred",
-        with: {
-            "nano:orders/types@0.1.0": order_domain::types,
-        },
-    });
-
-    use exports::nano::orders::events::Guest;
-    use order_domain::{Error, Order};
-
-    struct EventsDeferred;
-
-    impl Guest for EventsDeferred {
-        fn order_placed(_order: Order) -> Result<(), Error> {
-            // Handed over: the order is in the outbox, and the gateway that placed it fulfils it
-            // once its response is sent.
-            Ok(())
-        }
-    }
-
-    export!(EventsDeferred);
-}
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+mod component;

@@ -1,23 +1,10 @@
 //! The wasm glue: `events` onto the `fulfilment` import.
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "nano:orders/events-local",
-    with: {
-        "nano:orders/types@0.1.0": order_domain::types,
-    },
-});
+order_domain::bindings!("nano:orders/events-local");
+order_domain::export_events!(EventsLocal, announce);
 
-use exports::nano::orders::events::Guest;
-use nano::orders::fulfilment;
 use order_domain::{Error, Order};
 
-struct EventsLocal;
-
-impl Guest for EventsLocal {
-    fn order_placed(order: Order) -> Result<(), Error> {
-        crate::announce(&order, fulfilment::fulfil)
-    }
+fn announce(order: Order) -> Result<(), Error> {
+    crate::announce(&order, bindings::nano::orders::fulfilment::fulfil)
 }
-
-export!(EventsLocal);

@@ -2,16 +2,10 @@
 
 use crate::with_client_id;
 
-wit_bindgen::generate!({
-    path: "../../../wit",
-    world: "nano:orders/events-publisher",
-    with: {
-        "nano:orders/types@0.1.0": order_domain::types,
-    },
-});
+order_domain::bindings!("nano:orders/events-publisher");
+order_domain::export_events!(EventsMqtt, publish);
 
-use exports::nano::orders::events::Guest;
-use networked_publisher::{message, optional, required, unavailable, ConnectionCache};
+use networked_publisher::{message, optional, required, send_kept, ConnectionCache};
 use order_domain::{Error, Order};
 use spin_sdk::mqtt::{Connection, Qos};
 
@@ -23,29 +17,18 @@ thread_local! {
     static CONNECTION: ConnectionCache<Connection> = ConnectionCache::default();
 }
 
-struct EventsMqtt;
-
-impl Guest for EventsMqtt {
-    fn order_placed(order: Order) -> Result<(), Error> {
-        let payload = message(&order)?;
-        let address = required("mqtt_address")?;
-        let topic = required("orders_topic")?;
-        // Both empty for a broker that lets anyone in.
-        let (username, password) = (optional("mqtt_username"), optional("mqtt_password"));
-        let target = format!("{address}\n{username}\n{password}");
-        let open = || {
-            let unique = uuid::Uuid::new_v4().simple().to_string();
-            let address = with_client_id(&address, &unique);
-            Connection::open(&address, &username, &password, KEEP_ALIVE_SECS)
-        };
-        CONNECTION
-            .with(|kept| {
-                kept.send(&target, open, |connection| {
-                    connection.publish(&topic, &payload, Qos::AtLeastOnce)
-                })
-            })
-            .map_err(unavailable("MQTT publish"))
-    }
+fn publish(order: Order) -> Result<(), Error> {
+    let payload = message(&order)?;
+    let address = required("mqtt_address")?;
+    let topic = required("orders_topic")?;
+    // Both empty for a broker that lets anyone in.
+    let (username, password) = (optional("mqtt_username"), optional("mqtt_password"));
+    let target = format!("{address}\n{username}\n{password}");
+    let open = || {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let address = with_client_id(&address, &unique);
+        Connection::open(&address, &username, &password, KEEP_ALIVE_SECS)
+    };
+    let publish = |connection: &Connection| connection.publish(&topic, &payload, Qos::AtLeastOnce);
+    send_kept(&CONNECTION, "MQTT publish", &target, open, publish)
 }
-
-export!(EventsMqtt);

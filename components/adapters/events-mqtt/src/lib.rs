@@ -6,7 +6,7 @@
 //! clients with one id knock each other off the broker. So the variable stays a plain
 //! `mqtt://host:1883` and every connection gets its own id here.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 /// The prefix of our client ids, so that a broker's log shows who connected.

@@ -6,7 +6,7 @@
 //! password (`redis_password`, `secret = true`) is put into the URL here, just before it is opened.
 //! Spin checks such a URL against the allowed hosts by scheme, host and port alone.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

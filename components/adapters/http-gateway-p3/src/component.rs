@@ -19,7 +19,7 @@ use api::fermyon::spin2_0_0::variables;
 use api::nano::orders::intake::{self, OrderRequest};
 use api::nano::orders::{fulfilment, status};
 use futures_util::future::{self, Either};
-use http_gateway::wire::{self, Route, MAX_BODY_BYTES};
+use http_gateway::wire::{self, Call, MAX_BODY_BYTES};
 use http_reply::body::{self as body_rules, BodyError, Collector};
 use http_reply::Reply;
 use order_domain::{OrderRecord, OrderStatus};
@@ -60,28 +60,22 @@ async fn answer(request: Request) -> (Reply, Option<OrderRecord>) {
         _ => "other",
     };
     let path_and_query = request.get_path_with_query().unwrap_or_default();
-    let route = wire::route(method, &path_and_query);
-    if let Some(refused) = wire::refusal(&route) {
-        return (refused, None);
-    }
-    match route {
-        Route::Place => match place(request).await {
+    match wire::accept(method, &path_and_query) {
+        Err(refused) => (refused, None),
+        Ok(Call::Place) => match place(request).await {
             Ok((reply, record)) => (reply, record),
             Err(refused) => (refused, None),
         },
-        Route::LookUp(id) => match status::get(id) {
+        Ok(Call::LookUp(id)) => match status::get(id) {
             Ok(record) => (wire::order(&record), None),
             Err(error) => (wire::from_error(error), None),
         },
-        _ => unreachable!("refused above"),
     }
 }
 
 async fn place(request: Request) -> Result<(Reply, Option<OrderRecord>), Reply> {
     let headers = request.get_headers();
-    wire::check_content_type(&headers.get("content-type"))?;
-    wire::check_declared_length(&headers.get("content-length"))?;
-    let idempotency_key = wire::single_header(&headers.get("idempotency-key"), "Idempotency-Key")?;
+    let idempotency_key = wire::placement_headers(|name| headers.get(name))?;
     drop(headers);
 
     // At most MAX_BODY_BYTES, within the deadline: a client that holds its body back must not

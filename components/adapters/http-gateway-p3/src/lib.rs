@@ -7,5 +7,5 @@
 //! the outbox from the moment it is stored, so an instance that dies in between leaves it to the
 //! sweeper, as in every other shape.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

@@ -1,18 +1,10 @@
 //! The Spin glue: the gateway's [`Orders`] answered by the `intake` / `status` imports.
 
-mod api {
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "nano:orders/http-gateway",
-        with: {
-            "nano:orders/types@0.1.0": order_domain::types,
-        },
-    });
-}
+order_domain::bindings!("nano:orders/http-gateway");
 
 use crate::edge::{self, Orders};
-use api::nano::orders::intake::{self, OrderRequest};
-use api::nano::orders::status;
+use bindings::nano::orders::intake::{self, OrderRequest};
+use bindings::nano::orders::status;
 use order_domain::{Error, OrderRecord};
 use spin_sdk::http::{IncomingRequest, ResponseOutparam};
 use spin_sdk::http_component;

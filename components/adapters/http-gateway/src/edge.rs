@@ -2,7 +2,7 @@
 //! The component answers [`Orders`] with its `intake` / `status` imports; a program that links the
 //! business rules statically (bench/fixtures/monolith) answers it with the rules themselves.
 
-use crate::wire::{self, Route, MAX_BODY_BYTES};
+use crate::wire::{self, Call, MAX_BODY_BYTES};
 use http_reply::Reply;
 use order_domain::{Error, OrderRecord};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
@@ -26,27 +26,21 @@ async fn answer(request: IncomingRequest, orders: &impl Orders) -> Reply {
         _ => "other",
     };
     let path_and_query = request.path_with_query().unwrap_or_default();
-    let route = wire::route(method, &path_and_query);
-    if let Some(refused) = wire::refusal(&route) {
-        return refused;
-    }
-    match route {
-        Route::Place => place(request, orders)
+    match wire::accept(method, &path_and_query) {
+        Err(refused) => refused,
+        Ok(Call::Place) => place(request, orders)
             .await
             .unwrap_or_else(|refused| refused),
-        Route::LookUp(id) => match orders.get(id) {
+        Ok(Call::LookUp(id)) => match orders.get(id) {
             Ok(record) => wire::order(&record),
             Err(error) => wire::from_error(error),
         },
-        _ => unreachable!("refused above"),
     }
 }
 
 async fn place(request: IncomingRequest, orders: &impl Orders) -> Result<Reply, Reply> {
     let headers = request.headers();
-    wire::check_content_type(&headers.get("content-type"))?;
-    wire::check_declared_length(&headers.get("content-length"))?;
-    let idempotency_key = wire::single_header(&headers.get("idempotency-key"), "Idempotency-Key")?;
+    let idempotency_key = wire::placement_headers(|name| headers.get(name))?;
     drop(headers);
 
     // At most MAX_BODY_BYTES whatever Content-Length claimed (or if it was absent), and within the

@@ -44,6 +44,36 @@ pub fn refusal(route: &Route) -> Option<Reply> {
     }
 }
 
+/// What a request that is not refused asks of the business components.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Call<'a> {
+    Place,
+    LookUp(&'a str),
+}
+
+/// The call a request makes (`method` as Spin gives it: "GET", "POST" or any other name), or the
+/// answer that refuses it before any business component is called.
+pub fn accept<'a>(method: &str, path_and_query: &'a str) -> Result<Call<'a>, Reply> {
+    let route = route(method, path_and_query);
+    if let Some(refused) = refusal(&route) {
+        return Err(refused);
+    }
+    Ok(match route {
+        Route::Place => Call::Place,
+        Route::LookUp(id) => Call::LookUp(id),
+        Route::MethodNotAllowed(_) | Route::NotFound(_) => unreachable!("refused above"),
+    })
+}
+
+/// The headers of a placement checked (`values` gives a header's values by its lowercase name):
+/// a JSON content type, a declared length within the limit, at most one idempotency key, which
+/// it returns.
+pub fn placement_headers(values: impl Fn(&str) -> Vec<Vec<u8>>) -> Result<Option<String>, Reply> {
+    check_content_type(&values("content-type"))?;
+    check_declared_length(&values("content-length"))?;
+    single_header(&values("idempotency-key"), "Idempotency-Key")
+}
+
 pub fn check_content_type(values: &[Vec<u8>]) -> Result<(), Reply> {
     let is_json = |v: &Vec<u8>| {
         let media_type = String::from_utf8_lossy(v);
@@ -246,6 +276,47 @@ mod tests {
         assert!(error_of(&reply).contains("missing"));
         assert_eq!(refusal(&Route::LookUp(ID)), None);
         assert_eq!(refusal(&Route::Place), None);
+    }
+
+    #[test]
+    fn only_a_route_that_is_not_refused_makes_a_call() {
+        assert_eq!(accept("POST", "/order?x=1"), Ok(Call::Place));
+        let id = format!("/order/{ID}");
+        assert_eq!(accept("GET", &id), Ok(Call::LookUp(ID)));
+        for (method, path, status) in [
+            ("GET", "/order", 405),
+            ("GET", "/x", 404),
+            ("GET", "/order/", 400),
+        ] {
+            assert_eq!(
+                accept(method, path).unwrap_err().status,
+                status,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_placement_needs_json_a_length_within_the_limit_and_one_key_at_most() {
+        fn checked(sent: &[(&str, &str)]) -> Result<Option<String>, Reply> {
+            placement_headers(|name| {
+                (sent.iter())
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, v)| v.as_bytes().to_vec())
+                    .collect()
+            })
+        }
+        let json = ("content-type", "application/json");
+        assert_eq!(checked(&[json]), Ok(None));
+        assert_eq!(
+            checked(&[json, ("idempotency-key", "k-1")]),
+            Ok(Some("k-1".into()))
+        );
+        let too_long = [json, ("content-length", "65537")];
+        let two_keys = [json, ("idempotency-key", "a"), ("idempotency-key", "b")];
+        for (refused, status) in [(&[][..], 415), (&too_long[..], 413), (&two_keys[..], 400)] {
+            assert_eq!(checked(refused).unwrap_err().status, status, "{refused:?}");
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! The wasm glue: the exported `store` onto [`SpinStore`], mapping the export's own WIT types.
+//! The wasm glue: the exported `store` onto [`SPIN_STORE`], mapping the export's own WIT types.
 
 wit_bindgen::generate!({
     path: "../../../wit",
     world: "nano:orders/kv-store",
 });
 
-use crate::SpinStore;
+use crate::SPIN_STORE;
 use exports::nano::orders::store::{Guest, KeyClaim, PendingOrder};
 use exports::nano::orders::types as wit;
 use order_domain::{Error, OrderRecord, OrderStatus, Store};
@@ -14,31 +14,31 @@ struct KvStore;
 
 impl Guest for KvStore {
     fn load(id: String) -> Result<Option<wit::OrderRecord>, wit::Error> {
-        Ok(SpinStore.load(&id)?.map(to_wit))
+        Ok(SPIN_STORE.load(&id)?.map(to_wit))
     }
 
     fn find_by_key(key: String) -> Result<Option<wit::OrderRecord>, wit::Error> {
-        Ok(SpinStore.find_by_key(&key)?.map(to_wit))
+        Ok(SPIN_STORE.find_by_key(&key)?.map(to_wit))
     }
 
     fn claim_key(key: String) -> Result<bool, wit::Error> {
-        Ok(SpinStore.claim_key(&key)?)
+        Ok(SPIN_STORE.claim_key(&key)?)
     }
 
     fn release_key(key: String) -> Result<(), wit::Error> {
-        Ok(SpinStore.release_key(&key)?)
+        Ok(SPIN_STORE.release_key(&key)?)
     }
 
     fn claim_epoch(key: String) -> Result<u64, wit::Error> {
-        Ok(SpinStore.claim_epoch(&key)?)
+        Ok(SPIN_STORE.claim_epoch(&key)?)
     }
 
     fn revoke_claim(key: String) -> Result<(), wit::Error> {
-        Ok(SpinStore.revoke_claim(&key)?)
+        Ok(SPIN_STORE.revoke_claim(&key)?)
     }
 
     fn claims(limit: u32) -> Result<Vec<KeyClaim>, wit::Error> {
-        Ok(SpinStore
+        Ok(SPIN_STORE
             .claims(limit)?
             .into_iter()
             .map(|c| KeyClaim {
@@ -50,19 +50,19 @@ impl Guest for KvStore {
     }
 
     fn note_claim(key: String, at: u64) -> Result<(), wit::Error> {
-        Ok(SpinStore.note_claim(&key, at)?)
+        Ok(SPIN_STORE.note_claim(&key, at)?)
     }
 
     fn save(record: wit::OrderRecord) -> Result<(), wit::Error> {
-        Ok(SpinStore.save(&from_wit(record))?)
+        Ok(SPIN_STORE.save(&from_wit(record))?)
     }
 
     fn discard(record: wit::OrderRecord) -> Result<(), wit::Error> {
-        Ok(SpinStore.discard(&from_wit(record))?)
+        Ok(SPIN_STORE.discard(&from_wit(record))?)
     }
 
     fn pending(after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, wit::Error> {
-        Ok(SpinStore
+        Ok(SPIN_STORE
             .pending(after, limit)?
             .into_iter()
             .map(|p| PendingOrder {
@@ -81,23 +81,23 @@ impl Guest for KvStore {
         attempts: u32,
         not_before: u64,
     ) -> Result<(), wit::Error> {
-        Ok(SpinStore.defer_pending(&from_wit_entry(entry), attempts, not_before)?)
+        Ok(SPIN_STORE.defer_pending(&from_wit_entry(entry), attempts, not_before)?)
     }
 
     fn clear_pending(entry: PendingOrder) -> Result<(), wit::Error> {
-        Ok(SpinStore.clear_pending(&from_wit_entry(entry))?)
+        Ok(SPIN_STORE.clear_pending(&from_wit_entry(entry))?)
     }
 
     fn take_lease(name: String) -> Result<bool, wit::Error> {
-        Ok(SpinStore.take_lease(&name)?)
+        Ok(SPIN_STORE.take_lease(&name)?)
     }
 
     fn free_lease(name: String) -> Result<(), wit::Error> {
-        Ok(SpinStore.free_lease(&name)?)
+        Ok(SPIN_STORE.free_lease(&name)?)
     }
 
     fn purge_fulfilled(before: u64, limit: u32) -> Result<u32, wit::Error> {
-        Ok(SpinStore.purge_fulfilled(before, limit)?)
+        Ok(SPIN_STORE.purge_fulfilled(before, limit)?)
     }
 }
 

@@ -31,7 +31,7 @@ pub mod stored;
 #[cfg(target_arch = "wasm32")]
 mod spin_store;
 #[cfg(target_arch = "wasm32")]
-pub use spin_store::SpinStore;
+pub use spin_store::{SpinStore, SPIN_STORE};
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;

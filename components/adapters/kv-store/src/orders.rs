@@ -564,6 +564,12 @@ mod tests {
         }
     }
 
+    /// The outbox positions a walk from the start sees (ten at most).
+    fn positions(store: &KvStore<Counted>) -> Vec<u64> {
+        let pending = store.pending(None, 10).unwrap();
+        pending.iter().map(|p| p.position).collect()
+    }
+
     impl Backend for Counted {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
             self.call();
@@ -822,13 +828,7 @@ mod tests {
         let r = record(1, T0, None);
         store.save(&r).unwrap();
         assert_eq!(store.0.keys_with("outbox:"), 2);
-        let items: Vec<u64> = store
-            .pending(None, 10)
-            .unwrap()
-            .iter()
-            .map(|p| p.position)
-            .collect();
-        assert_eq!(items, vec![1, 2]);
+        assert_eq!(positions(&store), vec![1, 2]);
 
         store.0.slow_write.set(FRESH_MS);
         assert!(store.claim_key("slow").unwrap());
@@ -933,12 +933,6 @@ mod tests {
                 &Entry::of(&record(1, T0, None).order).encode(),
             )
             .unwrap();
-        let positions: Vec<u64> = store
-            .pending(None, 10)
-            .unwrap()
-            .iter()
-            .map(|p| p.position)
-            .collect();
-        assert_eq!(positions, vec![1, 2], "the cursor waited for it");
+        assert_eq!(positions(&store), vec![1, 2], "the cursor waited for it");
     }
 }

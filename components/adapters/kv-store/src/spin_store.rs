@@ -1,11 +1,11 @@
-//! [`SpinStore`]: the `store` rules ([`crate::orders`]) on Spin's key-value store `default`
-//! (`fermyon:spin/key-value` for reads and writes, `wasi:keyvalue/atomics` for counters,
+//! [`SpinStore`] ([`SPIN_STORE`]): the `store` rules ([`crate::orders`]) on Spin's key-value store
+//! `default` (`fermyon:spin/key-value` for reads and writes, `wasi:keyvalue/atomics` for counters,
 //! `wasi:keyvalue/batch` for batches; all three reach the same store in Spin). The component
 //! exports it over WIT; a program that links the business rules statically
 //! (bench/fixtures/monolith) calls it directly.
 
 use crate::orders::{Backend, KvStore};
-use order_domain::{Error, KeyClaim, OrderRecord, PendingOrder, Store, Timestamp};
+use order_domain::Error;
 use spin_sdk::key_value;
 use spin_sdk::wit::wasi::keyvalue::{atomics, batch, store as wasi_kv};
 
@@ -64,62 +64,7 @@ impl Backend for SpinBackend {
 }
 
 /// The `store` rules on Spin's `default` store.
-pub struct SpinStore;
+pub type SpinStore = KvStore<SpinBackend>;
 
-const STORE: KvStore<SpinBackend> = KvStore(SpinBackend);
-
-impl Store for SpinStore {
-    fn load(&self, id: &str) -> Result<Option<OrderRecord>, Error> {
-        STORE.load(id)
-    }
-    fn find_by_key(&self, key: &str) -> Result<Option<OrderRecord>, Error> {
-        STORE.find_by_key(key)
-    }
-    fn claim_key(&self, key: &str) -> Result<bool, Error> {
-        STORE.claim_key(key)
-    }
-    fn release_key(&self, key: &str) -> Result<(), Error> {
-        STORE.release_key(key)
-    }
-    fn claim_epoch(&self, key: &str) -> Result<u64, Error> {
-        STORE.claim_epoch(key)
-    }
-    fn revoke_claim(&self, key: &str) -> Result<(), Error> {
-        STORE.revoke_claim(key)
-    }
-    fn save(&self, record: &OrderRecord) -> Result<(), Error> {
-        STORE.save(record)
-    }
-    fn discard(&self, record: &OrderRecord) -> Result<(), Error> {
-        STORE.discard(record)
-    }
-    fn pending(&self, after: Option<u64>, limit: u32) -> Result<Vec<PendingOrder>, Error> {
-        STORE.pending(after, limit)
-    }
-    fn defer_pending(
-        &self,
-        entry: &PendingOrder,
-        attempts: u32,
-        not_before: Timestamp,
-    ) -> Result<(), Error> {
-        STORE.defer_pending(entry, attempts, not_before)
-    }
-    fn clear_pending(&self, entry: &PendingOrder) -> Result<(), Error> {
-        STORE.clear_pending(entry)
-    }
-    fn take_lease(&self, name: &str) -> Result<bool, Error> {
-        STORE.take_lease(name)
-    }
-    fn free_lease(&self, name: &str) -> Result<(), Error> {
-        STORE.free_lease(name)
-    }
-    fn purge_fulfilled(&self, before: Timestamp, limit: u32) -> Result<u32, Error> {
-        STORE.purge_fulfilled(before, limit)
-    }
-    fn claims(&self, limit: u32) -> Result<Vec<KeyClaim>, Error> {
-        STORE.claims(limit)
-    }
-    fn note_claim(&self, key: &str, at: Timestamp) -> Result<(), Error> {
-        STORE.note_claim(key, at)
-    }
-}
+/// The one [`SpinStore`]: it holds no state (each call opens the store), so a constant serves.
+pub const SPIN_STORE: SpinStore = KvStore(SpinBackend);

@@ -1,15 +1,6 @@
 //! The wasm glue: WIT calls onto the rules in this crate.
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "nano:orders/fulfilment-processor",
-        with: {
-            "nano:orders/types@0.1.0": order_domain::types,
-            "nano:orders/store@0.1.0": order_domain::wit_store,
-        },
-    });
-}
+order_domain::bindings!("nano:orders/fulfilment-processor", store);
 
 use bindings::exports::nano::orders::fulfilment::Guest;
 use order_domain::{Error, OrderRecord, WitStore};

@@ -219,6 +219,19 @@ mod tests {
         )
     }
 
+    /// `place` at `now`, making the order `id`, with no wait for another claimant.
+    fn place_as(
+        store: &MemoryStore,
+        events: &MemoryEvents,
+        now: Timestamp,
+        id: &'static str,
+        details: &str,
+        key: Option<&str>,
+    ) -> Result<OrderRecord, Error> {
+        let (details, key) = (details.into(), key.map(String::from));
+        place(store, events, now, || id.into(), no_sleep, details, key)
+    }
+
     /// `place` for a caller of key `k` who must make no order of its own: another caller holds, or
     /// held, the claim.
     fn place_as_second(
@@ -249,16 +262,7 @@ mod tests {
     #[test]
     fn accepted_order_is_stored_then_announced() {
         let (store, events) = (MemoryStore::default(), MemoryEvents::default());
-        let record = place(
-            &store,
-            &events,
-            7,
-            || ID.into(),
-            no_sleep,
-            "2 pizzas".into(),
-            None,
-        )
-        .unwrap();
+        let record = place_as(&store, &events, 7, ID, "2 pizzas", None).unwrap();
         assert_eq!(record.status, OrderStatus::Accepted);
         assert_eq!((record.order.placed_at, record.updated_at), (7, 7));
         assert_eq!(store.load(ID).unwrap(), Some(record.clone()));
@@ -434,27 +438,10 @@ mod tests {
         *store.during_next_save.borrow_mut() = Some(Box::new(move |store: &MemoryStore| {
             store.revoke_claim("k").unwrap();
             let events = MemoryEvents::default();
-            let key = Some("k".to_string());
-            let made = place(
-                store,
-                &events,
-                2,
-                || OTHER.into(),
-                no_sleep,
-                "a".into(),
-                key,
-            );
+            let made = place_as(store, &events, 2, OTHER, "a", Some("k"));
             *seen.lock().unwrap() = Some(made.unwrap());
         }));
-        let first = place(
-            &store,
-            &events,
-            1,
-            || ID.into(),
-            no_sleep,
-            "a".into(),
-            Some("k".into()),
-        );
+        let first = place_as(&store, &events, 1, ID, "a", Some("k"));
         let second = second.lock().unwrap().clone();
         let second = second.expect("the second caller placed it");
         assert_eq!(second.order.id, OTHER);

@@ -1,27 +1,10 @@
 //! The wasm glue: WIT calls onto the rules in this crate.
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "nano:orders/sweeper",
-        with: {
-            "nano:orders/types@0.1.0": order_domain::types,
-            "nano:orders/store@0.1.0": order_domain::wit_store,
-        },
-    });
-}
+order_domain::bindings!("nano:orders/sweeper", store);
+order_domain::wit_events!();
 
 use bindings::exports::nano::orders::outbox::{Guest, SweepReport, SweepSettings};
-use bindings::nano::orders::events;
-use order_domain::{Error, Events, Order, Timestamp, WitStore};
-
-struct WitEvents;
-
-impl Events for WitEvents {
-    fn order_placed(&self, order: &Order) -> Result<(), Error> {
-        events::order_placed(order)
-    }
-}
+use order_domain::{Error, Timestamp, WitStore};
 
 /// The budget's clock: wasi:clocks' monotonic clock under `Instant`.
 struct Started(std::time::Instant);

@@ -12,7 +12,7 @@
 //! spending its budget on a transport that is down. One sweep runs at a time (a lease per time
 //! slot in the store, so a dead sweeper blocks nobody for long).
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 use std::collections::HashSet;
@@ -109,7 +109,13 @@ pub fn sweep(
     settings: Settings,
 ) -> Result<Report, Error> {
     let leases = take_leases(store, now)?;
-    let report = run(store, events, clock, now, settings);
+    let announcer = Announcer {
+        store,
+        events,
+        now,
+        failures_in_a_row: 0,
+    };
+    let report = run(announcer, clock, settings);
     for lease in &leases {
         // A lease left behind only blocks sweeps until its slot is past.
         if let Err(e) = store.free_lease(lease) {
@@ -140,12 +146,11 @@ fn take_leases(store: &impl Store, now: Timestamp) -> Result<Vec<String>, Error>
 }
 
 fn run(
-    store: &impl Store,
-    events: &impl Events,
+    mut announcer: Announcer<'_, impl Store, impl Events>,
     clock: &impl Clock,
-    now: Timestamp,
     settings: Settings,
 ) -> Result<Report, Error> {
+    let (store, now) = (announcer.store, announcer.now);
     let mut report = Report::default();
     let out_of_time = |report: &mut Report| {
         report.out_of_time = clock.elapsed_ms() >= BUDGET_MS;
@@ -155,7 +160,6 @@ fn run(
     let mut keys_in_outbox = HashSet::new();
     // A deferred entry goes to the back of the outbox, where this walk meets it again.
     let mut seen = HashSet::new();
-    let mut failures_in_a_row = 0;
     let mut since_probe = 0;
     // Due entries skipped while announcing looked down.
     let mut skipped = Vec::new();
@@ -192,7 +196,7 @@ fn run(
                 report.deferred += 1;
                 continue;
             }
-            if failures_in_a_row >= FAILURES_IN_A_ROW && report.announced == 0 {
+            if announcer.failures_in_a_row >= FAILURES_IN_A_ROW && report.announced == 0 {
                 since_probe += 1;
                 if since_probe < PROBE_EVERY {
                     report.skipped += 1;
@@ -202,14 +206,7 @@ fn run(
                 since_probe = 0;
             }
             let announced = report.announced;
-            attempt(
-                store,
-                events,
-                now,
-                &entry,
-                &mut report,
-                &mut failures_in_a_row,
-            );
+            announcer.attempt(&entry, &mut report);
             if announced == 0 && report.announced > 0 {
                 // The transport is up after all: what was skipped for it gets its turn.
                 for entry in std::mem::take(&mut skipped) {
@@ -217,14 +214,7 @@ fn run(
                         break 'walk;
                     }
                     report.skipped -= 1;
-                    attempt(
-                        store,
-                        events,
-                        now,
-                        &entry,
-                        &mut report,
-                        &mut failures_in_a_row,
-                    );
+                    announcer.attempt(&entry, &mut report);
                 }
             }
         }
@@ -260,39 +250,48 @@ fn run(
     Ok(report)
 }
 
-/// Announces (or cleans) one due entry; an entry whose announcement fails is backed off.
-fn attempt(
-    store: &impl Store,
-    events: &impl Events,
+/// What announcing needs through one sweep, and how its announcements have gone lately.
+struct Announcer<'a, S, E> {
+    store: &'a S,
+    events: &'a E,
     now: Timestamp,
-    entry: &PendingOrder,
-    report: &mut Report,
-    failures_in_a_row: &mut u32,
-) {
-    match step(store, events, entry) {
-        Ok(Step::Announced) => {
-            report.announced += 1;
-            *failures_in_a_row = 0;
-        }
-        Ok(Step::Cleaned) => report.cleaned += 1,
-        Err(Failure::Store(e)) => {
-            report.failed += 1;
-            eprintln!("sweep: order {}: {}", entry.id, e.message());
-        }
-        Err(Failure::Announce(e)) => {
-            report.failed += 1;
-            *failures_in_a_row += 1;
-            let attempts = entry.attempts.saturating_add(1);
-            let next = now.saturating_add(backoff_ms(attempts));
-            eprintln!(
-                "sweep: order {} not announced (attempt {attempts}, next after {next}): {}",
-                entry.id,
-                e.message()
-            );
-            match store.defer_pending(entry, attempts, next) {
-                Ok(()) => report.backed_off += 1,
-                Err(e) => eprintln!("sweep: order {}: {}", entry.id, e.message()),
+    /// Announcements failed since the last one that went through.
+    failures_in_a_row: u32,
+}
+
+impl<S: Store, E: Events> Announcer<'_, S, E> {
+    /// Announces (or cleans) one due entry; an entry whose announcement fails is backed off.
+    fn attempt(&mut self, entry: &PendingOrder, report: &mut Report) {
+        match step(self.store, self.events, entry) {
+            Ok(Step::Announced) => {
+                report.announced += 1;
+                self.failures_in_a_row = 0;
             }
+            Ok(Step::Cleaned) => report.cleaned += 1,
+            Err(Failure::Store(e)) => {
+                report.failed += 1;
+                eprintln!("sweep: order {}: {}", entry.id, e.message());
+            }
+            Err(Failure::Announce(e)) => {
+                report.failed += 1;
+                self.failures_in_a_row += 1;
+                self.back_off(entry, &e, report);
+            }
+        }
+    }
+
+    /// Puts an entry whose announcement failed off for longer each time (and to the back).
+    fn back_off(&self, entry: &PendingOrder, e: &Error, report: &mut Report) {
+        let attempts = entry.attempts.saturating_add(1);
+        let next = self.now.saturating_add(backoff_ms(attempts));
+        eprintln!(
+            "sweep: order {} not announced (attempt {attempts}, next after {next}): {}",
+            entry.id,
+            e.message()
+        );
+        match self.store.defer_pending(entry, attempts, next) {
+            Ok(()) => report.backed_off += 1,
+            Err(e) => eprintln!("sweep: order {}: {}", entry.id, e.message()),
         }
     }
 }

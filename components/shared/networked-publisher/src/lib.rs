@@ -97,6 +97,20 @@ impl<C> ConnectionCache<C> {
     }
 }
 
+/// [`ConnectionCache::send`] on a component's `thread_local!` cache; a failure is `unavailable`,
+/// saying which `step` failed (`"Redis publish"`).
+pub fn send_kept<C, E: std::fmt::Display>(
+    cache: &'static std::thread::LocalKey<ConnectionCache<C>>,
+    step: &'static str,
+    target: &str,
+    open: impl Fn() -> Result<C, E>,
+    send: impl Fn(&C) -> Result<(), E>,
+) -> Result<(), Error> {
+    cache
+        .with(|kept| kept.send(target, open, send))
+        .map_err(unavailable(step))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub use bindings::nano::orders::types;
 pub use types::{Error, Order, OrderId, OrderRecord, OrderStatus, Timestamp};
 pub use wit_store::{KeyClaim, PendingOrder};
 
+mod glue;
 mod ids;
 mod memory;
 mod store;
