@@ -25,7 +25,7 @@ use wasmtime::{Engine, Store};
 
 use nanohost::allowed_hosts::AllowedHosts;
 use nanohost::expressions::Resolver;
-use nanohost::key_value::{KeyValueApp, StoreConfig};
+use nanohost::key_value::{KeyValueApp, KeyValuePlan, StoreConfig};
 use nanohost::state::{ComponentCtx, HostState, Shared};
 
 use crate::load::{histogram, summarize, Summary};
@@ -105,7 +105,7 @@ pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
     let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
     let configs = BTreeMap::from([("default".to_string(), StoreConfig::Spin { path: None })]);
     let labels = ["default".to_string()];
-    let kv = KeyValueApp::new(&configs, labels.clone())?;
+    let kv = KeyValueApp::new(&KeyValuePlan::of(configs))?;
     Ok(Arc::new(ComponentCtx {
         id: "bench".into(),
         allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver, &[])?),

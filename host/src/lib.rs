@@ -27,6 +27,7 @@ pub mod manifest;
 pub mod outbound_http;
 pub mod outbound_mqtt;
 pub mod outbound_redis;
+mod plan;
 pub mod redact;
 pub mod routes;
 pub mod runtime_config;
@@ -108,25 +109,30 @@ impl RunningHost {
 
     /// [`RunningHost::start`] with explicit per-instance limits.
     pub async fn start_with_limits(opts: HostOptions, limits: Limits) -> Result<RunningHost> {
-        let app = Arc::new(
-            app::App::load(
-                &opts.manifest,
-                opts.runtime_config.as_deref(),
-                &opts.variables,
-                limits,
-                &app::LoadOptions {
-                    state_dir: opts.state_dir.clone(),
-                    components: opts.components.clone(),
-                },
-            )
-            .await?,
-        );
+        let env = |k: &str| std::env::var(k).ok();
+        let plan = plan::configure(&plan::Inputs {
+            manifest: &opts.manifest,
+            runtime_config: opts.runtime_config.as_deref(),
+            variables: &opts.variables,
+            env: &env,
+            state_dir: &opts.state_dir,
+            components: &opts.components,
+        });
+        plan.ready()?;
+        let http_components = plan.http.components();
+        let app = app::App::open(&plan.components, &plan.key_value, &http_components, limits);
+        let app = Arc::new(app.await?);
         let ticker = engine::EpochTicker::start(app.engine.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
         let mut http_addr = None;
-        let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone(), opts.reuse)?;
+        let http = trigger::http::HttpTrigger::new(
+            app.clone(),
+            &plan.http,
+            opts.listener.clone(),
+            opts.reuse,
+        )?;
         let max_in_flight = http.as_ref().map(|h| h.max_in_flight());
         let chaining = http.as_ref().map(|h| h.chaining()).unwrap_or_default();
         if let Some(http) = http {
@@ -138,10 +144,20 @@ impl RunningHost {
             tracing::info!("serving HTTP on http://{addr}");
             tasks.push(tokio::spawn(http.serve(listener, shutdown_rx.clone())));
         }
-        tasks.extend(
-            trigger::redis::start(app.clone(), chaining.clone(), shutdown_rx.clone()).await?,
+        let redis = trigger::redis::start(
+            app.clone(),
+            &plan.redis,
+            chaining.clone(),
+            shutdown_rx.clone(),
         );
-        tasks.extend(trigger::mqtt::start(app.clone(), chaining, shutdown_rx.clone()).await?);
+        tasks.extend(redis.await?);
+        let mqtt = trigger::mqtt::start(
+            app.clone(),
+            plan.mqtt.as_ref(),
+            chaining,
+            shutdown_rx.clone(),
+        );
+        tasks.extend(mqtt.await?);
         if tasks.is_empty() {
             anyhow::bail!(
                 "{} has no triggers: nothing to run",

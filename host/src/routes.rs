@@ -8,8 +8,6 @@
 use anyhow::{anyhow, bail, Result};
 use routefinder::{RouteSpec, Segment};
 
-use crate::manifest::{HttpRoute, PrivateRoute};
-
 /// Paths Spin's HTTP trigger answers itself before routing (`health`, `info`), so a route under
 /// them is never reached.
 pub const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
@@ -46,18 +44,6 @@ pub fn param_header(name: &str) -> String {
         "spin-path-match-{}",
         name.to_ascii_lowercase().replace('_', "-")
     )
-}
-
-/// The path a `[[trigger.http]]` route is served on: `None` for `{ private = true }`, which only
-/// service chaining reaches.
-fn routable(route: &HttpRoute) -> Result<Option<&str>> {
-    match route {
-        HttpRoute::Path(p) => Ok(Some(p)),
-        HttpRoute::Private(PrivateRoute { private: true }) => Ok(None),
-        HttpRoute::Private(_) => {
-            bail!("route must be a string pattern or '{{ private = true }}'")
-        }
-    }
 }
 
 /// Checks a route string from the manifest: what Spin accepts, less a wildcard before the end,
@@ -155,22 +141,6 @@ impl<T> Router<T> {
             tracing::warn!("routes under {WELL_KNOWN_PREFIX} are answered by the host and never reach a component");
         }
         Ok(Router { router, duplicates })
-    }
-
-    /// The router of a manifest's `[[trigger.http]]` routes; `target` gives each route's target
-    /// from its component id. Private routes are left out: only service chaining reaches them.
-    pub fn for_manifest(
-        manifest: &crate::manifest::Manifest,
-        mut target: impl FnMut(&str) -> T,
-    ) -> Result<Router<T>> {
-        let mut routes = Vec::new();
-        for t in &manifest.trigger.http {
-            if let Some(p) = routable(&t.route)? {
-                let id = crate::manifest::Manifest::component_id(&t.component);
-                routes.push((p.to_string(), target(id)));
-            }
-        }
-        Router::new(routes)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -121,35 +121,63 @@ pub struct Cas {
     seen: Option<Option<Vec<u8>>>,
 }
 
+/// The configure stage's part for key-value: the store of each label a component that runs
+/// lists (Spin's `KeyValueFactor::configure_app`).
+#[derive(Debug, Clone, Default)]
+pub struct KeyValuePlan {
+    stores: BTreeMap<String, StoreConfig>,
+}
+
+impl KeyValuePlan {
+    /// The stores `components` (`(id, key_value_stores)`) list, from the runtime config's
+    /// tables (`configured`) and Spin's implicit `default`; every label must be defined.
+    pub fn configure(
+        configured: &BTreeMap<String, StoreConfig>,
+        locations: &Locations,
+        components: &[(&str, &[String])],
+    ) -> Result<KeyValuePlan> {
+        let all = effective_configs(configured, locations);
+        let mut stores = BTreeMap::new();
+        for (id, labels) in components {
+            for label in labels.iter() {
+                let Some(config) = all.get(label) else {
+                    bail!(
+                        "component {id:?} uses key-value store {label:?}, which is not defined: \
+                         add [key_value_store.{label}] to the runtime config"
+                    );
+                };
+                stores.insert(label.clone(), config.clone());
+            }
+        }
+        Ok(KeyValuePlan { stores })
+    }
+
+    /// A plan of the given stores, as they are (the benchmark's in-memory `default`).
+    pub fn of(stores: BTreeMap<String, StoreConfig>) -> KeyValuePlan {
+        KeyValuePlan { stores }
+    }
+}
+
 /// Per-app state: the backends of the labels some component uses.
 pub struct KeyValueApp {
     stores: HashMap<String, Store>,
 }
 
 impl KeyValueApp {
-    /// Opens the stores of `labels`. SQLite files are created now (a bad path fails start-up, as
+    /// Opens the stores of the plan. SQLite files are created now (a bad path fails start-up, as
     /// in Spin); Redis connects on first use, so a Redis that is down at start-up is a 503 later,
     /// not a failed start (Spin does the same).
-    pub fn new(
-        configs: &BTreeMap<String, StoreConfig>,
-        labels: impl IntoIterator<Item = String>,
-    ) -> Result<KeyValueApp> {
+    pub fn new(plan: &KeyValuePlan) -> Result<KeyValueApp> {
         let mut stores = HashMap::new();
-        for label in labels {
-            let Some(config) = configs.get(&label) else {
-                bail!(
-                    "key-value store {label:?} is not defined: add [key_value_store.{label}] to the runtime config"
-                );
-            };
-            config.validate(&label)?;
+        for (label, config) in &plan.stores {
             let store = match config {
                 StoreConfig::Spin { path } => Store::Sqlite(Arc::new(
-                    SqliteStore::open(&label, path.as_deref())
+                    SqliteStore::open(label, path.as_deref())
                         .with_context(|| format!("key-value store {label:?}"))?,
                 )),
                 StoreConfig::Redis { url } => Store::Redis(RedisStore::new(url)?),
             };
-            stores.insert(label, store);
+            stores.insert(label.clone(), store);
         }
         Ok(KeyValueApp { stores })
     }
