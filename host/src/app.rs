@@ -168,13 +168,7 @@ fn compile(engine: &Engine, id: &str, plan: &ComponentPlan) -> Result<Component>
     component.with_context(|| format!("component {id:?}: cannot load {}", path.display()))
 }
 
-/// Everything Spin offers a component, linked once and shared by every instantiation (the
-/// benchmark links its micro-benchmark components with it too).
-pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
-    linker_for(engine, false)
-}
-
-/// [`linker`], with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
+/// Everything Spin offers a component, linked once and shared by every instantiation; with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
 /// (the engine must then support component-model-async: `engine::new_engine_for`), with Spin 4's
 /// `spin:variables@3.0.0`. The Spin 2.0.0 interfaces are linked for both: a WASIp3 component
 /// calls them synchronously.

@@ -13,6 +13,8 @@ use serde::Deserialize;
 /// A parsed `spin.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Manifest {
     pub spin_manifest_version: ManifestVersion,
     pub application: Application,
@@ -43,6 +45,8 @@ impl<'de> Deserialize<'de> for ManifestVersion {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Application {
     pub name: String,
     #[serde(default)]
@@ -136,6 +140,8 @@ pub struct Triggers {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct HttpTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -170,6 +176,8 @@ pub struct HttpExecutor {
 /// Spin also allows inline component tables here; nanohost supports references only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub enum ComponentRef {
     Id(String),
     Inline(toml::Value),
@@ -177,6 +185,8 @@ pub enum ComponentRef {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct RedisTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -189,6 +199,8 @@ pub struct RedisTrigger {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct MqttTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -200,6 +212,8 @@ pub struct MqttTrigger {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Component {
     pub source: ComponentSource,
     #[serde(default)]
@@ -243,6 +257,8 @@ pub struct LocalDependency {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub enum ComponentSource {
     Path(String),
     Remote(toml::Value),
