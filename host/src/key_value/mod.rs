@@ -4,8 +4,9 @@
 //! - configuration: the runtime config's `[key_value_store.<label>]` tables ([`StoreConfig`]);
 //!   without one, `default` is a SQLite file `.spin/sqlite_key_value.db` next to the manifest,
 //!   as in Spin, so orders survive a restart;
-//! - per-app state ([`KeyValueApp`]): one backend per label, shared by every instance (a SQLite
-//!   connection, or a Redis connection manager that reconnects after a Redis restart);
+//! - per-app state ([`KeyValueApp`]): one backend per label, shared by every instance, behind one
+//!   trait ([`Backend`], as Spin's `Store`): a SQLite connection, or a Redis connection manager
+//!   that reconnects after a Redis restart;
 //! - per-instance state ([`KeyValueInstance`]): the labels this component may open, and the open
 //!   stores in a resource table of its own;
 //! - linking: [`add_to_linker`].
@@ -107,11 +108,52 @@ pub fn effective_configs(
     all
 }
 
-/// A configured store.
+/// A key-value backend, as Spin's `spin_factor_key_value::Store`: what both interfaces call on
+/// an open store, whichever backend holds it (SQLite or Redis).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError>;
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+    async fn exists(&self, key: &str) -> Result<bool, BackendError>;
+    async fn get_keys(&self) -> Result<Vec<String>, BackendError>;
+    /// All or nothing (SQLite: one transaction; Redis: one `MSET`), as in Spin.
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError>;
+    /// Every key in order, `None` where absent.
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError>;
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError>;
+    /// Atomic: concurrent increments of one key each see a distinct result.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError>;
+    /// Sets `key` to `new` if it still holds `old`. With `old` = `None` (the key was absent),
+    /// Spin 3.6.3's SQLite store upserts without checking, so two racing writers both win;
+    /// nanohost reproduces that rather than be kinder than Spin. Redis checks in both cases.
+    async fn swap_if(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, BackendError>;
+}
+
+/// An open store: one label's backend, shared by every instance that opens the label.
 #[derive(Clone)]
-pub enum Store {
-    Sqlite(Arc<SqliteStore>),
-    Redis(RedisStore),
+pub struct Store(Arc<dyn Backend>);
+
+impl Store {
+    pub fn new(backend: impl Backend + 'static) -> Store {
+        Store(Arc::new(backend))
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        &*self.0
+    }
 }
 
 /// The host side of a `cas` resource: the key and the value `current` saw.
@@ -171,11 +213,11 @@ impl KeyValueApp {
         let mut stores = HashMap::new();
         for (label, config) in &plan.stores {
             let store = match config {
-                StoreConfig::Spin { path } => Store::Sqlite(Arc::new(
+                StoreConfig::Spin { path } => Store::new(
                     SqliteStore::open(label, path.as_deref())
                         .with_context(|| format!("key-value store {label:?}"))?,
-                )),
-                StoreConfig::Redis { url } => Store::Redis(RedisStore::new(url)?),
+                ),
+                StoreConfig::Redis { url } => Store::new(RedisStore::new(url)?),
             };
             stores.insert(label.clone(), store);
         }
@@ -240,83 +282,6 @@ pub struct BackendError(pub String);
 impl BackendError {
     fn new(e: impl std::fmt::Display) -> BackendError {
         BackendError(crate::redact::message(&e.to_string()))
-    }
-}
-
-impl Store {
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get(key).await,
-            Store::Redis(r) => r.get(key).await,
-        }
-    }
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.set(key, value).await,
-            Store::Redis(r) => r.set(key, value).await,
-        }
-    }
-    pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.delete(key).await,
-            Store::Redis(r) => r.delete(key).await,
-        }
-    }
-    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.exists(key).await,
-            Store::Redis(r) => r.exists(key).await,
-        }
-    }
-    pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get_keys().await,
-            Store::Redis(r) => r.get_keys().await,
-        }
-    }
-    /// All or nothing (SQLite: one transaction; Redis: one `MSET`), as in Spin.
-    pub async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.set_many(pairs).await,
-            Store::Redis(r) => r.set_many(&pairs).await,
-        }
-    }
-    /// Every key in order, `None` where absent.
-    pub async fn get_many(
-        &self,
-        keys: Vec<String>,
-    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get_many(keys).await,
-            Store::Redis(r) => r.get_many(keys).await,
-        }
-    }
-    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.delete_many(keys).await,
-            Store::Redis(r) => r.delete_many(&keys).await,
-        }
-    }
-    /// Atomic: concurrent increments of one key each see a distinct result.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.increment(key, delta).await,
-            Store::Redis(r) => r.increment(key, delta).await,
-        }
-    }
-    /// Sets `key` to `new` if it still holds `old`. With `old` = `None` (the key was absent),
-    /// Spin 3.6.3's SQLite store upserts without checking, so two racing writers both win;
-    /// nanohost reproduces that rather than be kinder than Spin. Redis checks in both cases.
-    pub async fn swap_if(
-        &self,
-        key: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<bool, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.swap_if(key, old, new).await,
-            Store::Redis(r) => r.swap_if(key, old, new).await,
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::block_on;
 
 fn sqlite_memory() -> Store {
-    Store::Sqlite(Arc::new(SqliteStore::open("default", None).unwrap()))
+    Store::new(SqliteStore::open("default", None).unwrap())
 }
 
 #[test]
