@@ -122,7 +122,7 @@ fn ns(t: Instant) -> u64 {
 /// nanohost allows 64 core instances and 16 memories per component) and a few instances at once.
 fn engine() -> Result<Engine> {
     let limits = nanohost::Limits::default();
-    let mut config = nanohost::engine::config(&limits);
+    let mut config = nanohost::engine_config(&limits);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(8)
         .total_core_instances(8 * 256)
@@ -146,7 +146,7 @@ fn engine() -> Result<Engine> {
 
 pub async fn run(chains: &[(usize, Vec<u8>)], iterations: u64, pairs: u64) -> Result<Chains> {
     let engine = engine()?;
-    let linker = nanohost::app::linker(&engine)?;
+    let linker = nanohost::linker(&engine, false)?;
     let ctx = crate::micro::ctx()?;
     let small = "x".repeat(20);
     let mut points = Vec::new();

@@ -13,9 +13,7 @@
 //! adds. A direct Rust call of the same rule (`fulfilment::fulfil` on `order_domain::
 //! MemoryStore`) shows the floor without any component model.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -23,10 +21,7 @@ use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
-use nanohost::allowed_hosts::AllowedHosts;
-use nanohost::expressions::Resolver;
-use nanohost::key_value::{KeyValueApp, StoreConfig};
-use nanohost::state::{ComponentCtx, HostState, Shared};
+use nanohost::{HostState, InstanceBuilder};
 
 use crate::load::{histogram, summarize, Summary};
 
@@ -94,32 +89,20 @@ pub(crate) fn engine(concurrency_support: bool) -> Result<Engine> {
         max_instances: 16,
         ..nanohost::Limits::default()
     };
-    let mut config = nanohost::engine::config(&limits);
+    let mut config = nanohost::engine_config(&limits);
     config.concurrency_support(concurrency_support);
     Ok(Engine::new(&config)?)
 }
 
 /// What a component of `spin.toml` gets: an in-memory (SQLite) key-value store labelled
 /// `default`. Made once and shared by the stores that should see the same data.
-pub(crate) fn ctx() -> Result<Arc<ComponentCtx>> {
-    let resolver = Resolver::new(&BTreeMap::new(), |_| None)?;
-    let configs = BTreeMap::from([("default".to_string(), StoreConfig::Spin { path: None })]);
-    let labels = ["default".to_string()];
-    let kv = KeyValueApp::new(&configs, labels.clone())?;
-    Ok(Arc::new(ComponentCtx {
-        id: "bench".into(),
-        allowed_hosts: Arc::new(AllowedHosts::parse(&[], &resolver, &[])?),
-        key_value: kv.component(&labels),
-        variables: Arc::new(HashMap::new()),
-        environment: Vec::new(),
-        max_memory_bytes: 128 << 20,
-        shared: Arc::new(Shared::default()),
-    }))
+pub(crate) fn ctx() -> Result<InstanceBuilder> {
+    InstanceBuilder::in_memory()
 }
 
 /// A new store (one per instance, as nanohost makes one per request) on `ctx`.
-pub(crate) fn store(engine: &Engine, ctx: &Arc<ComponentCtx>) -> Store<HostState> {
-    let mut store = Store::new(engine, HostState::new(ctx.clone()));
+pub(crate) fn store(engine: &Engine, ctx: &InstanceBuilder) -> Store<HostState> {
+    let mut store = ctx.store(engine);
     store.set_epoch_deadline(u64::MAX / 2);
     store
 }
@@ -139,7 +122,7 @@ pub async fn run(
     details: &str,
 ) -> Result<Micro> {
     let engine = engine(concurrency_support)?;
-    let linker = nanohost::app::linker(&engine)?;
+    let linker = nanohost::linker(&engine, false)?;
 
     // (a)
     let component = Component::new(&engine, events_wasm)?;

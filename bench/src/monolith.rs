@@ -34,7 +34,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpView;
 
-use nanohost::state::HostState;
+use nanohost::HostState;
 
 use crate::load::{self, histogram, summarize, EndToEnd, Summary, Throughput};
 use crate::procs;
@@ -511,7 +511,7 @@ impl ResourceLimiter for Counting {
 struct Prepared {
     engine: Engine,
     pre: ProxyPre<HostState>,
-    ctx: std::sync::Arc<nanohost::state::ComponentCtx>,
+    ctx: nanohost::InstanceBuilder,
     component_bytes: u64,
     compiled_bytes: u64,
 }
@@ -545,7 +545,7 @@ impl Samples {
 /// One engine per app (nanohost's configuration), so each pool's counts are that app's alone.
 fn prepare(wasm: &Path) -> Result<Prepared> {
     let engine = crate::micro::engine(false)?;
-    let linker = nanohost::app::linker(&engine)?;
+    let linker = nanohost::linker(&engine, false)?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", wasm.display()))?;
     let image = component.image_range();
@@ -735,7 +735,7 @@ async fn in_process(wasm: &[PathBuf; 2], instances: u64) -> Result<[InProcess; 2
 /// requests over HTTP in the rounds above; here only what it holds counts.
 async fn reuse(wasm: &Path, instances: u64) -> Result<Reuse> {
     let engine = crate::micro::engine(true)?;
-    let linker = nanohost::app::linker_for(&engine, true)?;
+    let linker = nanohost::linker(&engine, true)?;
     let component = Component::from_file(&engine, wasm)
         .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", wasm.display()))?;
     let pre = linker.instantiate_pre(&component)?;
@@ -763,10 +763,8 @@ async fn reuse(wasm: &Path, instances: u64) -> Result<Reuse> {
             Err(e) => break format!("{e:#}"),
         }
     };
-    let concurrent = match nanohost::wasip3::InstanceReuse::default()
-        .max_instance_concurrent_reuse_count
-    {
-        nanohost::wasip3::Draw::Value(n) => n as u64,
+    let concurrent = match nanohost::InstanceReuse::default().max_instance_concurrent_reuse_count {
+        nanohost::Draw::Value(n) => n as u64,
         other => bail!("Spin's default concurrent reuse count is no longer one value: {other:?}"),
     };
     Ok(Reuse {

@@ -21,7 +21,8 @@ use url::Host;
 
 use crate::expressions::Resolver;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The default allows nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowedHosts {
     hosts: Vec<AllowedHost>,
 }

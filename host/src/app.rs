@@ -1,7 +1,7 @@
-//! Loading an app: manifest + runtime config → compiled components with their capabilities.
+//! Opening an app: the plan's components (see `plan`) compiled, each with its capabilities.
 
-use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -9,11 +9,12 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 
 use crate::allowed_hosts::AllowedHosts;
+use crate::dependencies::Dependency;
 use crate::engine::{Footprint, Limits};
-use crate::expressions::Resolver;
-use crate::manifest::Manifest;
-use crate::runtime_config::RuntimeConfig;
-use crate::state::{ComponentCtx, HostState, Shared};
+use crate::expressions::{Resolver, Template};
+use crate::key_value::{KeyValueApp, KeyValuePlan};
+use crate::manifest::{ComponentSource, Manifest};
+use crate::state::{ComponentCtx, HostState, Shared, Stores};
 
 /// Where the default key-value store lives (Spin's `--state-dir`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,12 +28,78 @@ pub enum StateDir {
     InMemory,
 }
 
-/// Choices about an app that are not in its manifest or runtime config.
+/// What one `[component.<id>]` gets, resolved by the configure stage.
 #[derive(Debug, Clone, Default)]
-pub struct LoadOptions {
-    pub state_dir: StateDir,
-    /// Run only these components and their triggers (`spin up -c`); empty: all.
-    pub components: Vec<String>,
+pub(crate) struct ComponentPlan {
+    /// `source` as written in the manifest.
+    pub source_as_written: Option<String>,
+    /// `source` resolved against the manifest's folder.
+    pub source: PathBuf,
+    pub allowed_hosts: Arc<AllowedHosts>,
+    /// `allowed_outbound_hosts` with their templates resolved (as written where one does not).
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Application variables the component's templates refer to.
+    pub uses_variables: BTreeSet<String>,
+    /// The component's `variables` table, resolved.
+    pub variables: Arc<HashMap<String, String>>,
+    pub key_value_stores: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    pub dependencies: BTreeMap<String, Dependency>,
+    pub inherit_configuration: bool,
+    /// Whether a trigger runs it: only those are compiled, as in Spin.
+    pub used: bool,
+}
+
+impl ComponentPlan {
+    /// Component `id`'s configuration, and what is wrong with it (its parts that fail are left
+    /// empty). `ids` are all the app's components, which `*.spin.internal` stands for.
+    pub(crate) fn configure(
+        manifest: &Manifest,
+        id: &str,
+        resolver: &Resolver,
+        ids: &[String],
+        manifest_dir: &Path,
+    ) -> (ComponentPlan, Vec<anyhow::Error>) {
+        let decl = &manifest.component[id];
+        let mut problems = Vec::new();
+        let allowed_hosts = AllowedHosts::parse(&decl.allowed_outbound_hosts, resolver, ids)
+            .unwrap_or_else(|e| {
+                problems.push(e);
+                AllowedHosts::default()
+            });
+        let variables = resolver
+            .component_variables(&decl.variables)
+            .unwrap_or_else(|e| {
+                problems.push(e);
+                HashMap::new()
+            });
+        let templates = decl.variables.values().chain(&decl.allowed_outbound_hosts);
+        let uses_variables = templates
+            .filter_map(|t| Template::parse(t).ok())
+            .flat_map(|t| t.variables().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let plan = ComponentPlan {
+            source_as_written: match &decl.source {
+                ComponentSource::Path(p) => Some(p.clone()),
+                ComponentSource::Remote(_) => None,
+            },
+            source: manifest.source_path(manifest_dir, id),
+            allowed_hosts: Arc::new(allowed_hosts),
+            allowed_outbound_hosts: decl
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| resolver.resolve(h).unwrap_or_else(|_| h.clone()))
+                .collect(),
+            uses_variables,
+            variables: Arc::new(variables),
+            key_value_stores: decl.key_value_stores.clone(),
+            environment: decl.environment.clone().into_iter().collect(),
+            dependencies: manifest.dependencies(manifest_dir, id),
+            inherit_configuration: decl.dependencies_inherit_configuration,
+            used: false,
+        };
+        (plan, problems)
+    }
 }
 
 pub struct LoadedComponent {
@@ -43,11 +110,10 @@ pub struct LoadedComponent {
 pub struct App {
     pub engine: Engine,
     pub linker: Linker<HostState>,
-    pub manifest: Manifest,
-    pub resolver: Resolver,
     pub components: HashMap<String, LoadedComponent>,
-    pub shared: Arc<Shared>,
     pub limits: Limits,
+    /// Makes the store of each instance.
+    pub stores: Stores,
     /// What one instance of each used component takes from the pooling allocator, measured at
     /// load; a component that could not be instantiated then has none (its trigger says why).
     pub footprints: HashMap<String, Footprint>,
@@ -58,13 +124,51 @@ pub struct App {
     failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
-/// Everything Spin offers a component, linked once and shared by every instantiation (the
-/// benchmark links its micro-benchmark components with it too).
-pub fn linker(engine: &Engine) -> Result<Linker<HostState>> {
-    linker_for(engine, false)
+/// Which HTTP components are WASIp3 handlers, read from their exports before compiling: only
+/// then does the engine pay for component-model-async.
+fn wasip3_handlers(
+    components: &BTreeMap<String, ComponentPlan>,
+    http_components: &[String],
+) -> Result<BTreeSet<String>> {
+    let mut wasip3 = BTreeSet::new();
+    for id in http_components {
+        let path = &components[id].source;
+        let Ok(bytes) = std::fs::read(path) else {
+            continue; // Reported with the other components, when they are compiled.
+        };
+        let kind = crate::wasip3::handler_kind(&bytes)
+            .with_context(|| format!("component {id:?} ({})", path.display()))?;
+        if kind == crate::wasip3::HandlerKind::Wasip3 {
+            wasip3.insert(id.clone());
+        }
+    }
+    Ok(wasip3)
 }
 
-/// [`linker`], with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
+/// Compiles component `id`, its dependencies linked first, on every start, as `spin up` does
+/// (Spin's crates/compose).
+fn compile(engine: &Engine, id: &str, plan: &ComponentPlan) -> Result<Component> {
+    let path = &plan.source;
+    let component = if plan.dependencies.is_empty() {
+        Component::from_file(engine, path).map_err(anyhow::Error::from)
+    } else {
+        std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|source| {
+                crate::dependencies::compose(
+                    id,
+                    source,
+                    &plan.dependencies,
+                    plan.inherit_configuration,
+                )
+            })
+            .with_context(|| format!("failed to resolve dependencies for component {id:?}"))
+            .and_then(|bytes| Component::from_binary(engine, &bytes).map_err(anyhow::Error::from))
+    };
+    component.with_context(|| format!("component {id:?}: cannot load {}", path.display()))
+}
+
+/// Everything Spin offers a component, linked once and shared by every instantiation; with WASI 0.3.0 (`wasi:cli`, `wasi:clocks`, ..., `wasi:http`) too when `wasip3`
 /// (the engine must then support component-model-async: `engine::new_engine_for`), with Spin 4's
 /// `spin:variables@3.0.0`. The Spin 2.0.0 interfaces are linked for both: a WASIp3 component
 /// calls them synchronously.
@@ -92,170 +196,53 @@ pub fn linker_for(engine: &Engine, wasip3: bool) -> Result<Linker<HostState>> {
 }
 
 impl App {
-    pub async fn load(
-        manifest_path: &Path,
-        runtime_config_path: Option<&Path>,
-        variables: &[(String, String)],
+    /// Opens what the plan's components and key-value part say: the stores, the compiled
+    /// components (only those a trigger runs, as in Spin), each with its capabilities.
+    /// `http_components` are the components HTTP triggers run (WASIp3 ones are served with reuse).
+    pub(crate) async fn open(
+        components: &BTreeMap<String, ComponentPlan>,
+        key_value: &KeyValuePlan,
+        http_components: &[String],
         limits: Limits,
-        options: &LoadOptions,
     ) -> Result<App> {
-        let runtime_config = match runtime_config_path {
-            Some(p) => RuntimeConfig::from_file(p)?,
-            None => RuntimeConfig::default(),
-        };
-        let mut manifest = Manifest::from_file(manifest_path)?;
-        manifest.retain_components(&options.components).context(
-            "failed to resolve application with only components selected with --component",
-        )?;
-        let manifest_dir = manifest_path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        // Explicit values (`--variable`) win over SPIN_VARIABLE_* in the environment, as in Spin.
-        let mut explicit = HashMap::new();
-        for (name, value) in variables {
-            if !manifest.variables.contains_key(name) {
-                tracing::warn!("variable {name:?} is not declared in [variables]; ignored");
-            }
-            explicit.insert(
-                format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase()),
-                value.clone(),
-            );
-        }
-        let resolver = Resolver::new(&manifest.variables, |k| {
-            explicit.get(k).cloned().or_else(|| std::env::var(k).ok())
-        })
-        .with_context(|| format!("cannot start {}", manifest_path.display()))?;
-
-        // Only components some trigger uses are compiled, as in Spin.
-        let used: BTreeSet<String> = manifest
-            .trigger
-            .http
-            .iter()
-            .map(|t| &t.component)
-            .chain(manifest.trigger.redis.iter().map(|t| &t.component))
-            .chain(manifest.trigger.mqtt.iter().map(|t| &t.component))
-            .map(|c| Manifest::component_id(c).to_string())
-            .collect();
-
-        // Key-value stores: open only the ones some used component lists.
-        let locations = crate::key_value::Locations {
-            runtime_config_dir: runtime_config_path
-                .and_then(Path::parent)
-                .map(Path::to_path_buf),
-            state_dir: match &options.state_dir {
-                StateDir::Beside => Some(manifest_dir.join(".spin")),
-                StateDir::Path(p) => Some(p.clone()),
-                StateDir::InMemory => None,
-            },
-        };
-        let store_cfgs =
-            crate::key_value::effective_configs(&runtime_config.key_value_store, &locations);
-        let wanted: BTreeSet<String> = used
-            .iter()
-            .flat_map(|id| manifest.component[id].key_value_stores.iter().cloned())
-            .collect();
-        for id in &used {
-            for label in &manifest.component[id].key_value_stores {
-                if !store_cfgs.contains_key(label) {
-                    bail!(
-                        "component {id:?} uses key-value store {label:?}, which is not defined: \
-                         add [key_value_store.{label}] to the runtime config"
-                    );
-                }
-            }
-        }
-        let key_value = crate::key_value::KeyValueApp::new(&store_cfgs, wanted)?;
-
-        // Which HTTP components are WASIp3 handlers, read from their exports before compiling:
-        // only then does the engine pay for component-model-async.
-        let http_components: BTreeSet<&str> = manifest
-            .trigger
-            .http
-            .iter()
-            .map(|t| Manifest::component_id(&t.component))
-            .collect();
-        let mut wasip3 = BTreeSet::new();
-        for id in http_components {
-            let path = manifest.source_path(&manifest_dir, id);
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue; // Reported below, with the other components.
-            };
-            let kind = crate::wasip3::handler_kind(&bytes)
-                .with_context(|| format!("component {id:?} ({})", path.display()))?;
-            if kind == crate::wasip3::HandlerKind::Wasip3 {
-                wasip3.insert(id.to_string());
-            }
-        }
+        let key_value = KeyValueApp::new(key_value)?;
+        let wasip3 = wasip3_handlers(components, http_components)?;
         let engine = crate::engine::new_engine_for(&limits, !wasip3.is_empty())?;
         let shared = Arc::new(Shared::default());
-
-        // Every component of the manifest, used or not, as Spin expands `*.spin.internal`.
-        let component_ids: Vec<String> = manifest.component.keys().cloned().collect();
         let mut compiling = Vec::new();
-        for id in &used {
-            let decl = &manifest.component[id];
-            let allowed_hosts =
-                AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver, &component_ids)
-                    .with_context(|| format!("component {id:?}"))?;
-            let variables = resolver
-                .component_variables(&decl.variables)
-                .with_context(|| format!("component {id:?}"))?;
+        for (id, plan) in components.iter().filter(|(_, c)| c.used) {
             let ctx = Arc::new(ComponentCtx {
                 id: id.clone(),
-                allowed_hosts: Arc::new(allowed_hosts),
-                key_value: key_value.component(&decl.key_value_stores),
-                variables: Arc::new(variables),
-                environment: decl.environment.clone().into_iter().collect(),
+                allowed_hosts: plan.allowed_hosts.clone(),
+                key_value: key_value.component(&plan.key_value_stores),
+                variables: plan.variables.clone(),
+                environment: plan.environment.clone(),
                 max_memory_bytes: limits.max_memory_bytes,
                 shared: shared.clone(),
             });
-            let path = manifest.source_path(&manifest_dir, id);
-            if !path.is_file() {
+            if !plan.source.is_file() {
                 bail!(
                     "component {id:?}: source {} does not exist (build it first)",
-                    path.display()
+                    plan.source.display()
                 );
             }
-            let engine = engine.clone();
-            let id = id.clone();
-            let dependencies = manifest.dependencies(&manifest_dir, &id);
-            let inherit = decl.dependencies_inherit_configuration;
+            let (engine, id, plan) = (engine.clone(), id.clone(), plan.clone());
             compiling.push(tokio::task::spawn_blocking(move || {
-                let component = if dependencies.is_empty() {
-                    Component::from_file(&engine, &path).map_err(anyhow::Error::from)
-                } else {
-                    // Linked on every start, as `spin up` does (Spin's crates/compose).
-                    std::fs::read(&path)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|source| {
-                            crate::dependencies::compose(&id, source, &dependencies, inherit)
-                        })
-                        .with_context(|| {
-                            format!("failed to resolve dependencies for component {id:?}")
-                        })
-                        .and_then(|bytes| {
-                            Component::from_binary(&engine, &bytes).map_err(anyhow::Error::from)
-                        })
-                }
-                .with_context(|| format!("component {id:?}: cannot load {}", path.display()))?;
+                let component = compile(&engine, &id, &plan)?;
                 anyhow::Ok((id, LoadedComponent { ctx, component }))
             }));
         }
-        let mut components = HashMap::new();
+        let mut loaded = HashMap::new();
         for c in compiling {
-            let (id, loaded) = c.await??;
-            components.insert(id, loaded);
+            let (id, component) = c.await??;
+            loaded.insert(id, component);
         }
-
         let mut app = App {
             linker: linker_for(&engine, !wasip3.is_empty())?,
             wasip3,
+            stores: Stores::new(engine.clone(), limits.timeout),
             engine,
-            manifest,
-            resolver,
-            components,
-            shared,
+            components: loaded,
             limits,
             footprints: HashMap::new(),
             failure: tokio::sync::watch::Sender::new(None),
@@ -348,12 +335,6 @@ impl App {
         ctx: &Arc<ComponentCtx>,
         chaining: &crate::outbound_http::ServiceChaining,
     ) -> wasmtime::Store<HostState> {
-        let mut store = wasmtime::Store::new(
-            &self.engine,
-            HostState::with_chaining(ctx.clone(), chaining.clone()),
-        );
-        store.limiter(|s| &mut s.limits);
-        crate::engine::apply_deadline(&mut store, self.limits.timeout);
-        store
+        self.stores.store(ctx, chaining)
     }
 }

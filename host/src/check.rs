@@ -1,18 +1,16 @@
-//! `nanohost check`: what `nanohost up` would make of a manifest, without compiling a component
-//! or opening a connection. The deploy checks (deploy/tools) call it so that the rules for
+//! `nanohost check`: the plan `nanohost up` would open (`plan`), printed, without compiling a
+//! component or opening a connection. The deploy checks (deploy/tools) call it so that the rules for
 //! variables, templates and `allowed_outbound_hosts` live in one place, here, and not in a second
 //! copy in Python.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::allowed_hosts::{AllowedHosts, OutboundUrl};
-use crate::expressions::{Resolver, Template};
-use crate::manifest::{HttpRoute, Manifest};
-use crate::routes::Router;
-use crate::runtime_config::RuntimeConfig;
+use crate::allowed_hosts::OutboundUrl;
+use crate::app::{ComponentPlan, StateDir};
+use crate::plan::{AppPlan, Inputs, VariablePlan};
 
 /// The JSON `nanohost check` prints. Secret values are never printed.
 #[derive(Debug, Default, Serialize)]
@@ -76,9 +74,9 @@ pub struct UrlReport {
     pub allowed: bool,
 }
 
-/// Checks `manifest` with `variables` (as `nanohost up --variable`) over `env`, the way
-/// `nanohost up` resolves them: explicit values, then `SPIN_VARIABLE_*`, then defaults; and
-/// routes each of `paths` as the HTTP trigger would.
+/// Checks `manifest` with `variables` (as `nanohost up --variable`) over `env`: the plan
+/// `nanohost up` would open (`plan::configure`), printed; and routes each of `paths` as the HTTP
+/// trigger would.
 pub fn check(
     manifest_path: &Path,
     runtime_config: Option<&Path>,
@@ -86,158 +84,104 @@ pub fn check(
     paths: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> Report {
-    let mut report = Report::default();
-    if let Some(path) = runtime_config {
-        match RuntimeConfig::from_file(path) {
-            Ok(rc) => report.runtime_config_stores = Some(rc.key_value_store.into_keys().collect()),
-            Err(e) => report.errors.push(format!("{e:#}")),
-        }
-    }
-    let manifest = match Manifest::from_file(manifest_path) {
-        Ok(m) => m,
-        Err(e) => {
-            report.errors.push(format!("{e:#}"));
-            return report;
-        }
+    let plan = crate::plan::configure(&Inputs {
+        manifest: manifest_path,
+        runtime_config,
+        variables,
+        env: &env,
+        state_dir: &StateDir::Beside,
+        components: &[],
+    });
+    let mut report = Report {
+        application: plan.application.as_ref().map(|a| a.name.clone()),
+        variables: plan.variables.iter().map(variable).collect(),
+        triggers: triggers(&plan),
+        components: plan.components.iter().map(component).collect(),
+        runtime_config_stores: plan.runtime_config_stores.clone(),
+        routes: BTreeMap::new(),
+        errors: plan.problems.iter().map(|p| p.message.clone()).collect(),
     };
-    report.application = Some(manifest.application.name.clone());
-
-    let mut explicit = HashMap::new();
-    for (name, value) in variables {
-        // `up` only warns (Spin ignores such a value); for a check it means the deployment and the
-        // manifest disagree on a name, so the value the deployment meant to set never arrives.
-        if !manifest.variables.contains_key(name) {
-            report.errors.push(format!(
-                "variable {name:?} is set but [variables] does not declare it"
-            ));
-        }
-        explicit.insert(env_name(name), value.clone());
-    }
-    let lookup = |k: &str| explicit.get(k).cloned().or_else(|| env(k));
-    let resolver = match Resolver::new(&manifest.variables, lookup) {
-        Ok(r) => r,
-        Err(e) => {
-            report.errors.push(format!("{e:#}"));
-            Resolver::default()
-        }
-    };
-    for (name, decl) in &manifest.variables {
-        let value = resolver.get(name).ok().map(str::to_string);
-        report.variables.insert(
-            name.clone(),
-            VariableReport {
-                value: value.filter(|_| !decl.secret),
-                set: lookup(&env_name(name)).is_some(),
-                required: decl.required,
-                secret: decl.secret,
-            },
-        );
-    }
-
-    let mut resolve = |what: String, template: &str| match resolver.resolve(template) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            report.errors.push(format!("{what}: {e:#}"));
-            None
-        }
-    };
-    let mut triggers = Vec::new();
-    for t in &manifest.trigger.http {
-        triggers.push(TriggerReport {
-            kind: "http",
-            component: Manifest::component_id(&t.component).to_string(),
-            route: match &t.route {
-                HttpRoute::Path(p) => Some(p.clone()),
-                HttpRoute::Private(_) => None,
-            },
-            address: None,
-            channel: None,
-        });
-    }
-    let app_redis = manifest.application.trigger.redis.as_ref();
-    for t in &manifest.trigger.redis {
-        let address = t.address.as_ref().or(app_redis.map(|r| &r.address));
-        triggers.push(TriggerReport {
-            kind: "redis",
-            component: Manifest::component_id(&t.component).to_string(),
-            route: None,
-            address: address.and_then(|a| resolve("[application.trigger.redis] address".into(), a)),
-            channel: resolve("[[trigger.redis]] channel".into(), &t.channel),
-        });
-    }
-    let mqtt_address = manifest
-        .application
-        .trigger
-        .mqtt
-        .as_ref()
-        .and_then(|m| resolve("[application.trigger.mqtt] address".into(), &m.address));
-    for t in &manifest.trigger.mqtt {
-        triggers.push(TriggerReport {
-            kind: "mqtt",
-            component: Manifest::component_id(&t.component).to_string(),
-            route: None,
-            address: mqtt_address.clone(),
-            channel: resolve("[[trigger.mqtt]] topic".into(), &t.topic),
-        });
-    }
-    report.triggers = triggers;
-    if !paths.is_empty() {
-        route(&manifest, paths, &mut report);
-    }
-
-    let component_ids: Vec<String> = manifest.component.keys().cloned().collect();
-    for (id, decl) in &manifest.component {
-        let mut uses = BTreeSet::new();
-        for template in decl.variables.values().chain(&decl.allowed_outbound_hosts) {
-            if let Ok(t) = Template::parse(template) {
-                uses.extend(t.variables().map(str::to_string));
-            }
-        }
-        let allowed = AllowedHosts::parse(&decl.allowed_outbound_hosts, &resolver, &component_ids);
-        let resolved_hosts = decl
-            .allowed_outbound_hosts
-            .iter()
-            .map(|h| resolver.resolve(h).unwrap_or_else(|_| h.clone()))
-            .collect();
-        let mut urls = Vec::new();
-        match (&allowed, resolver.component_variables(&decl.variables)) {
-            (Ok(allowed), Ok(values)) => {
-                let values: BTreeMap<_, _> = values.into_iter().collect();
-                for (variable, value) in values {
-                    if let Some((scheme, _)) = value.split_once("://") {
-                        if OutboundUrl::parse(&value, scheme).is_ok() {
-                            urls.push(UrlReport {
-                                allowed: allowed.allows_url(&value, scheme),
-                                url: value,
-                                variable,
-                            });
-                        }
-                    }
-                }
-            }
-            (Err(e), _) => report.errors.push(format!("component {id:?}: {e:#}")),
-            (_, Err(e)) => report.errors.push(format!("component {id:?}: {e:#}")),
-        }
-        report.components.insert(
-            id.clone(),
-            ComponentReport {
-                source: match &decl.source {
-                    crate::manifest::ComponentSource::Path(p) => Some(p.clone()),
-                    crate::manifest::ComponentSource::Remote(_) => None,
-                },
-                allowed_outbound_hosts: resolved_hosts,
-                uses_variables: uses,
-                key_value_stores: decl.key_value_stores.clone(),
-                urls,
-            },
-        );
+    if plan.application.is_some() && !paths.is_empty() {
+        route(&plan, paths, &mut report);
     }
     report
 }
 
+fn variable((name, v): (&String, &VariablePlan)) -> (String, VariableReport) {
+    let report = VariableReport {
+        value: v.value.clone().filter(|_| !v.secret),
+        set: v.set,
+        required: v.required,
+        secret: v.secret,
+    };
+    (name.clone(), report)
+}
+
+/// The triggers in the manifest's order within each type: HTTP, Redis, MQTT.
+fn triggers(plan: &AppPlan) -> Vec<TriggerReport> {
+    let trigger = |kind, component: &String| TriggerReport {
+        kind,
+        component: component.clone(),
+        route: None,
+        address: None,
+        channel: None,
+    };
+    let http = plan
+        .http
+        .triggers
+        .iter()
+        .map(|(component, route)| TriggerReport {
+            route: route.clone(),
+            ..trigger("http", component)
+        });
+    let redis = plan.redis.subscriptions.iter().map(|s| TriggerReport {
+        address: Some(s.address.clone()),
+        channel: Some(s.channel.clone()),
+        ..trigger("redis", &s.component)
+    });
+    let mqtt = plan.mqtt.iter().flat_map(|m| {
+        m.topics.iter().map(|t| TriggerReport {
+            address: Some(m.address.clone()),
+            channel: Some(t.topic.clone()),
+            ..trigger("mqtt", &t.component)
+        })
+    });
+    http.chain(redis).chain(mqtt).collect()
+}
+
+fn component((id, c): (&String, &ComponentPlan)) -> (String, ComponentReport) {
+    let report = ComponentReport {
+        source: c.source_as_written.clone(),
+        allowed_outbound_hosts: c.allowed_outbound_hosts.clone(),
+        uses_variables: c.uses_variables.clone(),
+        key_value_stores: c.key_value_stores.clone(),
+        urls: urls(c),
+    };
+    (id.clone(), report)
+}
+
+/// Every component variable whose value is a `scheme://host` URL, and whether the component's
+/// allowed hosts let it connect there.
+fn urls(c: &ComponentPlan) -> Vec<UrlReport> {
+    let values: BTreeMap<_, _> = c.variables.iter().collect();
+    let mut urls = Vec::new();
+    for (variable, value) in values {
+        if let Some((scheme, _)) = value.split_once("://") {
+            if OutboundUrl::parse(value, scheme).is_ok() {
+                urls.push(UrlReport {
+                    allowed: c.allowed_hosts.allows_url(value, scheme),
+                    url: value.clone(),
+                    variable: variable.clone(),
+                });
+            }
+        }
+    }
+    urls
+}
+
 /// The component `nanohost up`'s router would send each of `paths` to.
-fn route(manifest: &Manifest, paths: &[String], report: &mut Report) {
-    match Router::for_manifest(manifest, str::to_string) {
+fn route(plan: &AppPlan, paths: &[String], report: &mut Report) {
+    match plan.http.router(str::to_string) {
         Ok(router) => {
             for path in paths {
                 let target = router.route(path).map(|m| m.target.clone());
@@ -273,10 +217,6 @@ pub fn main(
     } else {
         std::process::ExitCode::FAILURE
     }
-}
-
-fn env_name(variable: &str) -> String {
-    format!("SPIN_VARIABLE_{}", variable.to_ascii_uppercase())
 }
 
 #[cfg(test)]

@@ -289,23 +289,7 @@ pub fn compose(
         let (dep_world, dep_instance) = register(&mut graph, &parsed.package_name(), bytes)
             .with_context(|| format!("dependency '{name}'"))?;
         if !inherit_configuration {
-            let denied: Vec<&String> = graph.types()[dep_world]
-                .imports
-                .keys()
-                .filter(|i| is_capability(i))
-                .collect();
-            if !denied.is_empty() {
-                bail!(
-                    "dependency '{name}' imports host capabilities ({}) but does not inherit the \
-                     configuration of component '{id}'; Spin would wrap it in its deny-all adapter, \
-                     which nanohost does not have: set `dependencies_inherit_configuration = true`",
-                    denied
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-            }
+            refuse_capabilities(&graph, dep_world, name, id)?;
         }
         for import in matched {
             plugged.entry(import.clone()).or_default().push((
@@ -316,6 +300,45 @@ pub fn compose(
             ));
         }
     }
+    refuse_conflicts(&plugged, id)?;
+    plug(&mut graph, world, instance, &plugged)?;
+    let exports: Vec<String> = graph.types()[world].exports.keys().cloned().collect();
+    for name in exports {
+        let alias = graph.alias_instance_export(instance, &name)?;
+        graph.export(alias, &name)?;
+    }
+    graph
+        .encode(EncodeOptions::default())
+        .context("failed to encode composition graph")
+}
+
+/// A dependency that does not inherit the component's configuration may not import a host
+/// capability: Spin would wrap it in a deny-all adapter, which nanohost does not have.
+fn refuse_capabilities(
+    graph: &CompositionGraph,
+    dep_world: WorldId,
+    name: &str,
+    id: &str,
+) -> Result<()> {
+    let denied: Vec<&str> = graph.types()[dep_world]
+        .imports
+        .keys()
+        .map(String::as_str)
+        .filter(|i| is_capability(i))
+        .collect();
+    if !denied.is_empty() {
+        bail!(
+            "dependency '{name}' imports host capabilities ({}) but does not inherit the \
+             configuration of component '{id}'; Spin would wrap it in its deny-all adapter, \
+             which nanohost does not have: set `dependencies_inherit_configuration = true`",
+            denied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// An import two dependencies plug is an error, all such imports named at once, as in Spin.
+fn refuse_conflicts(plugged: &BTreeMap<String, Vec<Plug>>, id: &str) -> Result<()> {
     let conflicts: Vec<String> = plugged
         .iter()
         .filter(|(_, by)| by.len() > 1)
@@ -333,11 +356,20 @@ pub fn compose(
             conflicts.join("; ")
         );
     }
+    Ok(())
+}
 
+/// Plugs each import with its dependency's export, checked to be a subtype of the import.
+fn plug(
+    graph: &mut CompositionGraph,
+    world: WorldId,
+    instance: NodeId,
+    plugged: &BTreeMap<String, Vec<Plug>>,
+) -> Result<()> {
     let mut cache = Default::default();
     let mut checker = SubtypeChecker::new(&mut cache);
     let mut arguments = Vec::new();
-    for (import, by) in &plugged {
+    for (import, by) in plugged {
         let (name, dep_world, dep_instance, export) = &by[0];
         let export = export.clone().unwrap_or_else(|| import.clone());
         let Some(export_ty) = graph.types()[*dep_world].exports.get(&export).copied() else {
@@ -357,14 +389,7 @@ pub fn compose(
     for (import, node) in arguments {
         graph.set_instantiation_argument(instance, &import, node)?;
     }
-    let exports: Vec<String> = graph.types()[world].exports.keys().cloned().collect();
-    for name in exports {
-        let alias = graph.alias_instance_export(instance, &name)?;
-        graph.export(alias, &name)?;
-    }
-    graph
-        .encode(EncodeOptions::default())
-        .context("failed to encode composition graph")
+    Ok(())
 }
 
 /// A dependency that plugs an import: its manifest name, its world and instance in the graph,

@@ -41,6 +41,7 @@ impl Default for Limits {
     }
 }
 
+#[cfg(test)]
 pub fn new_engine(limits: &Limits) -> Result<Engine> {
     Engine::new(&config(limits)).map_err(anyhow::Error::from)
 }

@@ -51,6 +51,7 @@ impl Template {
         Ok(Template { parts })
     }
 
+    #[cfg(test)]
     pub fn is_literal(&self) -> bool {
         self.parts.iter().all(|p| matches!(p, Part::Lit(_)))
     }

@@ -5,6 +5,15 @@
 //! triggers, with Spin's semantics: a fresh instance per request from a pre-instantiated
 //! component (WASIp3 HTTP handlers: reused instances, as Spin 4 does), per-instance memory and time limits, `allowed_outbound_hosts` enforced.
 //! See README.md for what it supports and what it does not.
+//!
+//! The embedding API, all the rest being the host's own:
+//! - [`RunningHost`] runs an app as `nanohost up` does ([`HostOptions`], [`Limits`],
+//!   [`ListenerLimits`], [`InstanceReuse`], [`StateDir`]);
+//! - [`check`] is `nanohost check`;
+//! - [`InstanceBuilder`], [`engine_config`] and [`linker`] run components outside a manifest the
+//!   way nanohost runs them (the benchmark's in-process measurements), with [`HostState`] as their
+//!   store's data;
+//! - [`RedactingStderr`] and [`redact_secrets`] keep secret values out of logs and messages.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,22 +23,25 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub mod allowed_hosts;
-pub mod app;
-pub mod bindings;
-pub mod check;
-pub mod dependencies;
-pub mod engine;
-pub mod expressions;
+mod allowed_hosts;
+mod app;
+mod bindings;
+mod check;
+mod dependencies;
+mod embed;
+mod engine;
+mod expressions;
+// The benchmark's hop probes; public until the benchmark times hops with tracing spans instead.
 pub mod hop;
-pub mod key_value;
-pub mod manifest;
-pub mod outbound_http;
-pub mod outbound_mqtt;
-pub mod outbound_redis;
-pub mod redact;
-pub mod routes;
-pub mod runtime_config;
+mod key_value;
+mod manifest;
+mod outbound_http;
+mod outbound_mqtt;
+mod outbound_redis;
+mod plan;
+mod redact;
+mod routes;
+mod runtime_config;
 /// Runs a unit test's async body on a runtime of its own.
 #[cfg(test)]
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -43,12 +55,19 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
 #[cfg(test)]
 #[path = "../tests/support/spin_toml.rs"]
 mod spin_toml;
-pub mod state;
-pub mod trigger;
-pub mod variables;
-pub mod wasip3;
+mod state;
+mod trigger;
+mod variables;
+mod wasip3;
 
-pub use engine::Limits;
+pub use app::StateDir;
+pub use check::main as check;
+pub use embed::{engine_config, linker, InstanceBuilder};
+pub use engine::{Footprint, Limits};
+pub use redact::{secrets as redact_secrets, Stderr as RedactingStderr};
+pub use state::HostState;
+pub use trigger::http::ListenerLimits;
+pub use wasip3::{Draw, InstanceReuse};
 
 /// What to run and where.
 #[derive(Debug, Clone)]
@@ -62,12 +81,12 @@ pub struct HostOptions {
     /// Where the default key-value store lives. The `nanohost up` command uses `.spin` next to
     /// the manifest, as `spin up` does; embedders (tests, the benchmark) default to memory, so
     /// runs do not see each other's orders.
-    pub state_dir: app::StateDir,
+    pub state_dir: StateDir,
     /// Timeouts and caps of the HTTP listener.
-    pub listener: trigger::http::ListenerLimits,
+    pub listener: ListenerLimits,
     /// How long WASIp3 instances live (Spin 4's reuse flags and defaults); WASIp2 instances
     /// serve one request each.
-    pub reuse: wasip3::InstanceReuse,
+    pub reuse: InstanceReuse,
     /// Run only these components (and their triggers), like `spin up -c`; empty: all.
     pub components: Vec<String>,
 }
@@ -81,7 +100,7 @@ impl Default for HostOptions {
             runtime_config: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             variables: Vec::new(),
-            state_dir: app::StateDir::InMemory,
+            state_dir: StateDir::InMemory,
             listener: Default::default(),
             reuse: Default::default(),
             components: Vec::new(),
@@ -108,25 +127,30 @@ impl RunningHost {
 
     /// [`RunningHost::start`] with explicit per-instance limits.
     pub async fn start_with_limits(opts: HostOptions, limits: Limits) -> Result<RunningHost> {
-        let app = Arc::new(
-            app::App::load(
-                &opts.manifest,
-                opts.runtime_config.as_deref(),
-                &opts.variables,
-                limits,
-                &app::LoadOptions {
-                    state_dir: opts.state_dir.clone(),
-                    components: opts.components.clone(),
-                },
-            )
-            .await?,
-        );
+        let env = |k: &str| std::env::var(k).ok();
+        let plan = plan::configure(&plan::Inputs {
+            manifest: &opts.manifest,
+            runtime_config: opts.runtime_config.as_deref(),
+            variables: &opts.variables,
+            env: &env,
+            state_dir: &opts.state_dir,
+            components: &opts.components,
+        });
+        plan.ready()?;
+        let http_components = plan.http.components();
+        let app = app::App::open(&plan.components, &plan.key_value, &http_components, limits);
+        let app = Arc::new(app.await?);
         let ticker = engine::EpochTicker::start(app.engine.clone());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
         let mut http_addr = None;
-        let http = trigger::http::HttpTrigger::new(app.clone(), opts.listener.clone(), opts.reuse)?;
+        let http = trigger::http::HttpTrigger::new(
+            app.clone(),
+            &plan.http,
+            opts.listener.clone(),
+            opts.reuse,
+        )?;
         let max_in_flight = http.as_ref().map(|h| h.max_in_flight());
         let chaining = http.as_ref().map(|h| h.chaining()).unwrap_or_default();
         if let Some(http) = http {
@@ -138,10 +162,20 @@ impl RunningHost {
             tracing::info!("serving HTTP on http://{addr}");
             tasks.push(tokio::spawn(http.serve(listener, shutdown_rx.clone())));
         }
-        tasks.extend(
-            trigger::redis::start(app.clone(), chaining.clone(), shutdown_rx.clone()).await?,
+        let redis = trigger::redis::start(
+            app.clone(),
+            &plan.redis,
+            chaining.clone(),
+            shutdown_rx.clone(),
         );
-        tasks.extend(trigger::mqtt::start(app.clone(), chaining, shutdown_rx.clone()).await?);
+        tasks.extend(redis.await?);
+        let mqtt = trigger::mqtt::start(
+            app.clone(),
+            plan.mqtt.as_ref(),
+            chaining,
+            shutdown_rx.clone(),
+        );
+        tasks.extend(mqtt.await?);
         if tasks.is_empty() {
             anyhow::bail!(
                 "{} has no triggers: nothing to run",
@@ -170,7 +204,7 @@ impl RunningHost {
     }
 
     /// What one instance of each component takes from the pooling allocator (measured at load).
-    pub fn footprints(&self) -> &std::collections::HashMap<String, engine::Footprint> {
+    pub fn footprints(&self) -> &std::collections::HashMap<String, Footprint> {
         &self.app.footprints
     }
 

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use nanohost::wasip3::Draw;
-use nanohost::{HostOptions, Limits, RunningHost};
+use nanohost::{Draw, HostOptions, Limits, RunningHost};
 
 /// A small Spin-compatible host: runs a spin.toml without the Spin CLI.
 #[derive(Parser)]
@@ -81,7 +80,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(|| nanohost::redact::Stderr)
+        .with_writer(|| nanohost::RedactingStderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
@@ -92,7 +91,7 @@ fn main() -> ExitCode {
         routes,
     } = &cli.command
     {
-        return nanohost::check::main(manifest, runtime_config.as_deref(), variables, routes);
+        return nanohost::check(manifest, runtime_config.as_deref(), variables, routes);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -110,7 +109,7 @@ fn main() -> ExitCode {
 /// One line, no backtrace: the message chain joined with ": ".
 fn fail(e: anyhow::Error) -> ExitCode {
     let msg = format!("{e:#}").replace('\n', " ");
-    let msg = nanohost::redact::secrets(&msg);
+    let msg = nanohost::redact_secrets(&msg);
     eprintln!("error: {msg}");
     ExitCode::FAILURE
 }
@@ -143,12 +142,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             runtime_config,
             listen,
             variables,
-            state_dir: nanohost::app::StateDir::Beside,
-            listener: nanohost::trigger::http::ListenerLimits {
+            state_dir: nanohost::StateDir::Beside,
+            listener: nanohost::ListenerLimits {
                 body_read_timeout: Duration::from_millis(body_timeout_ms),
                 ..Default::default()
             },
-            reuse: nanohost::wasip3::InstanceReuse {
+            reuse: nanohost::InstanceReuse {
                 max_instance_reuse_count,
                 max_instance_concurrent_reuse_count,
                 idle_instance_timeout,

@@ -13,6 +13,8 @@ use serde::Deserialize;
 /// A parsed `spin.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Manifest {
     pub spin_manifest_version: ManifestVersion,
     pub application: Application,
@@ -41,8 +43,10 @@ impl<'de> Deserialize<'de> for ManifestVersion {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Application {
     pub name: String,
     #[serde(default)]
@@ -136,6 +140,8 @@ pub struct Triggers {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct HttpTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -170,6 +176,8 @@ pub struct HttpExecutor {
 /// Spin also allows inline component tables here; nanohost supports references only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub enum ComponentRef {
     Id(String),
     Inline(toml::Value),
@@ -177,6 +185,8 @@ pub enum ComponentRef {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct RedisTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -189,6 +199,8 @@ pub struct RedisTrigger {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct MqttTrigger {
     #[serde(default)]
     pub id: Option<String>,
@@ -200,6 +212,8 @@ pub struct MqttTrigger {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub struct Component {
     pub source: ComponentSource,
     #[serde(default)]
@@ -243,9 +257,25 @@ pub struct LocalDependency {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
+// Parsed so that a Spin manifest parses here, not all read (see the module's comment).
+#[allow(dead_code)]
 pub enum ComponentSource {
     Path(String),
     Remote(toml::Value),
+}
+
+impl HttpRoute {
+    /// The path a `[[trigger.http]]` route is served on: `None` for `{ private = true }`, which
+    /// only service chaining reaches.
+    pub fn path(&self) -> Result<Option<&str>> {
+        match self {
+            HttpRoute::Path(p) => Ok(Some(p)),
+            HttpRoute::Private(PrivateRoute { private: true }) => Ok(None),
+            HttpRoute::Private(_) => {
+                bail!("route must be a string pattern or '{{ private = true }}'")
+            }
+        }
+    }
 }
 
 impl Manifest {
@@ -277,59 +307,18 @@ impl Manifest {
             }
         }
         for (id, component) in &self.component {
-            if let ComponentSource::Remote(_) = component.source {
-                bail!(
-                    "component {id:?}: only a local file path is supported as `source` by nanohost"
-                );
-            }
-            for name in component.variables.keys() {
-                check_variable_name(name)
-                    .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
-            }
-            crate::dependencies::check_disjoint(component.dependencies.keys().map(String::as_str))
-                .with_context(|| format!("component {id:?} has invalid dependencies"))?;
-            for (name, dependency) in &component.dependencies {
-                let parsed: crate::dependencies::DependencyName = name
-                    .parse()
-                    .with_context(|| format!("component {id:?}: invalid dependency"))?;
-                match dependency {
-                    ComponentDependency::Other(toml::Value::Table(t)) if t.contains_key("path") => {
-                        bail!(
-                            "component {id:?}: dependency {name:?}: a local dependency takes \
-                             `path` and `export` only (as in Spin 3.6.3; Spin 4's per-dependency \
-                             `inherit_configuration` is not supported: use \
-                             `dependencies_inherit_configuration`)"
-                        )
-                    }
-                    ComponentDependency::Other(_) => bail!(
-                        "component {id:?}: dependency {name:?}: only a local `path` is supported \
-                         by nanohost (not a registry package or a URL)"
-                    ),
-                    // As Spin's manifest validation: an export may only narrow an interface name.
-                    ComponentDependency::Local(LocalDependency {
-                        export: Some(_), ..
-                    }) if matches!(
-                        parsed,
-                        crate::dependencies::DependencyName::Package {
-                            interface: None,
-                            ..
-                        }
-                    ) =>
-                    {
-                        bail!(
-                            "component {id:?}: using an export to satisfy the package dependency \
-                             {name:?} is not currently permitted"
-                        )
-                    }
-                    ComponentDependency::Local(_) => {}
-                }
-            }
+            component.validate(id)?;
         }
         if let Some(AppHttpConfig { base: Some(base) }) = &self.application.trigger.http {
             if !base.trim_end_matches('/').is_empty() {
                 bail!("[application.trigger.http] base {base:?} is not supported (only \"/\")");
             }
         }
+        self.validate_triggers()
+    }
+
+    /// Each trigger names a component of the manifest and has what its type needs.
+    fn validate_triggers(&self) -> Result<()> {
         let check_ref = |kind: &str, r: &ComponentRef| -> Result<()> {
             match r {
                 ComponentRef::Id(id) if self.component.contains_key(id) => Ok(()),
@@ -409,6 +398,17 @@ impl Manifest {
             .collect()
     }
 
+    /// The components some trigger runs: only those are compiled, as in Spin.
+    pub fn used_components(&self) -> std::collections::BTreeSet<&str> {
+        let http = self.trigger.http.iter().map(|t| &t.component);
+        let redis = self.trigger.redis.iter().map(|t| &t.component);
+        let mqtt = self.trigger.mqtt.iter().map(|t| &t.component);
+        http.chain(redis)
+            .chain(mqtt)
+            .map(Manifest::component_id)
+            .collect()
+    }
+
     /// Keeps only the given components and the triggers that run them, as `spin up -c` does
     /// (Spin's `retain_components`): every id must exist, and a kept component may not chain
     /// (`http://<id>.spin.internal`) to one left out, nor to `*.spin.internal`.
@@ -423,13 +423,8 @@ impl Manifest {
         }
         let kept = |id: &str| ids.iter().any(|k| k == id);
         let triggered: Vec<&str> = self
-            .trigger
-            .http
-            .iter()
-            .map(|t| &t.component)
-            .chain(self.trigger.redis.iter().map(|t| &t.component))
-            .chain(self.trigger.mqtt.iter().map(|t| &t.component))
-            .map(Manifest::component_id)
+            .used_components()
+            .into_iter()
             .filter(|id| kept(id))
             .collect();
         for id in &triggered {
@@ -478,6 +473,59 @@ impl Manifest {
             ComponentSource::Path(p) => manifest_dir.join(p),
             ComponentSource::Remote(_) => unreachable!("rejected by validate"),
         }
+    }
+}
+
+impl Component {
+    /// What nanohost takes of a `[component.<id>]`: a local source, valid variable names, and
+    /// local dependencies as Spin's manifest validation has them.
+    fn validate(&self, id: &str) -> Result<()> {
+        if let ComponentSource::Remote(_) = self.source {
+            bail!("component {id:?}: only a local file path is supported as `source` by nanohost");
+        }
+        for name in self.variables.keys() {
+            check_variable_name(name)
+                .with_context(|| format!("component {id:?}: invalid variable {name:?}"))?;
+        }
+        crate::dependencies::check_disjoint(self.dependencies.keys().map(String::as_str))
+            .with_context(|| format!("component {id:?} has invalid dependencies"))?;
+        for (name, dependency) in &self.dependencies {
+            let parsed: crate::dependencies::DependencyName = name
+                .parse()
+                .with_context(|| format!("component {id:?}: invalid dependency"))?;
+            match dependency {
+                ComponentDependency::Other(toml::Value::Table(t)) if t.contains_key("path") => {
+                    bail!(
+                        "component {id:?}: dependency {name:?}: a local dependency takes \
+                             `path` and `export` only (as in Spin 3.6.3; Spin 4's per-dependency \
+                             `inherit_configuration` is not supported: use \
+                             `dependencies_inherit_configuration`)"
+                    )
+                }
+                ComponentDependency::Other(_) => bail!(
+                    "component {id:?}: dependency {name:?}: only a local `path` is supported \
+                         by nanohost (not a registry package or a URL)"
+                ),
+                // As Spin's manifest validation: an export may only narrow an interface name.
+                ComponentDependency::Local(LocalDependency {
+                    export: Some(_), ..
+                }) if matches!(
+                    parsed,
+                    crate::dependencies::DependencyName::Package {
+                        interface: None,
+                        ..
+                    }
+                ) =>
+                {
+                    bail!(
+                        "component {id:?}: using an export to satisfy the package dependency \
+                             {name:?} is not currently permitted"
+                    )
+                }
+                ComponentDependency::Local(_) => {}
+            }
+        }
+        Ok(())
     }
 }
 

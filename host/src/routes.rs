@@ -8,8 +8,6 @@
 use anyhow::{anyhow, bail, Result};
 use routefinder::{RouteSpec, Segment};
 
-use crate::manifest::{HttpRoute, PrivateRoute};
-
 /// Paths Spin's HTTP trigger answers itself before routing (`health`, `info`), so a route under
 /// them is never reached.
 pub const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
@@ -46,18 +44,6 @@ pub fn param_header(name: &str) -> String {
         "spin-path-match-{}",
         name.to_ascii_lowercase().replace('_', "-")
     )
-}
-
-/// The path a `[[trigger.http]]` route is served on: `None` for `{ private = true }`, which only
-/// service chaining reaches.
-fn routable(route: &HttpRoute) -> Result<Option<&str>> {
-    match route {
-        HttpRoute::Path(p) => Ok(Some(p)),
-        HttpRoute::Private(PrivateRoute { private: true }) => Ok(None),
-        HttpRoute::Private(_) => {
-            bail!("route must be a string pattern or '{{ private = true }}'")
-        }
-    }
 }
 
 /// Checks a route string from the manifest: what Spin accepts, less a wildcard before the end,
@@ -109,6 +95,8 @@ struct Handler<T> {
 #[derive(Debug)]
 pub struct Router<T> {
     router: routefinder::Router<Handler<T>>,
+    /// Read by the route table's tests; the warning at start-up says the same.
+    #[cfg_attr(not(test), allow(dead_code))]
     duplicates: Vec<String>,
 }
 
@@ -157,31 +145,13 @@ impl<T> Router<T> {
         Ok(Router { router, duplicates })
     }
 
-    /// The router of a manifest's `[[trigger.http]]` routes; `target` gives each route's target
-    /// from its component id. Private routes are left out: only service chaining reaches them.
-    pub fn for_manifest(
-        manifest: &crate::manifest::Manifest,
-        mut target: impl FnMut(&str) -> T,
-    ) -> Result<Router<T>> {
-        let mut routes = Vec::new();
-        for t in &manifest.trigger.http {
-            if let Some(p) = routable(&t.route)? {
-                let id = crate::manifest::Manifest::component_id(&t.component);
-                routes.push((p.to_string(), target(id)));
-            }
-        }
-        Router::new(routes)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.router.is_empty()
-    }
-
+    #[cfg(test)]
     /// The routes that are defined more than once (each repeat once).
     pub fn duplicates(&self) -> &[String] {
         &self.duplicates
     }
 
+    #[cfg(test)]
     /// Whether a route lies under [`WELL_KNOWN_PREFIX`].
     pub fn contains_reserved_route(&self) -> bool {
         self.router
@@ -189,6 +159,7 @@ impl<T> Router<T> {
             .any(|(_, h)| h.matched_route.starts_with(WELL_KNOWN_PREFIX))
     }
 
+    #[cfg(test)]
     /// The routes as written, most specific first (the order they are tried in).
     pub fn routes(&self) -> impl Iterator<Item = (&str, &T)> {
         self.router

@@ -29,6 +29,35 @@ pub struct ComponentCtx {
     pub shared: Arc<Shared>,
 }
 
+/// Makes the store of each instance of an app: its engine, its memory limit, its time limit.
+#[derive(Clone)]
+pub struct Stores {
+    engine: wasmtime::Engine,
+    /// The time limit of a request or message.
+    pub timeout: std::time::Duration,
+}
+
+impl Stores {
+    pub fn new(engine: wasmtime::Engine, timeout: std::time::Duration) -> Stores {
+        Stores { engine, timeout }
+    }
+
+    /// A fresh store for one request or message.
+    pub fn store(
+        &self,
+        ctx: &Arc<ComponentCtx>,
+        chaining: &crate::outbound_http::ServiceChaining,
+    ) -> wasmtime::Store<HostState> {
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            HostState::with_chaining(ctx.clone(), chaining.clone()),
+        );
+        store.limiter(|s| &mut s.limits);
+        crate::engine::apply_deadline(&mut store, self.timeout);
+        store
+    }
+}
+
 /// The `T` of every `Store<T>`.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,

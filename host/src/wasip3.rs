@@ -20,9 +20,8 @@ use wasmtime_wasi_http::handler::{
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::WasiHttpView;
 
-use crate::app::App;
 use crate::outbound_http::ServiceChaining;
-use crate::state::{ComponentCtx, HostState};
+use crate::state::{ComponentCtx, HostState, Stores};
 
 /// The export a WASIp3 HTTP component has, in the WASI 0.3 version wasmtime 48 (and Spin
 /// 4.1.0-pre0) implement.
@@ -193,7 +192,7 @@ fn top_level_exports(bytes: &[u8]) -> Result<Vec<String>> {
 
 /// One WASIp3 component's instances: how to make one, how long each lives.
 pub struct Wasip3Handler {
-    pub app: Arc<App>,
+    pub stores: Stores,
     pub ctx: Arc<ComponentCtx>,
     pub pre: ServicePre<HostState>,
     pub chaining: ServiceChaining,
@@ -206,10 +205,10 @@ impl HandlerState for Wasip3Handler {
     type WorkerState = Worker;
 
     async fn instantiate(&self) -> wasmtime::Result<Instance<HostState, Expiration, Worker>> {
-        let mut store = self.app.store(&self.ctx, &self.chaining);
+        let mut store = self.stores.store(&self.ctx, &self.chaining);
         // The store outlives any one request: each request's time limit is kept below.
         crate::engine::apply_yield_only(&mut store);
-        let timeout = self.app.limits.timeout;
+        let timeout = self.stores.timeout;
         let instantiated =
             tokio::time::timeout(timeout, self.pre.instantiate_async(&mut store)).await;
         let service = match instantiated {

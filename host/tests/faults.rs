@@ -210,7 +210,7 @@ impl Net {
                                 runtime_config: spec.runtime_config.clone(),
                                 listen: "127.0.0.1:0".parse().unwrap(),
                                 variables: spec.variables.clone(),
-                                state_dir: nanohost::app::StateDir::InMemory,
+                                state_dir: nanohost::StateDir::InMemory,
                                 ..nanohost::HostOptions::default()
                             },
                             nanohost::Limits {
@@ -1302,7 +1302,7 @@ async fn the_host_cuts_a_body_that_does_not_come() {
         manifest: support::workspace_root().join("spin.toml"),
         variables: vec![("body_timeout_ms".into(), "60000".into())],
         listen: "127.0.0.1:0".parse().unwrap(),
-        listener: nanohost::trigger::http::ListenerLimits {
+        listener: nanohost::ListenerLimits {
             body_read_timeout: limit,
             ..Default::default()
         },

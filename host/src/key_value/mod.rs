@@ -4,8 +4,9 @@
 //! - configuration: the runtime config's `[key_value_store.<label>]` tables ([`StoreConfig`]);
 //!   without one, `default` is a SQLite file `.spin/sqlite_key_value.db` next to the manifest,
 //!   as in Spin, so orders survive a restart;
-//! - per-app state ([`KeyValueApp`]): one backend per label, shared by every instance (a SQLite
-//!   connection, or a Redis connection manager that reconnects after a Redis restart);
+//! - per-app state ([`KeyValueApp`]): one backend per label, shared by every instance, behind one
+//!   trait ([`Backend`], as Spin's `Store`): a SQLite connection, or a Redis connection manager
+//!   that reconnects after a Redis restart;
 //! - per-instance state ([`KeyValueInstance`]): the labels this component may open, and the open
 //!   stores in a resource table of its own;
 //! - linking: [`add_to_linker`].
@@ -107,11 +108,52 @@ pub fn effective_configs(
     all
 }
 
-/// A configured store.
+/// A key-value backend, as Spin's `spin_factor_key_value::Store`: what both interfaces call on
+/// an open store, whichever backend holds it (SQLite or Redis).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError>;
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError>;
+    async fn delete(&self, key: &str) -> Result<(), BackendError>;
+    async fn exists(&self, key: &str) -> Result<bool, BackendError>;
+    async fn get_keys(&self) -> Result<Vec<String>, BackendError>;
+    /// All or nothing (SQLite: one transaction; Redis: one `MSET`), as in Spin.
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError>;
+    /// Every key in order, `None` where absent.
+    async fn get_many(
+        &self,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError>;
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError>;
+    /// Atomic: concurrent increments of one key each see a distinct result.
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError>;
+    /// Sets `key` to `new` if it still holds `old`. With `old` = `None` (the key was absent),
+    /// Spin 3.6.3's SQLite store upserts without checking, so two racing writers both win;
+    /// nanohost reproduces that rather than be kinder than Spin. Redis checks in both cases.
+    async fn swap_if(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, BackendError>;
+}
+
+/// An open store: one label's backend, shared by every instance that opens the label.
 #[derive(Clone)]
-pub enum Store {
-    Sqlite(Arc<SqliteStore>),
-    Redis(RedisStore),
+pub struct Store(Arc<dyn Backend>);
+
+impl Store {
+    pub fn new(backend: impl Backend + 'static) -> Store {
+        Store(Arc::new(backend))
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &(dyn Backend + 'static) {
+        &*self.0
+    }
 }
 
 /// The host side of a `cas` resource: the key and the value `current` saw.
@@ -121,35 +163,63 @@ pub struct Cas {
     seen: Option<Option<Vec<u8>>>,
 }
 
+/// The configure stage's part for key-value: the store of each label a component that runs
+/// lists (Spin's `KeyValueFactor::configure_app`).
+#[derive(Debug, Clone, Default)]
+pub struct KeyValuePlan {
+    stores: BTreeMap<String, StoreConfig>,
+}
+
+impl KeyValuePlan {
+    /// The stores `components` (`(id, key_value_stores)`) list, from the runtime config's
+    /// tables (`configured`) and Spin's implicit `default`; every label must be defined.
+    pub fn configure(
+        configured: &BTreeMap<String, StoreConfig>,
+        locations: &Locations,
+        components: &[(&str, &[String])],
+    ) -> Result<KeyValuePlan> {
+        let all = effective_configs(configured, locations);
+        let mut stores = BTreeMap::new();
+        for (id, labels) in components {
+            for label in labels.iter() {
+                let Some(config) = all.get(label) else {
+                    bail!(
+                        "component {id:?} uses key-value store {label:?}, which is not defined: \
+                         add [key_value_store.{label}] to the runtime config"
+                    );
+                };
+                stores.insert(label.clone(), config.clone());
+            }
+        }
+        Ok(KeyValuePlan { stores })
+    }
+
+    /// A plan of the given stores, as they are (the benchmark's in-memory `default`).
+    pub fn of(stores: BTreeMap<String, StoreConfig>) -> KeyValuePlan {
+        KeyValuePlan { stores }
+    }
+}
+
 /// Per-app state: the backends of the labels some component uses.
 pub struct KeyValueApp {
     stores: HashMap<String, Store>,
 }
 
 impl KeyValueApp {
-    /// Opens the stores of `labels`. SQLite files are created now (a bad path fails start-up, as
+    /// Opens the stores of the plan. SQLite files are created now (a bad path fails start-up, as
     /// in Spin); Redis connects on first use, so a Redis that is down at start-up is a 503 later,
     /// not a failed start (Spin does the same).
-    pub fn new(
-        configs: &BTreeMap<String, StoreConfig>,
-        labels: impl IntoIterator<Item = String>,
-    ) -> Result<KeyValueApp> {
+    pub fn new(plan: &KeyValuePlan) -> Result<KeyValueApp> {
         let mut stores = HashMap::new();
-        for label in labels {
-            let Some(config) = configs.get(&label) else {
-                bail!(
-                    "key-value store {label:?} is not defined: add [key_value_store.{label}] to the runtime config"
-                );
-            };
-            config.validate(&label)?;
+        for (label, config) in &plan.stores {
             let store = match config {
-                StoreConfig::Spin { path } => Store::Sqlite(Arc::new(
-                    SqliteStore::open(&label, path.as_deref())
+                StoreConfig::Spin { path } => Store::new(
+                    SqliteStore::open(label, path.as_deref())
                         .with_context(|| format!("key-value store {label:?}"))?,
-                )),
-                StoreConfig::Redis { url } => Store::Redis(RedisStore::new(url)?),
+                ),
+                StoreConfig::Redis { url } => Store::new(RedisStore::new(url)?),
             };
-            stores.insert(label, store);
+            stores.insert(label.clone(), store);
         }
         Ok(KeyValueApp { stores })
     }
@@ -212,83 +282,6 @@ pub struct BackendError(pub String);
 impl BackendError {
     fn new(e: impl std::fmt::Display) -> BackendError {
         BackendError(crate::redact::message(&e.to_string()))
-    }
-}
-
-impl Store {
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get(key).await,
-            Store::Redis(r) => r.get(key).await,
-        }
-    }
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.set(key, value).await,
-            Store::Redis(r) => r.set(key, value).await,
-        }
-    }
-    pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.delete(key).await,
-            Store::Redis(r) => r.delete(key).await,
-        }
-    }
-    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.exists(key).await,
-            Store::Redis(r) => r.exists(key).await,
-        }
-    }
-    pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get_keys().await,
-            Store::Redis(r) => r.get_keys().await,
-        }
-    }
-    /// All or nothing (SQLite: one transaction; Redis: one `MSET`), as in Spin.
-    pub async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.set_many(pairs).await,
-            Store::Redis(r) => r.set_many(&pairs).await,
-        }
-    }
-    /// Every key in order, `None` where absent.
-    pub async fn get_many(
-        &self,
-        keys: Vec<String>,
-    ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.get_many(keys).await,
-            Store::Redis(r) => r.get_many(keys).await,
-        }
-    }
-    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
-        match self {
-            Store::Sqlite(s) => s.delete_many(keys).await,
-            Store::Redis(r) => r.delete_many(&keys).await,
-        }
-    }
-    /// Atomic: concurrent increments of one key each see a distinct result.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.increment(key, delta).await,
-            Store::Redis(r) => r.increment(key, delta).await,
-        }
-    }
-    /// Sets `key` to `new` if it still holds `old`. With `old` = `None` (the key was absent),
-    /// Spin 3.6.3's SQLite store upserts without checking, so two racing writers both win;
-    /// nanohost reproduces that rather than be kinder than Spin. Redis checks in both cases.
-    pub async fn swap_if(
-        &self,
-        key: &str,
-        old: Option<&[u8]>,
-        new: &[u8],
-    ) -> Result<bool, BackendError> {
-        match self {
-            Store::Sqlite(s) => s.swap_if(key, old, new).await,
-            Store::Redis(r) => r.swap_if(key, old, new).await,
-        }
     }
 }
 

@@ -8,7 +8,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
-use super::BackendError;
+use super::{Backend, BackendError};
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -51,28 +51,31 @@ impl RedisStore {
             .cloned()
             .map_err(BackendError::new)
     }
+}
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+#[async_trait::async_trait]
+impl Backend for RedisStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         self.conn().await?.get(key).await.map_err(BackendError::new)
     }
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
         self.conn()
             .await?
             .set(key, value)
             .await
             .map_err(BackendError::new)
     }
-    pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.conn().await?.del(key).await.map_err(BackendError::new)
     }
-    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
         self.conn()
             .await?
             .exists(key)
             .await
             .map_err(BackendError::new)
     }
-    pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
+    async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
         self.conn()
             .await?
             .keys("*")
@@ -80,14 +83,14 @@ impl RedisStore {
             .map_err(BackendError::new)
     }
     /// One `MSET`, as in Spin: all or nothing.
-    pub async fn set_many(&self, pairs: &[(String, Vec<u8>)]) -> Result<(), BackendError> {
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
         self.conn()
             .await?
-            .mset(pairs)
+            .mset(&pairs)
             .await
             .map_err(BackendError::new)
     }
-    pub async fn get_many(
+    async fn get_many(
         &self,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
@@ -99,21 +102,21 @@ impl RedisStore {
             .map_err(BackendError::new)?;
         Ok(keys.into_iter().zip(values).collect())
     }
-    pub async fn delete_many(&self, keys: &[String]) -> Result<(), BackendError> {
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
         self.conn()
             .await?
-            .del(keys)
+            .del(&keys)
             .await
             .map_err(BackendError::new)
     }
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         self.conn()
             .await?
             .incr(key, delta)
             .await
             .map_err(BackendError::new)
     }
-    pub async fn swap_if(
+    async fn swap_if(
         &self,
         key: &str,
         old: Option<&[u8]>,

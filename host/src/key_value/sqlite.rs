@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rusqlite::{named_params, params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
-use super::BackendError;
+use super::{Backend, BackendError};
 
 /// At most this many requests share one transaction, so that one commit stays short.
 const MAX_BATCH: usize = 256;
@@ -105,8 +105,11 @@ impl SqliteStore {
             .await
             .map_err(|_| BackendError("the store's connection stopped".into()))?
     }
+}
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
+#[async_trait::async_trait]
+impl Backend for SqliteStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let key = key.to_string();
         self.run(false, move |c, name| {
             c.prepare_cached(SELECT)?
@@ -116,12 +119,12 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), BackendError> {
         self.set_many(vec![(key.to_string(), value.to_vec())]).await
     }
 
     /// All or nothing: one savepoint, as Spin's one transaction.
-    pub async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> Result<(), BackendError> {
         self.run(true, move |c, name| {
             let mut upsert = c.prepare_cached(UPSERT)?;
             for (key, value) in &pairs {
@@ -133,7 +136,7 @@ impl SqliteStore {
     }
 
     /// One snapshot: every value as of the same commit. A missing key is `None`.
-    pub async fn get_many(
+    async fn get_many(
         &self,
         keys: Vec<String>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, BackendError> {
@@ -151,11 +154,11 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), BackendError> {
+    async fn delete(&self, key: &str) -> Result<(), BackendError> {
         self.delete_many(vec![key.to_string()]).await
     }
 
-    pub async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), BackendError> {
         self.run(true, move |c, name| {
             let mut delete = c.prepare_cached(DELETE)?;
             for key in &keys {
@@ -166,11 +169,11 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn exists(&self, key: &str) -> Result<bool, BackendError> {
+    async fn exists(&self, key: &str) -> Result<bool, BackendError> {
         self.get(key).await.map(|v| v.is_some())
     }
 
-    pub async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
+    async fn get_keys(&self) -> Result<Vec<String>, BackendError> {
         self.run(false, |c, name| {
             c.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?
                 .query_map(params![name], |r| r.get(0))?
@@ -181,7 +184,7 @@ impl SqliteStore {
 
     /// Spin's encoding: the counter is 8 little-endian bytes; an absent key counts as 0. The
     /// read and the write are one step: requests run one after another on the connection.
-    pub async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, BackendError> {
         let key = key.to_string();
         let outcome = self
             .run(true, move |c, name| {
@@ -210,8 +213,8 @@ impl SqliteStore {
         outcome.map_err(BackendError)
     }
 
-    /// See [`super::Store::swap_if`]: an absent `old` is an unconditional upsert, as in Spin.
-    pub async fn swap_if(
+    /// An absent `old` is an unconditional upsert, as in Spin (see [`Backend::swap_if`]).
+    async fn swap_if(
         &self,
         key: &str,
         old: Option<&[u8]>,

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::block_on;
 
 fn sqlite_memory() -> Store {
-    Store::Sqlite(Arc::new(SqliteStore::open("default", None).unwrap()))
+    Store::new(SqliteStore::open("default", None).unwrap())
 }
 
 #[test]
@@ -343,8 +343,9 @@ fn default_store_is_a_file_under_the_state_dir_unless_configured() {
 
 #[test]
 fn a_component_opens_only_what_it_lists() {
-    let configs = effective_configs(&BTreeMap::new(), &Locations::default());
-    let app = KeyValueApp::new(&configs, ["default".to_string()]).unwrap();
+    let labels = ["default".to_string()];
+    let plan = KeyValuePlan::configure(&BTreeMap::new(), &Locations::default(), &[("c", &labels)]);
+    let app = KeyValueApp::new(&plan.unwrap()).unwrap();
     let instance = KeyValueInstance::new(app.component(&["default".into()]));
     assert!(instance.allowed_store("default").is_some());
     assert!(instance.allowed_store("other").is_none());
@@ -354,12 +355,14 @@ fn a_component_opens_only_what_it_lists() {
 
 #[test]
 fn an_undefined_label_fails_start_up_with_what_to_do() {
-    let configs = effective_configs(&BTreeMap::new(), &Locations::default());
-    let e = KeyValueApp::new(&configs, ["cache".to_string()])
-        .err()
-        .unwrap()
+    let labels = ["cache".to_string()];
+    let e = KeyValuePlan::configure(&BTreeMap::new(), &Locations::default(), &[("c", &labels)])
+        .unwrap_err()
         .to_string();
-    assert!(e.contains("[key_value_store.cache]"), "{e}");
+    assert!(
+        e.contains("[key_value_store.cache]") && e.contains("component \"c\""),
+        "{e}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::*;
+use crate::manifest::HttpRoute;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +59,7 @@ fn table() -> Table {
 fn build(routes: &[(String, HttpRoute)]) -> Result<Router<String>> {
     let mut routable = Vec::new();
     for (component, route) in routes {
-        if let Some(path) = super::routable(route)? {
+        if let Some(path) = route.path()? {
             routable.push((path.to_string(), component.clone()));
         }
     }
@@ -99,56 +100,61 @@ fn check_case(case: &Case, failures: &mut Vec<String>) {
         }
     }
     for req in &case.request {
-        let path = &req.path;
-        let m = match (router.route(path), req.not_found) {
-            (None, true) => continue,
-            (Some(m), true) => {
-                fail(format!(
-                    "{path}: routed to {:?}, expected no match",
-                    m.target
-                ));
-                continue;
-            }
-            (None, false) => {
-                fail(format!("{path}: no match"));
-                continue;
-            }
-            (Some(m), false) => m,
-        };
-        let params: BTreeMap<String, String> = m
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let expected = [
-            ("component", req.component.as_deref(), m.target.as_str()),
-            ("path_info", req.path_info.as_deref(), &m.path_info),
-            (
-                "matched_route",
-                req.matched_route.as_deref(),
-                m.matched_route,
-            ),
-            ("raw_route", req.raw_route.as_deref(), m.raw_route),
-            (
-                "component_route",
-                req.component_route.as_deref(),
-                m.component_route(),
-            ),
-        ];
-        for (what, want, got) in expected {
-            if want.is_some_and(|w| w != got) {
-                fail(format!("{path}: {what} {got:?}, expected {want:?}"));
-            }
-        }
-        if req.component.is_none() {
-            fail(format!("{path}: the case names no component"));
-        }
-        if req.params.as_ref().is_some_and(|p| *p != params) {
+        check_request(&router, req, &mut fail);
+    }
+}
+
+/// Where `router` sends one request of a case, against what the case expects.
+fn check_request(router: &Router<String>, req: &Request, fail: &mut impl FnMut(String)) {
+    let path = &req.path;
+    let m = match (router.route(path), req.not_found) {
+        (None, true) => return,
+        (Some(m), true) => {
             fail(format!(
-                "{path}: params {params:?}, expected {:?}",
-                req.params
+                "{path}: routed to {:?}, expected no match",
+                m.target
             ));
+            return;
         }
+        (None, false) => {
+            fail(format!("{path}: no match"));
+            return;
+        }
+        (Some(m), false) => m,
+    };
+    let params: BTreeMap<String, String> = m
+        .params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    let expected = [
+        ("component", req.component.as_deref(), m.target.as_str()),
+        ("path_info", req.path_info.as_deref(), &m.path_info),
+        (
+            "matched_route",
+            req.matched_route.as_deref(),
+            m.matched_route,
+        ),
+        ("raw_route", req.raw_route.as_deref(), m.raw_route),
+        (
+            "component_route",
+            req.component_route.as_deref(),
+            m.component_route(),
+        ),
+    ];
+    for (what, want, got) in expected {
+        if want.is_some_and(|w| w != got) {
+            fail(format!("{path}: {what} {got:?}, expected {want:?}"));
+        }
+    }
+    if req.component.is_none() {
+        fail(format!("{path}: the case names no component"));
+    }
+    if req.params.as_ref().is_some_and(|p| *p != params) {
+        fail(format!(
+            "{path}: params {params:?}, expected {:?}",
+            req.params
+        ));
     }
 }
 

@@ -23,9 +23,60 @@ use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::app::App;
 use crate::engine::{Footprint, PoolTotals};
+use crate::manifest::{Application, Manifest};
 use crate::routes::Router;
 use crate::state::{ComponentCtx, HostState};
 use crate::wasip3::{InstanceReuse, Wasip3Handler};
+
+/// The configure stage's part for the HTTP trigger: its routes, checked as its router takes them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HttpPlan {
+    /// `[[trigger.http]]` in the manifest's order: the component and its route (`None`: private,
+    /// reached by service chaining only).
+    pub triggers: Vec<(String, Option<String>)>,
+    /// For `/.well-known/spin/info`.
+    pub application: Application,
+}
+
+impl HttpPlan {
+    pub(crate) fn configure(manifest: &Manifest) -> Result<HttpPlan> {
+        let mut triggers = Vec::new();
+        for t in &manifest.trigger.http {
+            let route = t.route.path()?.map(str::to_string);
+            triggers.push((Manifest::component_id(&t.component).to_string(), route));
+        }
+        // Each route was checked as the router takes it when the manifest was read
+        // (`routes::validate_route`); the router itself is built by whoever routes.
+        Ok(HttpPlan {
+            triggers,
+            application: manifest.application.clone(),
+        })
+    }
+
+    /// The components HTTP triggers run, each once, in the manifest's order.
+    pub(crate) fn components(&self) -> Vec<String> {
+        let mut ids: Vec<String> = Vec::new();
+        for (id, _) in &self.triggers {
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    }
+
+    /// The router of the public routes; `target` gives each route's target from its component.
+    pub(crate) fn router<T>(&self, mut target: impl FnMut(&str) -> T) -> Result<Router<T>> {
+        let public = self
+            .triggers
+            .iter()
+            .filter_map(|(id, route)| Some((route.clone()?, id)));
+        Router::new(
+            public
+                .map(|(route, id)| (route, target(id)))
+                .collect::<Vec<_>>(),
+        )
+    }
+}
 
 /// How a component serves requests: WASIp2, a fresh instance per request (as Spin); WASIp3,
 /// reused instances (as Spin 4).
@@ -79,6 +130,8 @@ pub struct HttpTrigger {
     /// Itself, for the service chaining of the instances it makes.
     me: std::sync::Weak<HttpTrigger>,
     app: Arc<App>,
+    /// For `/.well-known/spin/info`.
+    application: Application,
     limits: ListenerLimits,
     /// Permits for requests running in a component.
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -92,35 +145,34 @@ pub struct HttpTrigger {
 
 impl HttpTrigger {
     /// `None` if the app has no HTTP routes.
-    pub fn new(
+    pub(crate) fn new(
         app: Arc<App>,
+        plan: &HttpPlan,
         limits: ListenerLimits,
         reuse: InstanceReuse,
     ) -> Result<Option<Arc<HttpTrigger>>> {
         let mut prepared = Vec::new();
         let mut by_component: std::collections::HashMap<String, usize> = Default::default();
-        for t in &app.manifest.trigger.http {
-            let id = crate::manifest::Manifest::component_id(&t.component);
-            if !by_component.contains_key(id) {
-                prepared.push(if app.wasip3.contains(id) {
-                    let (ctx, pre) = app.prepare(
-                        id,
-                        ServicePre::new,
-                        &format!("export {}", crate::wasip3::HTTP_HANDLER),
-                    )?;
-                    Prepared::Wasip3(ctx, pre)
-                } else {
-                    let (ctx, pre) =
-                        app.prepare(id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
-                    Prepared::Wasip2(ctx, pre)
-                });
-                by_component.insert(id.to_string(), prepared.len() - 1);
-            }
+        for id in plan.components() {
+            prepared.push(if app.wasip3.contains(&id) {
+                let (ctx, pre) = app.prepare(
+                    &id,
+                    ServicePre::new,
+                    &format!("export {}", crate::wasip3::HTTP_HANDLER),
+                )?;
+                Prepared::Wasip3(ctx, pre)
+            } else {
+                let (ctx, pre) =
+                    app.prepare(&id, ProxyPre::new, "export wasi:http/incoming-handler@0.2")?;
+                Prepared::Wasip2(ctx, pre)
+            });
+            by_component.insert(id, prepared.len() - 1);
         }
         if prepared.is_empty() {
             return Ok(None);
         }
-        let router = Router::for_manifest(&app.manifest, |id| by_component[id])?;
+        let router = plan.router(|id| by_component[id])?;
+        let application = plan.application.clone();
         let max_in_flight = max_in_flight(&app, limits.max_concurrent_requests);
         Ok(Some(Arc::new_cyclic(
             |me: &std::sync::Weak<HttpTrigger>| {
@@ -135,7 +187,7 @@ impl HttpTrigger {
                         Prepared::Wasip3(ctx, pre) => Handler::Wasip3 {
                             id: ctx.id.clone(),
                             instances: ProxyHandler::new(Wasip3Handler {
-                                app: app.clone(),
+                                stores: app.stores.clone(),
                                 ctx,
                                 pre,
                                 chaining: chaining.clone(),
@@ -147,6 +199,7 @@ impl HttpTrigger {
                 HttpTrigger {
                     me: me.clone(),
                     app,
+                    application,
                     in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
                     max_in_flight,
                     limits,
@@ -240,13 +293,7 @@ impl HttpTrigger {
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
         crate::hop::record(crate::hop::Point::Received, path.as_bytes());
-        match front(
-            &self.router,
-            &self.app.manifest.application,
-            &path,
-            &mut req,
-            client,
-        ) {
+        match front(&self.router, &self.application, &path, &mut req, client) {
             Front::Dispatch(idx) => {
                 let deadline = Some(self.limits.body_read_timeout);
                 self.dispatch(idx, req, path, deadline).await
@@ -350,34 +397,52 @@ impl HttpTrigger {
             }
         });
 
-        let answered = tokio::select! {
-            // First: a guest that answers because its body was cut off by the deadline (a 400,
-            // say) is answered 408 all the same.
-            biased;
-            _ = late.notified() => None,
-            r = rx => Some(r),
-        };
-        match answered {
-            None => {
-                // Stops the instance, which frees its slot and permit at once.
-                task.abort();
-                tracing::info!(component = %ctx.id, path = %path, "request body too slow");
-                body_too_slow(body_deadline.unwrap_or_default())
-            }
-            Some(Ok(Ok(resp))) => resp,
-            Some(Ok(Err(code))) => {
-                tracing::error!(component = %ctx.id, "guest returned error {code:?}");
-                json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
-            }
-            Some(Err(_)) => {
-                let err = match task.await {
-                    Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
-                    Ok(Err(e)) => e,
-                    Err(e) => anyhow::anyhow!("handler task failed: {e}"),
-                };
-                tracing::error!(component = %ctx.id, path = %path, "request failed: {err:#}");
-                failure_response(&err)
-            }
+        answer(task, rx, &late, &ctx.id, &path, body_deadline).await
+    }
+}
+
+/// The response of a request running as `task` on a fresh instance: what the guest sent on
+/// `rx`, a 408 when `late` tells its body came too late, or the failure's answer.
+async fn answer(
+    task: tokio::task::JoinHandle<Result<()>>,
+    rx: tokio::sync::oneshot::Receiver<
+        Result<
+            Response<HyperOutgoingBody>,
+            wasmtime_wasi_http::p2::bindings::http::types::ErrorCode,
+        >,
+    >,
+    late: &tokio::sync::Notify,
+    component: &str,
+    path: &str,
+    body_deadline: Option<std::time::Duration>,
+) -> Response<HyperOutgoingBody> {
+    let answered = tokio::select! {
+        // First: a guest that answers because its body was cut off by the deadline (a 400,
+        // say) is answered 408 all the same.
+        biased;
+        _ = late.notified() => None,
+        r = rx => Some(r),
+    };
+    match answered {
+        None => {
+            // Stops the instance, which frees its slot and permit at once.
+            task.abort();
+            tracing::info!(component = %component, path = %path, "request body too slow");
+            body_too_slow(body_deadline.unwrap_or_default())
+        }
+        Some(Ok(Ok(resp))) => resp,
+        Some(Ok(Err(code))) => {
+            tracing::error!(component = %component, "guest returned error {code:?}");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
+        }
+        Some(Err(_)) => {
+            let err = match task.await {
+                Ok(Ok(())) => anyhow::anyhow!("guest never set a response"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("handler task failed: {e}"),
+            };
+            tracing::error!(component = %component, path = %path, "request failed: {err:#}");
+            failure_response(&err)
         }
     }
 }
@@ -410,7 +475,7 @@ async fn reused(
         }
         Some(Ok(resp)) => resp,
         Some(Err(e)) => {
-            let timeout = instances.state().app.limits.timeout;
+            let timeout = instances.state().stores.timeout;
             // A guest stuck past the limit ends its whole worker, which its requests see as a
             // worker that trapped: the clock tells the two apart.
             let expired = e.is::<wasmtime_wasi_http::handler::ExpirationError>()
@@ -520,7 +585,7 @@ enum Front {
 
 fn front<B>(
     router: &Router<usize>,
-    application: &crate::manifest::Application,
+    application: &Application,
     path: &str,
     req: &mut Request<B>,
     client: SocketAddr,
@@ -570,7 +635,7 @@ fn authority_problem<B>(req: &Request<B>) -> Option<&'static str> {
 }
 
 /// `/.well-known/spin/info`: the app's name and version, as Spin writes them (pretty JSON).
-fn app_info(application: &crate::manifest::Application) -> Response<HyperOutgoingBody> {
+fn app_info(application: &Application) -> Response<HyperOutgoingBody> {
     let mut body = serde_json::json!({ "name": application.name });
     if let Some(version) = &application.version {
         body["version"] = version.clone().into();

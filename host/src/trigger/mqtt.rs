@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::bindings::mqtt_trigger::spin::mqtt_trigger::spin_mqtt_types::Metadata;
 use crate::bindings::mqtt_trigger::MqttTriggerPre;
+use crate::expressions::Resolver;
+use crate::manifest::{parse_qos, Manifest, StringOrInt};
 use crate::state::{ComponentCtx, HostState};
 
 struct Handler {
@@ -22,83 +24,125 @@ struct Handler {
     qos: QoS,
 }
 
-pub async fn start(
-    app: Arc<App>,
-    chaining: crate::outbound_http::ServiceChaining,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>> {
-    let Some(cfg) = app.manifest.application.trigger.mqtt.clone() else {
-        return Ok(Vec::new());
-    };
-    if app.manifest.trigger.mqtt.is_empty() {
-        return Ok(Vec::new());
+/// The configure stage's part for the MQTT trigger (`None`: the app has no MQTT triggers):
+/// `[application.trigger.mqtt]` and every `[[trigger.mqtt]]`, resolved and checked.
+#[derive(Debug, Clone)]
+pub(crate) struct MqttPlan {
+    /// The broker, resolved (`mqtt://host:port`).
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    pub keep_alive: Duration,
+    pub topics: Vec<MqttTopic>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MqttTopic {
+    pub component: String,
+    /// A valid topic filter.
+    pub topic: String,
+    pub qos: QoS,
+}
+
+impl MqttPlan {
+    pub(crate) fn configure(manifest: &Manifest, resolver: &Resolver) -> Result<Option<MqttPlan>> {
+        let Some(cfg) = &manifest.application.trigger.mqtt else {
+            return Ok(None);
+        };
+        if manifest.trigger.mqtt.is_empty() {
+            return Ok(None);
+        }
+        let mut topics = Vec::new();
+        for t in &manifest.trigger.mqtt {
+            topics.push(MqttTopic::configure(t, resolver)?);
+        }
+        let setting = |name: &str, template: &str| {
+            resolver
+                .resolve(template)
+                .with_context(|| format!("[application.trigger.mqtt] {name}"))
+        };
+        let plan = MqttPlan {
+            address: setting("address", &cfg.address)?,
+            username: setting("username", &cfg.username)?,
+            password: setting("password", &cfg.password)?,
+            keep_alive: keep_alive(cfg.keep_alive_interval.as_ref(), resolver)?,
+            topics,
+        };
+        plan.options().context("[application.trigger.mqtt]")?;
+        Ok(Some(plan))
     }
-    let mut handlers = Vec::new();
-    for t in &app.manifest.trigger.mqtt {
-        let id = crate::manifest::Manifest::component_id(&t.component);
-        let (ctx, pre) = app.prepare(
-            id,
-            MqttTriggerPre::new,
-            "export handle-message of spin:mqtt-trigger/spin-mqtt (an MQTT trigger handler)",
-        )?;
-        let qos = match t
-            .qos
-            .as_ref()
-            .map(crate::manifest::parse_qos)
-            .transpose()?
-            .unwrap_or(1)
-        {
+
+    /// Client options for the trigger's own subscription.
+    fn options(&self) -> Result<MqttOptions> {
+        options(
+            &self.address,
+            &self.username,
+            &self.password,
+            self.keep_alive,
+        )
+    }
+}
+
+impl MqttTopic {
+    fn configure(t: &crate::manifest::MqttTrigger, resolver: &Resolver) -> Result<MqttTopic> {
+        let qos = match t.qos.as_ref().map(parse_qos).transpose()?.unwrap_or(1) {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
-        let topic = app
-            .resolver
+        let topic = resolver
             .resolve(&t.topic)
             .context("[[trigger.mqtt]] topic")?;
         if !rumqttc::valid_filter(&topic) {
             anyhow::bail!("[[trigger.mqtt]] topic {topic:?} is not a valid MQTT topic filter");
         }
+        Ok(MqttTopic {
+            component: Manifest::component_id(&t.component).to_string(),
+            topic,
+            qos,
+        })
+    }
+}
+
+/// `keep_alive_interval` in seconds (spin-trigger-mqtt's default: 30).
+fn keep_alive(interval: Option<&StringOrInt>, resolver: &Resolver) -> Result<Duration> {
+    let Some(k) = interval else {
+        return Ok(Duration::from_secs(30));
+    };
+    let seconds = resolver.resolve(&k.to_string())?.trim().parse::<u64>();
+    let seconds = seconds.with_context(|| {
+        format!("[application.trigger.mqtt] keep_alive_interval {k} is not a number of seconds")
+    })?;
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Connects, subscribes to the plan's topics and delivers their messages until shutdown.
+pub(crate) async fn start(
+    app: Arc<App>,
+    plan: Option<&MqttPlan>,
+    chaining: crate::outbound_http::ServiceChaining,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let Some(plan) = plan else {
+        return Ok(Vec::new());
+    };
+    let mut handlers = Vec::new();
+    for t in &plan.topics {
+        let (ctx, pre) = app.prepare(
+            &t.component,
+            MqttTriggerPre::new,
+            "export handle-message of spin:mqtt-trigger/spin-mqtt (an MQTT trigger handler)",
+        )?;
         handlers.push(Arc::new(Handler {
             ctx,
             chaining: chaining.clone(),
             pre,
-            topic,
-            qos,
+            topic: t.topic.clone(),
+            qos: t.qos,
         }));
     }
-    let address = app
-        .resolver
-        .resolve(&cfg.address)
-        .context("[application.trigger.mqtt] address")?;
-    let username = app
-        .resolver
-        .resolve(&cfg.username)
-        .context("[application.trigger.mqtt] username")?;
-    let password = app
-        .resolver
-        .resolve(&cfg.password)
-        .context("[application.trigger.mqtt] password")?;
-    let keep_alive = match &cfg.keep_alive_interval {
-        Some(k) => app
-            .resolver
-            .resolve(&k.to_string())?
-            .trim()
-            .parse::<u64>()
-            .with_context(|| {
-                format!(
-                    "[application.trigger.mqtt] keep_alive_interval {k} is not a number of seconds"
-                )
-            })?,
-        None => 30,
-    };
-    let opts = options(
-        &address,
-        &username,
-        &password,
-        Duration::from_secs(keep_alive),
-    )
-    .context("[application.trigger.mqtt]")?;
+    let opts = plan.options().context("[application.trigger.mqtt]")?;
+    let address = &plan.address;
     let topics = handlers.iter().map(|h| (h.topic.clone(), h.qos)).collect();
     let subscription = Subscription::open(opts, topics).await?;
     tracing::info!(

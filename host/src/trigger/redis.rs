@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::app::App;
 use crate::bindings::redis_trigger::RedisTriggerPre;
+use crate::expressions::Resolver;
+use crate::manifest::Manifest;
 use crate::state::{ComponentCtx, HostState};
 
 struct Handler {
@@ -23,22 +25,60 @@ struct Handler {
 /// Channel name → handlers, for one Redis server.
 type Channels = HashMap<String, Vec<Arc<Handler>>>;
 
-/// Connects to every Redis server the triggers name and subscribes; errors if one cannot be
+/// The configure stage's part for the Redis trigger: every `[[trigger.redis]]`, its address
+/// and channel resolved.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RedisPlan {
+    pub subscriptions: Vec<RedisSubscription>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct RedisSubscription {
+    pub component: String,
+    pub address: String,
+    pub channel: String,
+}
+
+impl RedisPlan {
+    pub(crate) fn configure(manifest: &Manifest, resolver: &Resolver) -> Result<RedisPlan> {
+        let app_address = manifest.application.trigger.redis.as_ref();
+        let mut subscriptions = Vec::new();
+        for t in &manifest.trigger.redis {
+            let address = t.address.as_ref().or(app_address.map(|r| &r.address));
+            let address = resolver
+                .resolve(address.map_or("", String::as_str))
+                .context("[application.trigger.redis] address")?;
+            redis::Client::open(address.as_str()).with_context(|| {
+                format!("invalid Redis address {:?}", crate::redact::url(&address))
+            })?;
+            subscriptions.push(RedisSubscription {
+                component: Manifest::component_id(&t.component).to_string(),
+                address,
+                channel: resolver
+                    .resolve(&t.channel)
+                    .context("[[trigger.redis]] channel")?,
+            });
+        }
+        Ok(RedisPlan { subscriptions })
+    }
+}
+
+/// Connects to every Redis server the plan names and subscribes; errors if one cannot be
 /// reached, so a wrong address fails at start-up.
-pub async fn start(
+pub(crate) async fn start(
     app: Arc<App>,
+    plan: &RedisPlan,
     chaining: crate::outbound_http::ServiceChaining,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut by_address: BTreeMap<String, Channels> = BTreeMap::new();
     let mut pres: HashMap<String, Arc<Handler>> = HashMap::new();
-    for t in &app.manifest.trigger.redis {
-        let id = crate::manifest::Manifest::component_id(&t.component);
-        let handler = match pres.get(id) {
+    for s in &plan.subscriptions {
+        let handler = match pres.get(&s.component) {
             Some(h) => h.clone(),
             None => {
                 let (ctx, pre) = app.prepare(
-                    id,
+                    &s.component,
                     RedisTriggerPre::new,
                     "export fermyon:spin/inbound-redis (a Redis trigger handler)",
                 )?;
@@ -47,33 +87,14 @@ pub async fn start(
                     chaining: chaining.clone(),
                     pre,
                 });
-                pres.insert(id.to_string(), h.clone());
+                pres.insert(s.component.clone(), h.clone());
                 h
             }
         };
-        let address = match &t.address {
-            Some(a) => a.clone(),
-            None => app
-                .manifest
-                .application
-                .trigger
-                .redis
-                .as_ref()
-                .map(|r| r.address.clone())
-                .unwrap_or_default(),
-        };
-        let address = app
-            .resolver
-            .resolve(&address)
-            .context("[application.trigger.redis] address")?;
-        let channel = app
-            .resolver
-            .resolve(&t.channel)
-            .context("[[trigger.redis]] channel")?;
         by_address
-            .entry(address)
+            .entry(s.address.clone())
             .or_default()
-            .entry(channel)
+            .entry(s.channel.clone())
             .or_default()
             .push(handler);
     }

@@ -403,7 +403,7 @@ impl App {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 variables: spec.variables.clone(),
                 // Where `spin up` keeps it: the default store's file survives a restart in `dir`.
-                state_dir: nanohost::app::StateDir::Path(dir.path.join(".spin")),
+                state_dir: nanohost::StateDir::Path(dir.path.join(".spin")),
                 components: spec.components.clone(),
                 ..HostOptions::default()
             })
