@@ -14,6 +14,7 @@ mod monolith;
 mod openloop;
 mod peers;
 mod procs;
+mod render;
 mod report;
 
 use std::io::IsTerminal;
@@ -40,6 +41,14 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark and write the report.
     Run(RunArgs),
+    /// Render `report.md` and the charts again from a saved `results.json`.
+    Render {
+        /// The `results.json` of a run.
+        results: PathBuf,
+        /// Where to write them (default: beside `results.json`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (internal) Run apps on nanohost in this process, with hop timing; driven over stdin.
     Host {
         /// `MANIFEST[@LISTEN]`, repeatable: each app is one nanohost `RunningHost`.
@@ -318,6 +327,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => run(args),
+        Cmd::Render { results, out } => render::rerender(&results, out.as_deref()),
         Cmd::Host {
             apps,
             runtime_config,
