@@ -16,6 +16,7 @@ mod peers;
 mod procs;
 mod render;
 mod report;
+mod stats;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

@@ -217,22 +217,15 @@ pub async fn run(
             diffs.push(da as f64 - db as f64);
         }
     }
-    let (median, lo, hi) = crate::chains::median_ci(&diffs, 1000, 0x5eed_0000_0000_0a0b);
-    diffs.sort_by(|x, y| x.total_cmp(y));
-    let at = |q: f64| {
-        diffs
-            .get(((q * diffs.len() as f64) as usize).min(diffs.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let hop = crate::stats::paired(&diffs, 0x5eed_0000_0000_0a0b);
     Ok(Micro {
         concurrency_support,
         details_bytes: details.len(),
         iterations,
-        hop_ns: median,
-        hop_ci95_ns: (lo, hi),
-        hop_p90_ns: at(0.90),
-        hop_p99_ns: at(0.99),
+        hop_ns: hop.median_ns,
+        hop_ci95_ns: hop.ci95_ns,
+        hop_p90_ns: hop.p90_ns,
+        hop_p99_ns: hop.p99_ns,
         order_placed: summarize(&ha),
         fulfil: summarize(&hb),
     })
