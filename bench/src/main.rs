@@ -332,13 +332,11 @@ fn main() -> std::process::ExitCode {
         Cmd::Host {
             apps,
             runtime_config,
-        } => {
-            init_host_logging();
-            apps.iter()
-                .map(|a| harness::parse_app(a))
-                .collect::<Result<Vec<_>>>()
-                .and_then(|apps| harness::run(apps, runtime_config))
-        }
+        } => apps
+            .iter()
+            .map(|a| harness::parse_app(a))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|apps| harness::run(apps, runtime_config)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -347,17 +345,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_host_logging() {
-    // Warnings and errors only: the hosts log nothing per request at this level.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
 }
 
 fn run(args: RunArgs) -> Result<()> {

@@ -21,7 +21,6 @@ pub mod check;
 pub mod dependencies;
 pub mod engine;
 pub mod expressions;
-pub mod hop;
 pub mod key_value;
 pub mod manifest;
 pub mod outbound_http;

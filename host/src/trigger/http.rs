@@ -239,7 +239,7 @@ impl HttpTrigger {
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
-        crate::hop::record(crate::hop::Point::Received, path.as_bytes());
+        tracing::trace!(target: "nanohost::hop", key = path.as_str(), "received");
         match front(
             &self.router,
             &self.app.manifest.application,
@@ -336,12 +336,13 @@ impl HttpTrigger {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                crate::hop::record(crate::hop::Point::HandlerStart, hop_key.as_bytes());
+                let handle =
+                    tracing::trace_span!(target: "nanohost::hop", "handle", key = hop_key.as_str());
                 let r = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await;
-                crate::hop::record(crate::hop::Point::HandlerEnd, hop_key.as_bytes());
+                drop(handle);
                 r
             };
             match tokio::time::timeout(timeout, run).await {
@@ -396,13 +397,13 @@ async fn reused(
 ) -> Response<HyperOutgoingBody> {
     let _permit = permit;
     let started = std::time::Instant::now();
-    crate::hop::record(crate::hop::Point::HandlerStart, path.as_bytes());
+    let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = path.as_str());
     let answered = tokio::select! {
         biased;
         _ = late.notified() => None,
         r = instances.handle((), req) => Some(r),
     };
-    crate::hop::record(crate::hop::Point::HandlerEnd, path.as_bytes());
+    drop(handle);
     match answered {
         None => {
             tracing::info!(component = %id, path = %path, "request body too slow");
