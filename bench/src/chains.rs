@@ -193,23 +193,19 @@ pub async fn run(chains: &[(usize, Vec<u8>)], iterations: u64, pairs: u64) -> Re
     let mut hops = Vec::new();
     for &(size, published) in PAYLOADS {
         let payload = "x".repeat(size);
-        let mut diffs = Vec::with_capacity(pairs as usize);
-        for i in 0..pairs + pairs / 10 {
-            let (mut a, mut b) = (0u64, 0u64);
-            for first in [i % 2 == 0, i % 2 != 0] {
-                let t = Instant::now();
-                if first {
-                    h1.nano_chain_echo().call_call(&mut s1, &payload).await?;
-                    a = ns(t);
-                } else {
-                    h0.nano_chain_echo().call_call(&mut s0, &payload).await?;
-                    b = ns(t);
-                }
-            }
-            if i >= pairs / 10 {
-                diffs.push(a as f64 - b as f64);
-            }
-        }
+        let timed = crate::micro::interleaved(
+            pairs,
+            async || {
+                h1.nano_chain_echo().call_call(&mut s1, &payload).await?;
+                Ok(())
+            },
+            async || {
+                h0.nano_chain_echo().call_call(&mut s0, &payload).await?;
+                Ok(())
+            },
+        )
+        .await?;
+        let diffs: Vec<f64> = timed.iter().map(|[a, b]| *a as f64 - *b as f64).collect();
         let (median, lo, hi) = crate::stats::median_ci(&diffs, 1000, 0x5eed_1234_abcd_0001);
         hops.push(HopPoint {
             payload_bytes: size,

@@ -228,7 +228,7 @@ pub fn run(
         (PathBuf::from(MONOLITH_MANIFEST), Some(ports[1])),
         (PathBuf::from(P3_MANIFEST), Some(ports[2])),
     ];
-    let config = crate::nanohost_memory_config(out)?;
+    let config = crate::peers::memory_config(out, "nanohost")?;
     let harness =
         procs::Harness::start(&apps, Some(&config), &[], &out.join("host-tax.log"), root)?;
     let addrs: [SocketAddr; 3] = ports.map(|p| ([127, 0, 0, 1], p).into());
