@@ -193,24 +193,20 @@ pub async fn run(chains: &[(usize, Vec<u8>)], iterations: u64, pairs: u64) -> Re
     let mut hops = Vec::new();
     for &(size, published) in PAYLOADS {
         let payload = "x".repeat(size);
-        let mut diffs = Vec::with_capacity(pairs as usize);
-        for i in 0..pairs + pairs / 10 {
-            let (mut a, mut b) = (0u64, 0u64);
-            for first in [i % 2 == 0, i % 2 != 0] {
-                let t = Instant::now();
-                if first {
-                    h1.nano_chain_echo().call_call(&mut s1, &payload).await?;
-                    a = ns(t);
-                } else {
-                    h0.nano_chain_echo().call_call(&mut s0, &payload).await?;
-                    b = ns(t);
-                }
-            }
-            if i >= pairs / 10 {
-                diffs.push(a as f64 - b as f64);
-            }
-        }
-        let (median, lo, hi) = median_ci(&diffs, 1000, 0x5eed_1234_abcd_0001);
+        let timed = crate::micro::interleaved(
+            pairs,
+            async || {
+                h1.nano_chain_echo().call_call(&mut s1, &payload).await?;
+                Ok(())
+            },
+            async || {
+                h0.nano_chain_echo().call_call(&mut s0, &payload).await?;
+                Ok(())
+            },
+        )
+        .await?;
+        let diffs: Vec<f64> = timed.iter().map(|[a, b]| *a as f64 - *b as f64).collect();
+        let (median, lo, hi) = crate::stats::median_ci(&diffs, 1000, 0x5eed_1234_abcd_0001);
         hops.push(HopPoint {
             payload_bytes: size,
             pairs,
@@ -227,41 +223,6 @@ pub async fn run(chains: &[(usize, Vec<u8>)], iterations: u64, pairs: u64) -> Re
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    let mid = v.len() / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
-    *m
-}
-
-/// The median and its bootstrap 95% percentile interval (`resamples` resamples, a fixed seed so
-/// a rerun on the same data gives the same interval).
-pub fn median_ci(data: &[f64], resamples: usize, seed: u64) -> (f64, f64, f64) {
-    if data.is_empty() {
-        return (0.0, 0.0, 0.0);
-    }
-    let mut all = data.to_vec();
-    let m = median(&mut all);
-    // xorshift64*: enough randomness for resampling, no dependency.
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    let mut medians = Vec::with_capacity(resamples);
-    let mut sample = vec![0.0; data.len()];
-    for _ in 0..resamples {
-        for x in sample.iter_mut() {
-            *x = data[(next() % data.len() as u64) as usize];
-        }
-        medians.push(median(&mut sample));
-    }
-    medians.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| medians[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    (m, at(0.025), at(0.975))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,16 +235,5 @@ mod tests {
         assert!(w.contains("let p2 = new nano:chain-pass { ...p1, ... };"));
         assert!(w.contains("export p2[\"nano:chain/echo@0.1.0\"];"));
         assert!(wac(0).contains("export p0["));
-    }
-
-    #[test]
-    fn the_interval_holds_the_median_and_narrows_with_more_data() {
-        let data: Vec<f64> = (0..1001).map(|i| (i % 101) as f64).collect();
-        let (m, lo, hi) = median_ci(&data, 500, 7);
-        assert_eq!(m, 50.0);
-        assert!(lo <= m && m <= hi, "{lo} {m} {hi}");
-        let few: Vec<f64> = data.iter().copied().step_by(50).collect();
-        let (_, flo, fhi) = median_ci(&few, 500, 7);
-        assert!(fhi - flo >= hi - lo, "{flo}..{fhi} vs {lo}..{hi}");
     }
 }

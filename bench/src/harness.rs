@@ -2,10 +2,17 @@
 //! `nanohost up` runs), in ONE process, so that the outbound `publish` of the order app and the
 //! trigger's receipt in the fulfilment app are timed on one monotonic clock.
 //!
+//! The hop is timed from nanohost's `tracing` spans and events of target `nanohost::hop`, each
+//! with the message's `key` (its payload, or the request path for HTTP): a `send` span opens when
+//! the host side of `publish` (or of an outbound request) is entered, a `received` event when the
+//! trigger gets the message, and a `handle` span around the handler's export (after
+//! instantiation). [`HopLayer`], a subscriber layer, notes when each opens and when `handle`
+//! closes; it is enabled only while recording, so a host that is not being timed creates no span.
+//!
 //! Control is line-based on stdin/stdout, so the driver needs no extra port:
 //! - on start-up it prints `{"ready": true}`;
 //! - `hop-on` clears the hop samples and starts recording, `hop-off` stops and prints
-//!   `{"hops": [[received_ns, handler_start_ns, handler_end_ns], ...]}` (relative to `Sent`);
+//!   `{"hops": [[received_ns, handler_start_ns, handler_end_ns], ...]}` (relative to `send`);
 //! - `quit` or the end of stdin (the driver died) shuts the hosts down.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,8 +24,30 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use nanohost::hop::{HopSink, Point};
 use nanohost::{HostOptions, RunningHost};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::filter::{self, EnvFilter, FilterExt};
+use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// The target of nanohost's hop spans and events.
+const HOP_TARGET: &str = "nanohost::hop";
+
+/// Where a message is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point {
+    /// The host side of `publish` (or an outbound HTTP request) was entered: `send` opened.
+    Sent,
+    /// The trigger got the message from the broker (or the HTTP request arrived): `received`.
+    Received,
+    /// The handler instance exists and its export is about to be called: `handle` opened.
+    HandlerStart,
+    /// The handler's export returned: `handle` closed.
+    HandlerEnd,
+}
 
 /// One message's trip, on the process clock.
 #[derive(Clone, Copy)]
@@ -42,14 +71,12 @@ struct Inner {
     done: Vec<[u64; 3]>,
 }
 
-struct Sink(Arc<Recorder>);
-
-impl HopSink for Sink {
+impl Recorder {
     fn record(&self, point: Point, key: &[u8], at: Instant) {
-        if !self.0.on.load(Ordering::Relaxed) {
+        if !self.on.load(Ordering::Relaxed) {
             return;
         }
-        let mut inner = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if point == Point::Sent {
             inner.open.entry(key.to_vec()).or_default().push_back(Trip {
                 sent: at,
@@ -97,6 +124,85 @@ impl HopSink for Sink {
     }
 }
 
+/// The `key` field of a hop span or event.
+#[derive(Default)]
+struct Key(Option<Vec<u8>>);
+
+impl Visit for Key {
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        if field.name() == "key" {
+            self.0 = Some(value.to_vec());
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_bytes(field, value.as_bytes());
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+}
+
+/// The key of an open `handle` span, for its close.
+struct HandleKey(Vec<u8>);
+
+/// Times nanohost's hop spans into the [`Recorder`].
+struct HopLayer(Arc<Recorder>);
+
+impl HopLayer {
+    /// Only nanohost's hop spans and events, and only while recording.
+    fn filter<S>(recorder: Arc<Recorder>) -> impl tracing_subscriber::layer::Filter<S> {
+        filter::filter_fn(|m: &Metadata<'_>| m.target() == HOP_TARGET).and(
+            filter::dynamic_filter_fn(move |_, _| recorder.on.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for HopLayer {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
+        let at = Instant::now();
+        let point = match attrs.metadata().name() {
+            "send" => Point::Sent,
+            "handle" => Point::HandlerStart,
+            _ => return,
+        };
+        let mut key = Key::default();
+        attrs.record(&mut key);
+        let Some(key) = key.0 else { return };
+        self.0.record(point, &key, at);
+        if let (Point::HandlerStart, Some(span)) = (point, ctx.span(id)) {
+            span.extensions_mut().insert(HandleKey(key));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: LayerContext<'_, S>) {
+        let at = Instant::now();
+        let mut key = Key::default();
+        event.record(&mut key);
+        if let Some(key) = key.0 {
+            self.0.record(Point::Received, &key, at);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: LayerContext<'_, S>) {
+        let at = Instant::now();
+        let Some(span) = ctx.span(&id) else { return };
+        let extensions = span.extensions();
+        if let Some(HandleKey(key)) = extensions.get::<HandleKey>() {
+            self.0.record(Point::HandlerEnd, key, at);
+        }
+    }
+}
+
+/// The hosts' log (warnings and errors only: nothing per request at this level) on stderr, and
+/// the hop layer.
+fn init_tracing(recorder: &Arc<Recorder>) {
+    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_filter(log_filter);
+    let hops = HopLayer(recorder.clone()).with_filter(HopLayer::filter(recorder.clone()));
+    tracing_subscriber::registry().with(log).with(hops).init();
+}
+
 /// `--app MANIFEST[@LISTEN]`, repeated.
 pub fn parse_app(s: &str) -> Result<(PathBuf, SocketAddr)> {
     match s.rsplit_once('@') {
@@ -111,7 +217,7 @@ pub fn parse_app(s: &str) -> Result<(PathBuf, SocketAddr)> {
 
 pub fn run(apps: Vec<(PathBuf, SocketAddr)>, runtime_config: Option<PathBuf>) -> Result<()> {
     let recorder = Arc::new(Recorder::default());
-    nanohost::hop::install(Box::new(Sink(recorder.clone())));
+    init_tracing(&recorder);
     // The same runtime `nanohost up` builds: multi-threaded, one worker per core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -166,10 +272,10 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn sink() -> (Sink, Arc<Recorder>) {
+    fn sink() -> (Arc<Recorder>, Arc<Recorder>) {
         let r = Arc::new(Recorder::default());
         r.on.store(true, Ordering::SeqCst);
-        (Sink(r.clone()), r)
+        (r.clone(), r)
     }
 
     #[test]
@@ -220,6 +326,36 @@ mod tests {
         s.record(Point::Sent, b"a", now);
         s.record(Point::HandlerEnd, b"a", now);
         assert!(r.inner.lock().unwrap().open.is_empty());
+    }
+
+    #[test]
+    fn the_layer_times_nanohosts_hop_spans_and_nothing_else() {
+        let r = Arc::new(Recorder::default());
+        let layer = HopLayer(r.clone()).with_filter(HopLayer::filter(r.clone()));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let hop = |key: &[u8]| {
+            let send = tracing::trace_span!(target: "nanohost::hop", "send", key = key);
+            tracing::trace!(target: "nanohost::hop", key = key, "received");
+            drop(tracing::trace_span!(target: "nanohost::hop", "handle", key = key));
+            drop(send);
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            hop(b"while off");
+            r.on.store(true, Ordering::SeqCst);
+            hop(b"order 1");
+            // HTTP's key is the request path, a string.
+            let _send = tracing::trace_span!(target: "nanohost::hop", "send", key = "/fulfil");
+            tracing::trace!(target: "nanohost::hop", key = "/fulfil", "received");
+            drop(tracing::trace_span!(target: "nanohost::hop", "handle", key = "/fulfil"));
+            // The same names from another target are not hops.
+            drop(tracing::trace_span!(target: "elsewhere", "send", key = b"x".as_slice()));
+        });
+        let inner = r.inner.lock().unwrap();
+        assert_eq!(inner.done.len(), 2, "{:?}", inner.done);
+        for [received, called, returned] in &inner.done {
+            assert!(received <= called && called <= returned);
+        }
+        assert!(inner.open.is_empty(), "nothing half-recorded");
     }
 
     #[test]

@@ -223,3 +223,51 @@ pub async fn warm_up(addr: SocketAddr, n: u64, concurrency: u64, pb: &ProgressBa
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary_of(ns: &[u64]) -> Summary {
+        let mut h = histogram();
+        for &v in ns {
+            h.record(v).unwrap();
+        }
+        summarize(&h)
+    }
+
+    /// Within HdrHistogram's 3 significant digits.
+    fn near(got: f64, want: f64) -> bool {
+        (got - want).abs() <= want * 1e-3
+    }
+
+    #[test]
+    fn percentiles_of_known_samples() {
+        // 1..=100 µs: nearest-rank percentiles.
+        let s = summary_of(&(1..=100).map(|us| us * 1000).collect::<Vec<_>>());
+        assert_eq!(s.count, 100);
+        for (got, want) in [
+            (s.p50_us, 50.0),
+            (s.p90_us, 90.0),
+            (s.p99_us, 99.0),
+            (s.max_us, 100.0),
+            (s.mean_us, 50.5),
+        ] {
+            assert!(near(got, want), "{got} vs {want}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn no_sample_one_sample_and_ties() {
+        let empty = summary_of(&[]);
+        assert_eq!((empty.count, empty.p50_us, empty.max_us), (0, 0.0, 0.0));
+        let one = summary_of(&[1234]);
+        assert_eq!(one.count, 1);
+        for v in [one.p50_us, one.p90_us, one.p99_us, one.max_us, one.mean_us] {
+            assert!(near(v, 1.234), "{one:?}");
+        }
+        let ties = summary_of(&[5000; 10]);
+        assert!(near(ties.p50_us, 5.0) && near(ties.p99_us, 5.0), "{ties:?}");
+        assert!(near(ties.max_us, 5.0), "{ties:?}");
+    }
+}

@@ -14,7 +14,9 @@ mod monolith;
 mod openloop;
 mod peers;
 mod procs;
+mod render;
 mod report;
+mod stats;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -40,6 +42,14 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark and write the report.
     Run(RunArgs),
+    /// Render `report.md` and the charts again from a saved `results.json`.
+    Render {
+        /// The `results.json` of a run.
+        results: PathBuf,
+        /// Where to write them (default: beside `results.json`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (internal) Run apps on nanohost in this process, with hop timing; driven over stdin.
     Host {
         /// `MANIFEST[@LISTEN]`, repeatable: each app is one nanohost `RunningHost`.
@@ -318,16 +328,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Run(args) => run(args),
+        Cmd::Render { results, out } => render::rerender(&results, out.as_deref()),
         Cmd::Host {
             apps,
             runtime_config,
-        } => {
-            init_host_logging();
-            apps.iter()
-                .map(|a| harness::parse_app(a))
-                .collect::<Result<Vec<_>>>()
-                .and_then(|apps| harness::run(apps, runtime_config))
-        }
+        } => apps
+            .iter()
+            .map(|a| harness::parse_app(a))
+            .collect::<Result<Vec<_>>>()
+            .and_then(|apps| harness::run(apps, runtime_config)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -336,17 +345,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_host_logging() {
-    // Warnings and errors only: the hosts log nothing per request at this level.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -417,16 +415,14 @@ fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let peer_runs = if settings.has(Phase::Peers) {
         pb.set_message("hosts side by side");
-        let runs = run_peers(
-            &root,
-            &out,
-            &settings,
-            &tools,
-            redis_url.as_deref().context("Redis for the peers phase")?,
-            &redis_config,
-            &args.order_app,
-            &client_rt,
-        )?;
+        let place = peers::Place {
+            rt: &client_rt,
+            root: &root,
+            out: &out,
+            settings: &settings.peers,
+        };
+        redis_url.as_deref().context("Redis for the peers phase")?;
+        let runs = peers::run(&place, &tools, &redis_config, &args.order_app)?;
         for r in &runs {
             say(peer_line(r));
         }
@@ -562,219 +558,6 @@ fn peer_line(r: &peers::PeerRun) -> String {
         (_, _, Some(why)) => format!("{:>16} | {}: skipped: {why}", r.host, r.workload),
         _ => format!("{:>16} | {}: no result", r.host, r.workload),
     }
-}
-
-/// The runtime config that gives nanohost an in-memory `default` store.
-fn nanohost_memory_config(out: &Path) -> Result<PathBuf> {
-    let path = out.join("runtime-config.nanohost-memory.toml");
-    std::fs::write(&path, "[key_value_store.default]\ntype = \"spin\"\n")?;
-    Ok(path)
-}
-
-/// Spin's in-memory SQLite store: `type = "spin"` with no `path`.
-fn spin_memory_config(out: &Path) -> Result<PathBuf> {
-    let path = out.join("runtime-config.spin-memory.toml");
-    std::fs::write(&path, "[key_value_store.default]\ntype = \"spin\"\n")?;
-    Ok(path)
-}
-
-/// The store a user gets by default on either host (`type = "spin"`, a SQLite file; `spin up`
-/// puts it at `.spin/sqlite_key_value.db`), written out so that each host gets a fresh file of
-/// its own in the results folder, on the same disk.
-fn sqlite_file_config(out: &Path, host: &str) -> Result<PathBuf> {
-    let dir = out.join(format!("{host}-default-store"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let path = out.join(format!("runtime-config.{host}-sqlite-file.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n",
-            dir.join("sqlite_key_value.db").display().to_string()
-        ),
-    )?;
-    Ok(path)
-}
-
-/// nanohost beside `wasmtime serve` and real Spin, one server at a time.
-#[allow(clippy::too_many_arguments)]
-fn run_peers(
-    root: &Path,
-    out: &Path,
-    s: &Settings,
-    tools: &peers::Tools,
-    redis_url: &str,
-    redis_config: &Path,
-    order_app: &Path,
-    rt: &tokio::runtime::Runtime,
-) -> Result<Vec<peers::PeerRun>> {
-    use peers::{drive, skipped, Work};
-    let ps = &s.peers;
-    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-    let mut runs = Vec::new();
-
-    let trivial = "trivial component (spin-sdk 5.2, GET /)";
-    let hello = root.join("target/wasm32-wasip2/release/bench_hello.wasm");
-    if !hello.exists() {
-        let why = format!(
-            "{} is not built (cargo xtask bench builds it)",
-            hello.display()
-        );
-        runs.push(skipped("nanohost", trivial, why.clone()));
-        runs.push(skipped("wasmtime serve", trivial, why));
-    } else {
-        let port = procs::free_port();
-        let manifest = PathBuf::from("bench/fixtures/hello/spin.toml");
-        let h = procs::Harness::start(
-            &[(manifest.clone(), Some(port))],
-            None,
-            &[],
-            &out.join("host-peer-hello.log"),
-            root,
-        )?;
-        runs.push(drive(
-            rt,
-            "nanohost",
-            trivial,
-            format!("nanohost up --manifest {}", manifest.display()),
-            addr(port),
-            Work::Hello,
-            ps,
-        ));
-        h.stop();
-        match &tools.wasmtime {
-            Ok(bin) => {
-                let port = procs::free_port();
-                let cmd = peers::wasmtime_serve(bin, &hello, port);
-                let line = peers::describe(&cmd, root);
-                match procs::start_server(
-                    cmd,
-                    port,
-                    "wasmtime serve",
-                    &out.join("wasmtime-serve.log"),
-                ) {
-                    Ok(server) => {
-                        runs.push(drive(
-                            rt,
-                            "wasmtime serve",
-                            trivial,
-                            line,
-                            addr(port),
-                            Work::Hello,
-                            ps,
-                        ));
-                        drop(server);
-                    }
-                    Err(e) => runs.push(skipped(
-                        "wasmtime serve",
-                        trivial,
-                        format!("did not start: {e:#}"),
-                    )),
-                }
-            }
-            Err(why) => runs.push(skipped("wasmtime serve", trivial, why.clone())),
-        }
-    }
-
-    let manifest = root.join(order_app);
-    let stores = [
-        (
-            "order app (POST /order), in-memory store",
-            nanohost_memory_config(out)?,
-            spin_memory_config(out)?,
-        ),
-        (
-            "order app (POST /order), default store (SQLite file)",
-            sqlite_file_config(out, "nanohost")?,
-            sqlite_file_config(out, "spin")?,
-        ),
-        (
-            "order app (POST /order), store in Redis",
-            redis_config.to_path_buf(),
-            redis_config.to_path_buf(),
-        ),
-    ];
-    let _ = redis_url;
-    for (workload, nano_config, spin_config) in stores {
-        let port = procs::free_port();
-        let h = procs::Harness::start(
-            &[(manifest.clone(), Some(port))],
-            Some(&nano_config),
-            &[],
-            &out.join("host-peer-order-app.log"),
-            root,
-        )?;
-        runs.push(drive(
-            rt,
-            "nanohost",
-            workload,
-            format!(
-                "nanohost up --manifest {} --runtime-config {}",
-                order_app.display(),
-                nano_config
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-            ),
-            addr(port),
-            Work::Place,
-            ps,
-        ));
-        h.stop();
-        runs.push(peers::drive_spin(
-            rt,
-            "spin",
-            &tools.spin,
-            workload,
-            &manifest,
-            &spin_config,
-            out,
-            root,
-            Work::Place,
-            ps,
-        ));
-    }
-
-    // The WASIp3 build, instances reused, on nanohost and on Spin 4.1 (the one Spin that serves
-    // it), each with its in-memory store.
-    let workload = "order app, WASIp3 build (POST /order), in-memory store";
-    let p3 = PathBuf::from("apps/order-app-p3/spin.toml");
-    let config = nanohost_memory_config(out)?;
-    let port = procs::free_port();
-    let h = procs::Harness::start(
-        &[(p3.clone(), Some(port))],
-        Some(&config),
-        &[],
-        &out.join("host-peer-order-app-p3.log"),
-        root,
-    )?;
-    runs.push(drive(
-        rt,
-        "nanohost",
-        workload,
-        format!(
-            "nanohost up --manifest {} --runtime-config {}",
-            p3.display(),
-            config.file_name().unwrap_or_default().to_string_lossy()
-        ),
-        addr(port),
-        Work::Place,
-        ps,
-    ));
-    h.stop();
-    runs.push(peers::drive_spin(
-        rt,
-        "spin 4.1",
-        &tools.spin41,
-        workload,
-        &root.join(&p3),
-        &spin_memory_config(out)?,
-        out,
-        root,
-        Work::Place,
-        ps,
-    ));
-    Ok(runs)
 }
 
 #[allow(clippy::too_many_arguments)]

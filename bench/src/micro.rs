@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
@@ -176,49 +176,63 @@ pub async fn run(
     // both) hit (a) and (b) alike; the hop is the median of the pairs' differences.
     let (mut ha, mut hb) = (histogram(), histogram());
     let mut diffs = Vec::with_capacity(iterations as usize);
-    for i in 0..iterations + iterations / 10 {
-        let (mut da, mut db) = (0u64, 0u64);
-        for first in [i % 2 == 0, i % 2 != 0] {
-            let t = Instant::now();
-            if first {
-                let r = events.call_order_placed(&mut store_a, &ev_order).await?;
-                da = (t.elapsed().as_nanos() as u64).max(1);
-                if let Err(e) = r {
-                    bail!("order-placed failed: {e:?}");
-                }
-            } else {
-                let r = fulfilment.call_fulfil(&mut store_b, &id).await?;
-                db = (t.elapsed().as_nanos() as u64).max(1);
-                if let Err(e) = r {
-                    bail!("fulfil failed: {e:?}");
-                }
-            }
-        }
-        if i >= iterations / 10 {
-            let _ = ha.record(da);
-            let _ = hb.record(db);
-            diffs.push(da as f64 - db as f64);
-        }
+    let timed = interleaved(
+        iterations,
+        async || {
+            let r = events.call_order_placed(&mut store_a, &ev_order).await?;
+            r.map_err(|e| anyhow::anyhow!("order-placed failed: {e:?}"))
+        },
+        async || {
+            let r = fulfilment.call_fulfil(&mut store_b, &id).await?;
+            r.map(drop)
+                .map_err(|e| anyhow::anyhow!("fulfil failed: {e:?}"))
+        },
+    )
+    .await?;
+    for &[da, db] in &timed {
+        let _ = ha.record(da);
+        let _ = hb.record(db);
+        diffs.push(da as f64 - db as f64);
     }
-    let (median, lo, hi) = crate::chains::median_ci(&diffs, 1000, 0x5eed_0000_0000_0a0b);
-    diffs.sort_by(|x, y| x.total_cmp(y));
-    let at = |q: f64| {
-        diffs
-            .get(((q * diffs.len() as f64) as usize).min(diffs.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let hop = crate::stats::paired(&diffs, 0x5eed_0000_0000_0a0b);
     Ok(Micro {
         concurrency_support,
         details_bytes: details.len(),
         iterations,
-        hop_ns: median,
-        hop_ci95_ns: (lo, hi),
-        hop_p90_ns: at(0.90),
-        hop_p99_ns: at(0.99),
+        hop_ns: hop.median_ns,
+        hop_ci95_ns: hop.ci95_ns,
+        hop_p90_ns: hop.p90_ns,
+        hop_p99_ns: hop.p99_ns,
         order_placed: summarize(&ha),
         fulfil: summarize(&hb),
     })
+}
+
+/// `pairs` timed pairs of calls of `a` and `b` back to back, after a tenth as many for warm-up,
+/// the order alternating so that drift and noise hit both alike: each pair's times, ns.
+pub(crate) async fn interleaved(
+    pairs: u64,
+    mut a: impl AsyncFnMut() -> Result<()>,
+    mut b: impl AsyncFnMut() -> Result<()>,
+) -> Result<Vec<[u64; 2]>> {
+    let warm = pairs / 10;
+    let mut timed = Vec::with_capacity(pairs as usize);
+    for i in 0..pairs + warm {
+        let mut t = [0u64; 2];
+        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let start = Instant::now();
+            if k == 0 {
+                a().await?;
+            } else {
+                b().await?;
+            }
+            t[k] = (start.elapsed().as_nanos() as u64).max(1);
+        }
+        if i >= warm {
+            timed.push(t);
+        }
+    }
+    Ok(timed)
 }
 
 /// The same rule as a plain Rust call.

@@ -292,46 +292,41 @@ pub fn skipped(host: &str, workload: &str, why: impl Into<String>) -> PeerRun {
     }
 }
 
-/// Runs `measure` against a server that is already up.
-/// A real Spin serving `manifest` as a peer: started, driven with `work`, stopped. A Spin that is
-/// missing, or does not start, is a skipped run with the reason.
-#[allow(clippy::too_many_arguments)]
-pub fn drive_spin(
-    rt: &tokio::runtime::Runtime,
+/// A real Spin serving `manifest` as a peer: started, driven with `POST /order`, stopped. A Spin
+/// that is missing, or does not start, is a skipped run with the reason.
+fn drive_spin(
+    p: &Place,
     host: &str,
     bin: &Result<PathBuf, String>,
     workload: &str,
     manifest: &Path,
     runtime_config: &Path,
-    out: &Path,
-    root: &Path,
-    work: Work,
-    s: &PeerSettings,
 ) -> PeerRun {
     let bin = match bin {
         Ok(bin) => bin,
         Err(why) => return skipped(host, workload, why.clone()),
     };
-    let port = crate::procs::free_port();
+    let port = procs::free_port();
     let tag = host.replace(' ', "");
-    let cmd = spin_up(
-        bin,
-        manifest,
-        port,
-        runtime_config,
-        &out.join(format!("{tag}-state")),
-    );
-    let line = describe(&cmd, root);
-    let log = out.join(format!("{tag}.log"));
-    match crate::procs::start_server(cmd, port, &format!("{host} up"), &log) {
-        Ok(_server) => {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            drive(rt, host, workload, line, addr, work, s)
-        }
+    let state = p.out.join(format!("{tag}-state"));
+    let cmd = spin_up(bin, manifest, port, runtime_config, &state);
+    let line = describe(&cmd, p.root);
+    let log = p.out.join(format!("{tag}.log"));
+    match procs::start_server(cmd, port, &format!("{host} up"), &log) {
+        Ok(_server) => drive(
+            p.rt,
+            host,
+            workload,
+            line,
+            local(port),
+            Work::Place,
+            p.settings,
+        ),
         Err(e) => skipped(host, workload, format!("did not start: {e:#}")),
     }
 }
 
+/// Runs `measure` against a server that is already up.
 pub fn drive(
     rt: &tokio::runtime::Runtime,
     host: &str,
@@ -358,4 +353,186 @@ pub fn drive(
             ..skipped(host, workload, format!("failed: {e:#}"))
         },
     }
+}
+
+/// An in-memory `default` store: nanohost's memory store, or Spin's in-memory SQLite (`type =
+/// "spin"` with no `path`): the same runtime config, in a file of each host's own.
+pub fn memory_config(out: &Path, host: &str) -> Result<PathBuf> {
+    let path = out.join(format!("runtime-config.{host}-memory.toml"));
+    std::fs::write(&path, "[key_value_store.default]\ntype = \"spin\"\n")?;
+    Ok(path)
+}
+
+/// The store a user gets by default on either host (`type = "spin"`, a SQLite file; `spin up`
+/// puts it at `.spin/sqlite_key_value.db`), written out so that each host gets a fresh file of
+/// its own in the results folder, on the same disk.
+fn sqlite_file_config(out: &Path, host: &str) -> Result<PathBuf> {
+    let dir = out.join(format!("{host}-default-store"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let path = out.join(format!("runtime-config.{host}-sqlite-file.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[key_value_store.default]\ntype = \"spin\"\npath = {:?}\n",
+            dir.join("sqlite_key_value.db").display().to_string()
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Where a peer run starts its servers and writes their logs.
+pub struct Place<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub root: &'a Path,
+    pub out: &'a Path,
+    pub settings: &'a PeerSettings,
+}
+
+impl Place<'_> {
+    /// nanohost serving `manifest` (relative to the workspace) in a harness process, the code
+    /// `nanohost up` runs: started, driven with `work`, stopped.
+    fn nanohost(
+        &self,
+        workload: &str,
+        manifest: &Path,
+        config: Option<&Path>,
+        log: &str,
+        work: Work,
+    ) -> Result<PeerRun> {
+        let port = procs::free_port();
+        let app = [(manifest.to_path_buf(), Some(port))];
+        let h = procs::Harness::start(&app, config, &[], &self.out.join(log), self.root)?;
+        let mut command = format!("nanohost up --manifest {}", manifest.display());
+        if let Some(c) = config {
+            let name = c.file_name().unwrap_or_default().to_string_lossy();
+            command.push_str(&format!(" --runtime-config {name}"));
+        }
+        let run = drive(
+            self.rt,
+            "nanohost",
+            workload,
+            command,
+            local(port),
+            work,
+            self.settings,
+        );
+        h.stop();
+        Ok(run)
+    }
+
+    /// `wasmtime serve` on `wasm`: started, driven with `work`, stopped; skipped with the reason
+    /// when it is missing or does not start.
+    fn wasmtime(
+        &self,
+        bin: &Result<PathBuf, String>,
+        workload: &str,
+        wasm: &Path,
+        work: Work,
+    ) -> PeerRun {
+        let host = "wasmtime serve";
+        let bin = match bin {
+            Ok(bin) => bin,
+            Err(why) => return skipped(host, workload, why.clone()),
+        };
+        let port = procs::free_port();
+        let cmd = wasmtime_serve(bin, wasm, port);
+        let line = describe(&cmd, self.root);
+        match procs::start_server(cmd, port, host, &self.out.join("wasmtime-serve.log")) {
+            Ok(_server) => drive(
+                self.rt,
+                host,
+                workload,
+                line,
+                local(port),
+                work,
+                self.settings,
+            ),
+            Err(e) => skipped(host, workload, format!("did not start: {e:#}")),
+        }
+    }
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// nanohost beside `wasmtime serve` and real Spin, one server at a time.
+pub fn run(
+    p: &Place,
+    tools: &Tools,
+    redis_config: &Path,
+    order_app: &Path,
+) -> Result<Vec<PeerRun>> {
+    let (root, out) = (p.root, p.out);
+    let mut runs = Vec::new();
+
+    let trivial = "trivial component (spin-sdk 5.2, GET /)";
+    let hello = root.join("target/wasm32-wasip2/release/bench_hello.wasm");
+    if hello.exists() {
+        let manifest = Path::new("bench/fixtures/hello/spin.toml");
+        runs.push(p.nanohost(trivial, manifest, None, "host-peer-hello.log", Work::Hello)?);
+        runs.push(p.wasmtime(&tools.wasmtime, trivial, &hello, Work::Hello));
+    } else {
+        let why = format!(
+            "{} is not built (cargo xtask bench builds it)",
+            hello.display()
+        );
+        runs.push(skipped("nanohost", trivial, why.clone()));
+        runs.push(skipped("wasmtime serve", trivial, why));
+    }
+
+    let stores = [
+        (
+            "order app (POST /order), in-memory store",
+            memory_config(out, "nanohost")?,
+            memory_config(out, "spin")?,
+        ),
+        (
+            "order app (POST /order), default store (SQLite file)",
+            sqlite_file_config(out, "nanohost")?,
+            sqlite_file_config(out, "spin")?,
+        ),
+        (
+            "order app (POST /order), store in Redis",
+            redis_config.to_path_buf(),
+            redis_config.to_path_buf(),
+        ),
+    ];
+    for (workload, nano_config, spin_config) in stores {
+        let log = "host-peer-order-app.log";
+        runs.push(p.nanohost(workload, order_app, Some(&nano_config), log, Work::Place)?);
+        let manifest = root.join(order_app);
+        runs.push(drive_spin(
+            p,
+            "spin",
+            &tools.spin,
+            workload,
+            &manifest,
+            &spin_config,
+        ));
+    }
+
+    // The WASIp3 build, instances reused, on nanohost and on Spin 4.1 (the one Spin that serves
+    // it), each with its in-memory store.
+    let workload = "order app, WASIp3 build (POST /order), in-memory store";
+    let p3 = Path::new("apps/order-app-p3/spin.toml");
+    let config = memory_config(out, "nanohost")?;
+    runs.push(p.nanohost(
+        workload,
+        p3,
+        Some(&config),
+        "host-peer-order-app-p3.log",
+        Work::Place,
+    )?);
+    let config = memory_config(out, "spin")?;
+    runs.push(drive_spin(
+        p,
+        "spin 4.1",
+        &tools.spin41,
+        workload,
+        &root.join(p3),
+        &config,
+    ));
+    Ok(runs)
 }

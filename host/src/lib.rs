@@ -31,8 +31,6 @@ mod dependencies;
 mod embed;
 mod engine;
 mod expressions;
-// The benchmark's hop probes; public until the benchmark times hops with tracing spans instead.
-pub mod hop;
 mod key_value;
 mod manifest;
 mod outbound_http;

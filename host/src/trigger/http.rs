@@ -292,7 +292,7 @@ impl HttpTrigger {
         client: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
         let path = req.uri().path().to_string();
-        crate::hop::record(crate::hop::Point::Received, path.as_bytes());
+        tracing::trace!(target: "nanohost::hop", key = path.as_str(), "received");
         match front(&self.router, &self.application, &path, &mut req, client) {
             Front::Dispatch(idx) => {
                 let deadline = Some(self.limits.body_read_timeout);
@@ -383,12 +383,13 @@ impl HttpTrigger {
             let _permit = permit;
             let run = async {
                 let proxy = pre.instantiate_async(&mut store).await?;
-                crate::hop::record(crate::hop::Point::HandlerStart, hop_key.as_bytes());
+                let handle =
+                    tracing::trace_span!(target: "nanohost::hop", "handle", key = hop_key.as_str());
                 let r = proxy
                     .wasi_http_incoming_handler()
                     .call_handle(&mut store, req, out)
                     .await;
-                crate::hop::record(crate::hop::Point::HandlerEnd, hop_key.as_bytes());
+                drop(handle);
                 r
             };
             match tokio::time::timeout(timeout, run).await {
@@ -461,13 +462,13 @@ async fn reused(
 ) -> Response<HyperOutgoingBody> {
     let _permit = permit;
     let started = std::time::Instant::now();
-    crate::hop::record(crate::hop::Point::HandlerStart, path.as_bytes());
+    let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = path.as_str());
     let answered = tokio::select! {
         biased;
         _ = late.notified() => None,
         r = instances.handle((), req) => Some(r),
     };
-    crate::hop::record(crate::hop::Point::HandlerEnd, path.as_bytes());
+    drop(handle);
     match answered {
         None => {
             tracing::info!(component = %id, path = %path, "request body too slow");

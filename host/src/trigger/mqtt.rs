@@ -184,7 +184,7 @@ async fn run(
                 return;
             }
         };
-        crate::hop::record(crate::hop::Point::Received, &p.payload);
+        tracing::trace!(target: "nanohost::hop", key = &p.payload[..], "received");
         let topic = p.topic.clone();
         let payload = p.payload.clone();
         for h in handlers
@@ -316,11 +316,11 @@ async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<
     };
     let run = async {
         let inst = h.pre.instantiate_async(&mut store).await?;
-        crate::hop::record(crate::hop::Point::HandlerStart, payload);
+        let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = payload);
         let r = inst
             .call_handle_message(&mut store, &payload.to_vec(), &metadata)
             .await;
-        crate::hop::record(crate::hop::Point::HandlerEnd, payload);
+        drop(handle);
         r
     };
     let r = super::time_limited(app, run).await?;

@@ -182,7 +182,7 @@ async fn run(
         let Some(handlers) = channels.get(msg.get_channel_name()) else {
             continue;
         };
-        crate::hop::record(crate::hop::Point::Received, msg.get_payload_bytes());
+        tracing::trace!(target: "nanohost::hop", key = msg.get_payload_bytes(), "received");
         let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
         for h in handlers {
             let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
@@ -200,12 +200,12 @@ async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
     let mut store = app.store(&h.ctx, &h.chaining);
     let run = async {
         let inst = h.pre.instantiate_async(&mut store).await?;
-        crate::hop::record(crate::hop::Point::HandlerStart, payload);
+        let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = payload);
         let r = inst
             .fermyon_spin_inbound_redis()
             .call_handle_message(&mut store, &payload.to_vec())
             .await;
-        crate::hop::record(crate::hop::Point::HandlerEnd, payload);
+        drop(handle);
         r
     };
     let r = super::time_limited(app, run).await?;

@@ -1,0 +1,517 @@
+//! `report.md`, `latency.svg` and `open-loop.svg`, rendered from `results.json` alone: the
+//! markdown from `bench/templates/*.md.j2` (minijinja), the charts with plotters. A run renders
+//! what it measured; `nano-bench render <results.json>` renders saved results again.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use minijinja::value::ViaDeserialize;
+use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use serde_json::Value as Json;
+
+use crate::openloop::{saturated, RatePoint};
+use crate::Shape;
+
+const REPORT: &str = include_str!("../templates/report.md.j2");
+const TAX: &str = include_str!("../templates/tax.md.j2");
+
+/// Where the figures of real Spin before the gateway's keep-alive fix are kept.
+pub const SPIN_BEFORE: &str = "bench/baselines/spin-before-keepalive-fix.json";
+
+/// Writes `report.md` and the charts beside it, from `results` (what `results.json` holds).
+pub fn write(results: &Json, dir: &Path) -> Result<()> {
+    std::fs::write(dir.join("report.md"), markdown(results)?)?;
+    let figures = Figures::of(results);
+    figures.latency_chart(&dir.join("latency.svg"))?;
+    figures.open_loop_chart(&dir.join("open-loop.svg"))?;
+    Ok(())
+}
+
+/// `nano-bench render`: the report of a saved `results.json`, written beside it or in `out`.
+pub fn rerender(results: &Path, out: Option<&Path>) -> Result<()> {
+    let text = std::fs::read_to_string(results)
+        .with_context(|| format!("cannot read {}", results.display()))?;
+    let json: Json = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", results.display()))?;
+    let dir = match out {
+        Some(o) => o.to_path_buf(),
+        None => results.parent().unwrap_or(Path::new(".")).to_path_buf(),
+    };
+    std::fs::create_dir_all(&dir)?;
+    write(&json, &dir)
+}
+
+/// The markdown report.
+pub fn markdown(results: &Json) -> Result<String> {
+    let mut env = Environment::new();
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env.set_keep_trailing_newline(true);
+    // Results from an older run may lack a field: it renders as nothing rather than stopping.
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.add_filter("us", us);
+    env.add_filter("fixed", |v: f64, digits: usize| format!("{v:.digits$}"));
+    env.add_filter("kib", |bytes: f64| format!("{:.0} KiB", bytes / 1024.0));
+    env.add_function("ratio", ratio);
+    let kept = kept_micro(results);
+    let kept_hop_ns = number(&kept, "/hop_ns");
+    env.add_function(
+        "hop_us",
+        move |ViaDeserialize(shape): ViaDeserialize<Json>| hop_us(&shape, kept_hop_ns),
+    );
+    env.add_function("networked", |shape: &str| {
+        Shape::from_str(shape, false).is_ok_and(Shape::networked)
+    });
+    env.add_test(
+        "saturated",
+        |ViaDeserialize(p): ViaDeserialize<RatePoint>| saturated(&p),
+    );
+    env.add_template("report.md.j2", REPORT)?;
+    env.add_template("tax.md.j2", TAX)?;
+    let boundary_ns = boundary_ns(results);
+    // The composed hop the networked ones are compared with: the paired micro-benchmark's
+    // median when it is clearly above zero, else the bare component boundary, since a hop cannot
+    // be free.
+    let composed_hop = match boundary_ns {
+        Some(b) if number(&kept, "/hop_ci95_ns/0") <= 0.0 => {
+            context! { ns => b, what => "the bare component boundary" }
+        }
+        _ => context! { ns => kept_hop_ns, what => "the composed hop" },
+    };
+    let ctx = context! {
+        kept => kept,
+        boundary_ns => boundary_ns,
+        composed_hop => composed_hop,
+        spin_before_path => SPIN_BEFORE,
+        ..minijinja::Value::from_serialize(results)
+    };
+    Ok(env.get_template("report.md.j2")?.render(ctx)?)
+}
+
+fn number(v: &Json, pointer: &str) -> f64 {
+    v.pointer(pointer).and_then(Json::as_f64).unwrap_or(0.0)
+}
+
+/// The micro-benchmark run with nanohost's setting (`concurrency_support` off); zeros when the
+/// phase did not run.
+fn kept_micro(results: &Json) -> Json {
+    let micro = results["micro"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    micro
+        .iter()
+        .find(|m| m["concurrency_support"] == false)
+        .or(micro.first())
+        .cloned()
+        .unwrap_or_else(
+            || serde_json::json!({"hop_ns": 0.0, "hop_ci95_ns": [0.0, 0.0], "iterations": 0}),
+        )
+}
+
+/// The bare component boundary: chain N = 1 against N = 0 at 20 B, ns.
+fn boundary_ns(results: &Json) -> Option<f64> {
+    results["chains"]["hops"]
+        .as_array()?
+        .iter()
+        .find(|h| h["payload_bytes"] == 20)
+        .and_then(|h| h["median_ns"].as_f64())
+}
+
+/// The hop's median in µs for a shape: measured per message for a networked shape (publish →
+/// handler called), the micro-benchmark's for a composed one.
+fn hop_us(shape: &Json, kept_hop_ns: f64) -> f64 {
+    shape
+        .pointer("/hop/to_handler/p50_us")
+        .and_then(Json::as_f64)
+        .unwrap_or(kept_hop_ns / 1000.0)
+}
+
+/// µs as reads best: ns under 1 µs, one decimal under 100 µs, ms from 10 ms.
+pub(crate) fn us(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.1} ms", v / 1000.0)
+    } else if v >= 100.0 {
+        format!("{v:.0} µs")
+    } else if v >= 1.0 {
+        format!("{v:.1} µs")
+    } else {
+        format!("{:.0} ns", v * 1000.0)
+    }
+}
+
+/// `a ÷ b` as "1.23x"; "–" when `b` is not positive.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+/// What the charts draw, read from `results.json`.
+struct Figures {
+    mode: String,
+    concurrency: u64,
+    loss_clients: u64,
+    /// Per shape: its name, hop median, accept p50 and p99, end to end p50 and p99 (µs), then
+    /// orders/s at `concurrency` connections and at `loss_clients` clients.
+    shapes: Vec<(String, [f64; 5], [f64; 2])>,
+    /// Per shape with an open-loop sweep: each point that has samples.
+    open_loop: Vec<(String, Vec<RatePoints>)>,
+}
+
+/// Offered rate, p50 and p99 of one open-loop point.
+type RatePoints = (f64, f64, f64);
+
+impl Figures {
+    fn of(results: &Json) -> Figures {
+        let kept_hop_ns = number(&kept_micro(results), "/hop_ns");
+        let shapes = results["shapes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let name = |r: &Json| r["shape"].as_str().unwrap_or("?").to_string();
+        Figures {
+            mode: results["settings"]["mode"].as_str().unwrap_or("?").into(),
+            concurrency: results["settings"]["concurrency"].as_u64().unwrap_or(0),
+            loss_clients: results["settings"]["loss_clients"].as_u64().unwrap_or(0),
+            shapes: shapes
+                .iter()
+                .map(|r| {
+                    let n = |p: &str| number(r, p);
+                    let latency = [
+                        hop_us(r, kept_hop_ns),
+                        n("/accept/p50_us"),
+                        n("/accept/p99_us"),
+                        n("/end_to_end/latency/p50_us"),
+                        n("/end_to_end/latency/p99_us"),
+                    ];
+                    let rates = [n("/throughput/orders_per_s"), n("/loss/orders_per_s")];
+                    (name(r), latency, rates)
+                })
+                .collect(),
+            open_loop: shapes
+                .iter()
+                .filter_map(|r| {
+                    let points = r.pointer("/open_loop/sweep/points")?.as_array()?;
+                    let points = points
+                        .iter()
+                        .filter(|p| p["latency"]["count"].as_u64().unwrap_or(0) > 0)
+                        .map(|p| {
+                            let n = |q: &str| number(p, q);
+                            (n("/offered"), n("/latency/p50_us"), n("/latency/p99_us"))
+                        })
+                        .collect();
+                    Some((name(r), points))
+                })
+                .collect(),
+        }
+    }
+
+    /// Latency per shape (log scale) above, orders/s per shape below.
+    fn latency_chart(&self, path: &Path) -> Result<()> {
+        let groups = [
+            "hop median",
+            "accept p50",
+            "accept p99",
+            "end-to-end p50",
+            "end-to-end p99",
+        ];
+        let all = self.shapes.iter().flat_map(|(_, v, _)| v.iter().copied());
+        let (lo, hi) = decades(all, (0.01, 10.0));
+        let root = SVGBackend::new(path, (1000, 820)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(560);
+        let mut chart = ChartBuilder::on(&top)
+            .caption(
+                format!(
+                    "nano-orders: composed vs networked, latency in µs (log scale), {} run",
+                    self.mode
+                ),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..groups.len() as f64, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&|x| slot_label(&groups, *x))
+            .y_desc("µs")
+            .y_label_formatter(&|y| format!("{y}"))
+            .draw()?;
+        let n = self.shapes.len().max(1) as f64;
+        let width = 0.8 / n;
+        for (k, (shape, v, _)) in self.shapes.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let bars = v.iter().enumerate().filter(|(_, y)| **y > 0.0);
+            chart
+                .draw_series(bars.clone().map(|(g, y)| {
+                    let x0 = g as f64 + 0.1 + k as f64 * width;
+                    Rectangle::new([(x0, lo), (x0 + width * 0.9, *y)], color.filled())
+                }))?
+                .label(shape)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
+            chart.draw_series(bars.map(|(g, y)| {
+                let x = g as f64 + 0.1 + (k as f64 + 0.45) * width;
+                Text::new(short(*y), (x, *y * 1.12), bar_label_style())
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()?;
+
+        // Throughput, linear.
+        let max = self
+            .shapes
+            .iter()
+            .map(|(_, _, [a, b])| a.max(*b))
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.2;
+        let mut chart = ChartBuilder::on(&bottom)
+            .caption(
+                format!(
+                    "orders/s: {} connections (dark) and {} clients (light)",
+                    self.concurrency, self.loss_clients
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..self.shapes.len().max(1) as f64, 0f64..max)?;
+        let names: Vec<&str> = self.shapes.iter().map(|r| r.0.as_str()).collect();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(names.len() * 2 + 1)
+            .x_label_formatter(&|x| slot_label(&names, *x))
+            .y_desc("orders/s")
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        for (k, (_, _, [a, b])) in self.shapes.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let x = k as f64;
+            chart.draw_series([
+                Rectangle::new([(x + 0.15, 0.0), (x + 0.48, *a)], color.filled()),
+                Rectangle::new([(x + 0.52, 0.0), (x + 0.85, *b)], color.mix(0.45).filled()),
+            ])?;
+            chart.draw_series([(x + 0.315, *a), (x + 0.685, *b)].map(|(x, y)| {
+                Text::new(format!("{y:.0}"), (x, y + max * 0.01), bar_label_style())
+            }))?;
+        }
+        root.present()?;
+        Ok(())
+    }
+
+    /// p50 and p99 against offered rate, per shape, log-log.
+    fn open_loop_chart(&self, path: &Path) -> Result<()> {
+        let series = &self.open_loop;
+        let xs = series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0));
+        let ys = series
+            .iter()
+            .flat_map(|(_, v)| v.iter().flat_map(|p| [p.1, p.2]));
+        let (x0, x1) = xs.fold((f64::MAX, 0f64), |(a, b), x| (a.min(x), b.max(x)));
+        let (x0, x1) = if x1 > 0.0 {
+            (x0 / 1.3, x1 * 1.3)
+        } else {
+            (1.0, 10.0)
+        };
+        let (y0, y1) = decades(ys, (1.0, 10.0));
+        let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("open loop: accept latency from intended send time vs offered load ({} run); solid p50, dashed p99", self.mode),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("offered orders/s")
+            .y_desc("µs")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y}"))
+            .draw()?;
+        for (k, (shape, pts)) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    pts.iter().map(|p| (p.0, p.1)),
+                    color.stroke_width(2),
+                ))?
+                .label(shape)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.0, p.1), 3, color.filled())),
+            )?;
+            chart.draw_series(DashedLineSeries::new(
+                pts.iter().map(|p| (p.0, p.2)),
+                6,
+                4,
+                color.stroke_width(1),
+            ))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.9))
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}
+
+const PALETTE: [RGBColor; 5] = [
+    RGBColor(31, 119, 180),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 127, 14),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+];
+
+/// The powers of ten around the positive `values`, for a log axis; `empty` when there are none.
+fn decades(values: impl Iterator<Item = f64>, empty: (f64, f64)) -> (f64, f64) {
+    let positive = values.filter(|v| *v > 0.0);
+    let (lo, hi) = positive.fold((f64::MAX, 0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if hi > 0.0 {
+        (
+            10f64.powf(lo.log10().floor()),
+            10f64.powf(hi.log10().ceil()),
+        )
+    } else {
+        empty
+    }
+}
+
+/// The name of slot `i` at its middle, x = i + 0.5; no label elsewhere.
+fn slot_label(names: &[&str], x: f64) -> String {
+    let i = (x - 0.5).round();
+    if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+        names[i as usize].to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Small black text centred above the point it labels.
+fn bar_label_style() -> TextStyle<'static> {
+    ("sans-serif", 10)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom))
+}
+
+/// A bar label: µs with two or three significant digits.
+fn short(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.1}ms", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The results of the committed full run (an older format: no WASIp3 figures).
+    fn committed() -> Json {
+        serde_json::from_str(include_str!("../results/latest/results.json")).unwrap()
+    }
+
+    #[test]
+    fn the_committed_results_render_every_section() {
+        let md = markdown(&committed()).unwrap();
+        for heading in [
+            "# nano-orders benchmark: composed vs networked (",
+            "## Against the targets",
+            "## Hosts side by side",
+            "### Real Spin before the gateway's keep-alive fix",
+            "## Open loop: latency against offered load",
+            "### Each hop's added latency at 1000 orders/s, 1024 B orders, beside Dapr",
+            "## All shapes",
+            "## mqtt",
+            "## The composed hop alone (micro-benchmark)",
+            "## How cost grows with the number of composed components",
+            "## The composition tax: the composed app against the same rules in one component",
+            "## How it was measured",
+        ] {
+            assert!(
+                md.contains(&format!("\n{heading}")) || md.starts_with(heading),
+                "{heading}"
+            );
+        }
+        assert!(!md.contains("\n\n\n"), "no doubled blank lines");
+    }
+
+    #[test]
+    fn verdicts_follow_the_figures() {
+        let accept =
+            "| POST /order answered, composed, embedded store, 1 connection: p50 under 0.5 ms |";
+        let tax = "| composition tax: composed within 10% of the monolith's throughput";
+        let cases: &[(&str, f64, &str, &str)] = &[
+            ("/shapes/0/accept/p50_us", 499.0, accept, "| 499 µs | met |"),
+            (
+                "/shapes/0/accept/p50_us",
+                500.0,
+                accept,
+                "| 500 µs | **missed** |",
+            ),
+            (
+                "/tax/throughput_ratio",
+                0.9,
+                tax,
+                ": 0.900x (median of 6 paired rounds) | met |",
+            ),
+            (
+                "/tax/throughput_ratio",
+                0.724,
+                tax,
+                ": 0.724x (median of 6 paired rounds) | **missed** |",
+            ),
+        ];
+        for (pointer, value, row, verdict) in cases {
+            let mut results = committed();
+            *results.pointer_mut(pointer).unwrap() = (*value).into();
+            let md = markdown(&results).unwrap();
+            let line = md.lines().find(|l| l.starts_with(row));
+            assert!(
+                line.is_some_and(|l| l.ends_with(verdict)),
+                "{pointer} = {value}: {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::us(0.16), "160 ns");
+        assert_eq!(super::us(3.4), "3.4 µs");
+        assert_eq!(super::us(309.2), "309 µs");
+        assert_eq!(super::us(27_300.0), "27.3 ms");
+    }
+}
