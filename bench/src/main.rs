@@ -15,6 +15,7 @@ mod openloop;
 mod peers;
 mod procs;
 mod report;
+mod ways;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -168,6 +169,9 @@ pub enum Phase {
     /// The composition tax: the composed app beside the same rules linked statically into one
     /// component (bench/fixtures/monolith); throughput, latency, instantiation, memory.
     Tax,
+    /// Wac ahead of time against Spin's load-time `dependencies` (with and without the deny-all
+    /// adapter): start-up on nanohost and every Spin, bytes loaded, instantiation, per request.
+    Ways,
 }
 
 impl Phase {
@@ -179,6 +183,7 @@ impl Phase {
             Phase::Micro,
             Phase::Chains,
             Phase::Tax,
+            Phase::Ways,
         ]
     }
 }
@@ -524,6 +529,12 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let ways = if settings.has(Phase::Ways) {
+        pb.set_message("wac against Spin's dependencies");
+        Some(ways::run(&root, &out, settings.mode, &tools, &client_rt, &say).context("ways")?)
+    } else {
+        None
+    };
     pb.inc(1);
     pb.finish_and_clear();
 
@@ -542,6 +553,7 @@ fn run(args: RunArgs) -> Result<()> {
         direct,
         chains,
         tax,
+        ways,
         seconds: started.elapsed().as_secs_f64(),
     };
     report.write(&out)?;

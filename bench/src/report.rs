@@ -66,6 +66,8 @@ pub struct Report {
     pub chains: Option<Chains>,
     /// The composed app against the same rules in one component (issue 13, item 2).
     pub tax: Option<crate::monolith::Tax>,
+    /// Wac ahead of time against Spin's dependencies (issue 21, item 2).
+    pub ways: Option<crate::ways::Ways>,
     pub seconds: f64,
 }
 
@@ -539,6 +541,9 @@ impl Report {
         if let Some(t) = &self.tax {
             let hop = (!self.micro.is_empty()).then(|| self.kept_micro().hop_ns);
             t.section(&mut md, self.machine.cores, hop);
+        }
+        if let Some(w) = &self.ways {
+            w.section(&mut md);
         }
 
         // Method.
