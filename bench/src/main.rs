@@ -17,6 +17,7 @@ mod procs;
 mod render;
 mod report;
 mod stats;
+mod ways;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -178,6 +179,9 @@ pub enum Phase {
     /// The composition tax: the composed app beside the same rules linked statically into one
     /// component (bench/fixtures/monolith); throughput, latency, instantiation, memory.
     Tax,
+    /// Wac ahead of time against Spin's load-time `dependencies` (with and without the deny-all
+    /// adapter): start-up on nanohost and every Spin, bytes loaded, instantiation, per request.
+    Ways,
 }
 
 impl Phase {
@@ -189,6 +193,7 @@ impl Phase {
             Phase::Micro,
             Phase::Chains,
             Phase::Tax,
+            Phase::Ways,
         ]
     }
 }
@@ -520,6 +525,12 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         None
     };
+    let ways = if settings.has(Phase::Ways) {
+        pb.set_message("wac against Spin's dependencies");
+        Some(ways::run(&root, &out, settings.mode, &tools, &client_rt, &say).context("ways")?)
+    } else {
+        None
+    };
     pb.inc(1);
     pb.finish_and_clear();
 
@@ -538,6 +549,7 @@ fn run(args: RunArgs) -> Result<()> {
         direct,
         chains,
         tax,
+        ways,
         seconds: started.elapsed().as_secs_f64(),
     };
     report.write(&out)?;

@@ -377,7 +377,7 @@ fn app_tax(
     }
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
@@ -508,7 +508,7 @@ impl ResourceLimiter for Counting {
     }
 }
 
-struct Prepared {
+pub(crate) struct Prepared {
     engine: Engine,
     pre: ProxyPre<HostState>,
     ctx: nanohost::InstanceBuilder,
@@ -516,19 +516,20 @@ struct Prepared {
     compiled_bytes: u64,
 }
 
-struct Samples {
-    instantiate: hdrhistogram::Histogram<u64>,
-    handle: hdrhistogram::Histogram<u64>,
-    handle_again: hdrhistogram::Histogram<u64>,
+pub(crate) struct Samples {
+    pub(crate) instantiate: hdrhistogram::Histogram<u64>,
+    pub(crate) handle: hdrhistogram::Histogram<u64>,
+    pub(crate) handle_again: hdrhistogram::Histogram<u64>,
     faults: Vec<u64>,
     linear_instantiated: Vec<u64>,
     linear_after: Vec<u64>,
-    pool: [u64; 4],
+    /// Core instances, component instances, memories, tables (the pool's counts).
+    pub(crate) pool: [u64; 4],
     memories: u64,
 }
 
 impl Samples {
-    fn new() -> Samples {
+    pub(crate) fn new() -> Samples {
         Samples {
             instantiate: histogram(),
             handle: histogram(),
@@ -544,10 +545,15 @@ impl Samples {
 
 /// One engine per app (nanohost's configuration), so each pool's counts are that app's alone.
 fn prepare(wasm: &Path) -> Result<Prepared> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("cannot read {}", wasm.display()))?;
+    prepare_binary(&bytes).with_context(|| format!("cannot compile {}", wasm.display()))
+}
+
+/// [`prepare`] for a component in memory (one Spin links at load, say).
+pub(crate) fn prepare_binary(bytes: &[u8]) -> Result<Prepared> {
     let engine = crate::micro::engine(false)?;
     let linker = nanohost::linker(&engine, false)?;
-    let component = Component::from_file(&engine, wasm)
-        .map_err(|e| anyhow::anyhow!("cannot compile {}: {e:#}", wasm.display()))?;
+    let component = Component::from_binary(&engine, bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let image = component.image_range();
     let compiled_bytes = (image.end as usize - image.start as usize) as u64;
     let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
@@ -555,7 +561,7 @@ fn prepare(wasm: &Path) -> Result<Prepared> {
         engine,
         pre,
         ctx: crate::micro::ctx()?,
-        component_bytes: std::fs::metadata(wasm)?.len(),
+        component_bytes: bytes.len() as u64,
         compiled_bytes,
     })
 }
@@ -610,7 +616,7 @@ fn minor_faults() -> u64 {
 /// faults; then the same request again on the same instance (timed), which separates what a
 /// fresh instance pays on its first call from what every call pays. The store (the live
 /// instance) is returned, so a caller can keep it alive.
-async fn one(p: &Prepared, s: &mut Samples) -> Result<wasmtime::Store<HostState>> {
+pub(crate) async fn one(p: &Prepared, s: &mut Samples) -> Result<wasmtime::Store<HostState>> {
     LINEAR_BYTES.store(0, Ordering::Relaxed);
     MEMORIES.store(0, Ordering::Relaxed);
     let faults = minor_faults();

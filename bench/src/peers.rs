@@ -184,6 +184,8 @@ pub async fn measure(addr: SocketAddr, work: Work, s: &PeerSettings) -> Result<(
 pub struct Tools {
     pub wasmtime: Result<PathBuf, String>,
     pub spin: Result<PathBuf, String>,
+    /// Spin 4.0 (the `ways` phase starts the order app on every Spin).
+    pub spin4: Result<PathBuf, String>,
     /// Spin 4.1 (WASI 0.3.0 final), the one Spin that serves the WASIp3 build.
     pub spin41: Result<PathBuf, String>,
 }
@@ -209,6 +211,14 @@ impl Tools {
             &[root.join("../shared/tools/spin/spin")],
         )
         .ok_or_else(|| "no Spin binary (SPIN_BIN, PATH, ../shared/tools/spin/spin)".to_string());
+        let spin4 = procs::find_tool(
+            "SPIN4_BIN",
+            "spin4",
+            &[root.join("../shared/tools/spin4/spin")],
+        )
+        .ok_or_else(|| {
+            "no Spin 4.0 binary (SPIN4_BIN, PATH as spin4, ../shared/tools/spin4/spin)".to_string()
+        });
         let spin41 = procs::find_tool(
             "SPIN41_BIN",
             "spin41",
@@ -221,6 +231,7 @@ impl Tools {
         Tools {
             wasmtime,
             spin,
+            spin4,
             spin41,
         }
     }

@@ -102,7 +102,12 @@ impl Harness {
     fn line(&mut self, timeout: Duration) -> Result<String> {
         match self.lines.recv_timeout(timeout) {
             Ok(l) => Ok(l),
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                // Its stdout closed: it is exiting; its status says how.
+                let status = self.child.wait()?;
+                bail!("the harness exited with {status}")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 if let Some(status) = self.child.try_wait()? {
                     bail!("the harness exited with {status}");
                 }
@@ -153,19 +158,24 @@ fn append_to(log: &Path) -> std::io::Result<std::fs::File> {
 /// A peer server (real Spin, `wasmtime serve`) run as its own process, its output in `log`.
 /// Waits until it accepts connections on `port`.
 /// SIGTERM when the benchmark dies: `spin up` then stops its trigger processes itself.
-pub fn start_server(mut cmd: Command, port: u16, what: &str, log: &Path) -> Result<Guard> {
+pub fn start_server(cmd: Command, port: u16, what: &str, log: &Path) -> Result<Guard> {
+    // Guarded before the wait, so that a server that never serves is stopped too.
+    let mut guard = spawn_server(cmd, what, log)?;
+    test_brokers::wait_until_serving(port, &mut guard.child, what, || true)
+        .map_err(Error::msg)
+        .with_context(|| format!("see {} for its output", log.display()))?;
+    Ok(guard)
+}
+
+/// A peer server started, its output in `log`, without waiting for it to serve.
+pub fn spawn_server(mut cmd: Command, what: &str, log: &Path) -> Result<Guard> {
     let log_file = append_to(log)?;
     cmd.stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
     let child = process::spawn(cmd, process::OnParentDeath::Terminate)
         .with_context(|| format!("cannot run {what}"))?;
-    // Guarded before the wait, so that a server that never serves is stopped too.
-    let mut guard = Guard { child };
-    test_brokers::wait_until_serving(port, &mut guard.child, what, || true)
-        .map_err(Error::msg)
-        .with_context(|| format!("see {} for its output", log.display()))?;
-    Ok(guard)
+    Ok(Guard { child })
 }
 
 /// A program found as the tests find it: the environment variable, then `PATH`, then the

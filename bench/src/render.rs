@@ -17,6 +17,7 @@ use crate::Shape;
 
 const REPORT: &str = include_str!("../templates/report.md.j2");
 const TAX: &str = include_str!("../templates/tax.md.j2");
+const WAYS: &str = include_str!("../templates/ways.md.j2");
 
 /// Where the figures of real Spin before the gateway's keep-alive fix are kept.
 pub const SPIN_BEFORE: &str = "bench/baselines/spin-before-keepalive-fix.json";
@@ -72,6 +73,17 @@ pub fn markdown(results: &Json) -> Result<String> {
     );
     env.add_template("report.md.j2", REPORT)?;
     env.add_template("tax.md.j2", TAX)?;
+    env.add_template("ways.md.j2", WAYS)?;
+    env.add_filter("grouped", |n: u64| grouped(n));
+    env.add_filter("basename", |path: &str| {
+        Path::new(path)
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    });
+    env.add_function(
+        "ways_notes",
+        |ViaDeserialize(ways): ViaDeserialize<Json>| ways_notes(&ways),
+    );
     let boundary_ns = boundary_ns(results);
     // The composed hop the networked ones are compared with: the paired micro-benchmark's
     // median when it is clearly above zero, else the bare component boundary, since a hop cannot
@@ -129,6 +141,42 @@ fn hop_us(shape: &Json, kept_hop_ns: f64) -> f64 {
         .pointer("/hop/to_handler/p50_us")
         .and_then(Json::as_f64)
         .unwrap_or(kept_hop_ns / 1000.0)
+}
+
+/// `1234567` as "1,234,567".
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `ways` phase's cells that did not run, each with its reason.
+fn ways_notes(ways: &Json) -> Vec<String> {
+    let text =
+        |v: &Json, pointer: &str| v.pointer(pointer).and_then(Json::as_str).map(str::to_owned);
+    let mut notes = Vec::new();
+    for way in ways["ways"].as_array().into_iter().flatten() {
+        let title = way["title"].as_str().unwrap_or_default();
+        for host in way["hosts"].as_array().into_iter().flatten() {
+            let name = host["host"].as_str().unwrap_or_default();
+            if let Some(why) = text(host, "/skipped") {
+                notes.push(format!("- {title}, {name}: {why}"));
+            }
+            if let Some(why) = text(host, "/per_request/skipped") {
+                notes.push(format!("- {title}, {name}, per request: {why}"));
+            }
+        }
+        if let Some(why) = text(way, "/in_process_skipped") {
+            notes.push(format!("- {title}, in process: {why}"));
+        }
+    }
+    notes
 }
 
 /// µs as reads best: ns under 1 µs, one decimal under 100 µs, ms from 10 ms.
@@ -442,6 +490,58 @@ mod tests {
     /// The results of the committed full run (an older format: no WASIp3 figures).
     fn committed() -> Json {
         serde_json::from_str(include_str!("../results/latest/results.json")).unwrap()
+    }
+
+    /// The `ways` section: a cell per way and host, "skipped" or "refused" where one did not
+    /// run, and each reason listed once.
+    #[test]
+    fn the_ways_section_renders_a_cell_per_way_and_host() {
+        let host = |name: &str, startup: Option<f64>, skipped: Option<&str>| {
+            serde_json::json!({
+                "host": name, "version": format!("{name} 1.0"), "command": "", "starts_ms": [],
+                "startup_ms": startup, "read_back_status": startup.map(|_| 200),
+                "per_request": null, "skipped": skipped,
+            })
+        };
+        let way = |title: &str, hosts: Json, in_process: Json, why: Option<&str>| {
+            serde_json::json!({
+                "id": title, "title": title, "manifest": "spin.toml", "component": "order-app",
+                "inherit_configuration": null,
+                "artifact": { "files": [{ "path": "target/x/order-app.wasm", "bytes": 716437 }], "bytes": 716437 },
+                "hosts": hosts, "in_process": in_process, "in_process_skipped": why,
+            })
+        };
+        let summary = serde_json::json!({ "p50_us": 1741.0, "p99_us": 10060.0 });
+        let in_process = serde_json::json!({
+            "link_ms": null, "compiled_component_bytes": 1234567, "compile_ms": 812.0,
+            "instances": 10, "instantiate": summary, "first_request": summary,
+            "second_request": summary, "core_instances": 23, "memories": 6,
+        });
+        let mut results = committed();
+        results["ways"] = serde_json::json!({
+            "settings": { "starts": 7, "warm_up_starts": 1, "start_deadline_s": 120,
+                "compilations": 5, "instances": 10, "per_request": { "connections": 16 } },
+            "ways": [
+                way("wac", serde_json::json!([host("nanohost", Some(12.4), None), host("spin", Some(177.0), None)]), in_process, None),
+                way("deny-all", serde_json::json!([host("nanohost", None, Some("refused: deny-all")), host("spin", Some(242.0), None)]), Json::Null, Some("refused: deny-all")),
+            ],
+        });
+        let md = markdown(&results).unwrap();
+        for row in [
+            "| | wac | deny-all |",
+            "| bytes loaded | 716,437 B (order-app.wasm 716,437) | 716,437 B (order-app.wasm 716,437) |",
+            "| start-up, nanohost | 12 ms | skipped |",
+            "| start-up, spin | 177 ms | 242 ms |",
+            "| `GET` of a placed order, spin | 200 | 200 |",
+            "| nanohost in process: link at load (median) | none (composed by the build) | refused |",
+            "| compile (engine, compilation, pre-instantiation; median) | 812 ms (1,234,567 B compiled) | refused |",
+            "| instantiate p50 / p99 | 1741 µs / 10.1 ms | refused |",
+            "- deny-all, nanohost: refused: deny-all",
+            "- deny-all, in process: refused: deny-all",
+            "Hosts: nanohost: nanohost 1.0; spin: spin 1.0.",
+        ] {
+            assert!(md.contains(row), "no {row:?} in:\n{md}");
+        }
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Report {
     pub chains: Option<Chains>,
     /// The composed app against the same rules in one component (issue 13, item 2).
     pub tax: Option<crate::monolith::Tax>,
+    /// Wac ahead of time against Spin's dependencies (issue 21, item 2).
+    pub ways: Option<crate::ways::Ways>,
     pub seconds: f64,
 }
 

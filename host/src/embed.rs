@@ -57,3 +57,46 @@ impl InstanceBuilder {
         Store::new(engine, HostState::new(self.ctx.clone()))
     }
 }
+
+/// What nanohost reads for one component of a manifest: its source and, in name order, the
+/// components Spin's `[component.<id>.dependencies]` links into it at load.
+#[derive(Debug, Clone)]
+pub struct ComponentFiles {
+    pub source: std::path::PathBuf,
+    pub dependencies: Vec<std::path::PathBuf>,
+    /// `dependencies_inherit_configuration`: without it, Spin puts a deny-all adapter between
+    /// the dependencies and the host (nanohost refuses such a component).
+    pub inherit_configuration: bool,
+}
+
+impl ComponentFiles {
+    /// Reads `manifest` (validated as `nanohost up` validates it) for `component`.
+    pub fn of(manifest: &std::path::Path, component: &str) -> Result<ComponentFiles> {
+        let m = crate::manifest::Manifest::from_file(manifest)?;
+        anyhow::ensure!(
+            m.component.contains_key(component),
+            "{} has no component {component:?}",
+            manifest.display()
+        );
+        let dir = manifest.parent().unwrap_or(std::path::Path::new("."));
+        Ok(ComponentFiles {
+            source: m.source_path(dir, component),
+            dependencies: m
+                .dependencies(dir, component)
+                .into_values()
+                .map(|d| d.path)
+                .collect(),
+            inherit_configuration: m.component[component].dependencies_inherit_configuration,
+        })
+    }
+}
+
+/// The component nanohost compiles for `component` of `manifest`: its source with its
+/// dependencies linked in, as `nanohost up` (and `spin up`) link them at every start.
+pub fn link_at_load(manifest: &std::path::Path, component: &str) -> Result<Vec<u8>> {
+    let m = crate::manifest::Manifest::from_file(manifest)?;
+    let dir = manifest.parent().unwrap_or(std::path::Path::new("."));
+    let source = std::fs::read(m.source_path(dir, component))?;
+    let inherit = m.component[component].dependencies_inherit_configuration;
+    crate::dependencies::compose(component, source, &m.dependencies(dir, component), inherit)
+}

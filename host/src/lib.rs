@@ -60,7 +60,7 @@ mod wasip3;
 
 pub use app::StateDir;
 pub use check::main as check;
-pub use embed::{engine_config, linker, InstanceBuilder};
+pub use embed::{engine_config, link_at_load, linker, ComponentFiles, InstanceBuilder};
 pub use engine::{Footprint, Limits};
 pub use redact::{secrets as redact_secrets, Stderr as RedactingStderr};
 pub use state::HostState;

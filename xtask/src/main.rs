@@ -59,6 +59,19 @@ impl BenchArgs {
     fn has(&self, flag: &str) -> bool {
         self.args.iter().any(|a| a == flag)
     }
+
+    /// Whether the run includes `phase`: every phase unless `--phases` names others.
+    fn runs_phase(&self, phase: &str) -> bool {
+        let mut asked = None;
+        for (i, a) in self.args.iter().enumerate() {
+            if let Some(list) = a.strip_prefix("--phases=") {
+                asked = Some(list.to_string());
+            } else if a == "--phases" {
+                asked = self.args.get(i + 1).cloned();
+            }
+        }
+        asked.is_none_or(|list| list.split(',').any(|p| p.trim() == phase))
+    }
 }
 
 /// `--shape`'s values, each with its `about` from `shapes.toml` for `--help`.
@@ -168,16 +181,19 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
     // feature: a build of its own, with a profile of its own (`wasm-monolith`, the release
     // settings), so neither those features nor those crates' unhashed cdylib names meet the
     // components' build.
-    run(cargo(root).args([
-        "build",
-        "--profile",
-        "wasm-monolith",
-        "--target",
-        "wasm32-wasip2",
-        "-p",
-        "bench-monolith",
-    ]))?;
-    if !debug {
+    if args.runs_phase("tax") {
+        run(cargo(root).args([
+            "build",
+            "--profile",
+            "wasm-monolith",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "bench-monolith",
+        ]))?;
+    }
+    // Only the peers phase runs `wasmtime serve`.
+    if !debug && args.runs_phase("peers") {
         ensure_wasmtime_cli();
     }
     let mut cmd = cargo(root);
@@ -543,4 +559,31 @@ fn workspace_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BenchArgs;
+
+    fn args(line: &str) -> BenchArgs {
+        BenchArgs {
+            args: line.split_whitespace().map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn a_run_has_every_phase_unless_phases_names_others() {
+        let cases = [
+            ("", "peers", true),
+            ("--smoke", "tax", true),
+            ("--phases ways", "ways", true),
+            ("--phases ways", "peers", false),
+            ("--phases=tax,ways --quick", "tax", true),
+            ("--phases=tax,ways --quick", "peers", false),
+            ("--quick --phases peers,open-loop", "peers", true),
+        ];
+        for (line, phase, runs) in cases {
+            assert_eq!(args(line).runs_phase(phase), runs, "{line:?} runs {phase}");
+        }
+    }
 }
