@@ -8,7 +8,8 @@
 //! The WASIp3 build (apps/order-app-p3) runs the same cases (named `p3_...`) on the hosts that
 //! serve WASI 0.3.0 (`support::host::serves_wasip3`; the others list them as skipped), and two
 //! of its own: its 202 comes before fulfilment, and an order whose instance died in between is
-//! fulfilled by the sweep.
+//! fulfilled by the sweep. On the Spins that take only a release candidate of WASI 0.3 (3.6.3,
+//! 4.0.2) one p3 case runs: `p3_is_refused_at_start`.
 
 mod support;
 
@@ -18,7 +19,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::faults;
 use support::harness::{self, case, Case, HostKind};
-use support::host::{serves_wasip3, App, AppDir, AppSpec};
+use support::host::{serves_wasip3, App, AppDir, AppSpec, WASIP3_REFUSAL};
 use support::http::{assert_problem, json_body, raw_exchange, statuses};
 use support::Redis;
 
@@ -705,6 +706,25 @@ async fn an_order_whose_instance_died_after_its_202_is_fulfilled_by_the_sweep(
     app.app.stop().await;
 }
 
+/// WASIp3 on a Spin that takes only a release candidate of WASI 0.3 (3.6.3, 4.0.2): `spin up`
+/// refuses the build at start-up, naming the WASI 0.3.0 interface its linker lacks, and exits;
+/// a Spin that started it would fail this case (`start_refused` panics while the host still runs).
+async fn is_refused_at_start(host: HostKind, build: Build) {
+    const REFUSAL_DEADLINE: Duration = Duration::from_secs(120);
+    let dir = AppDir::new(&format!("{}-{}refused", host.name(), build.prefix()));
+    let (status, log) = App::start_refused(host, &build.spec(), &dir, REFUSAL_DEADLINE).await;
+    assert!(
+        !status.success(),
+        "{} exited with {status}:\n{log}",
+        host.name()
+    );
+    assert!(
+        log.contains(WASIP3_REFUSAL),
+        "{} refused without naming wasi:http/types@0.3.0:\n{log}",
+        host.name()
+    );
+}
+
 // No known difference today: the request without Host is held to each host's own documented answer.
 macro_rules! on_own_apps {
     ($cases:ident, $host:expr, $build:expr, [$($case:ident),* $(,)?]) => {$({
@@ -781,6 +801,13 @@ fn main() {
                 fulfilled_orders_are_removed_after_the_retention_period,
             ]
         );
+        if build == Build::Wasip3 && build.unserved(host).is_some() {
+            // The one p3 case that runs where the build cannot: its refusal.
+            let case = format!("{}is_refused_at_start", build.prefix());
+            cases.push(harness::case(host, case, move || {
+                is_refused_at_start(host, build)
+            }));
+        }
         if build == Build::Wasip3 {
             on_own_apps!(
                 cases,

@@ -28,19 +28,23 @@ pub enum HostKind {
 
 /// Why `host` cannot serve a WASIp3 component (`wasi:http/handler@0.3.0`, WASI 0.3.0 final: the
 /// order app's p3 build, the reuse fixture), if it cannot: the one place that decides which hosts skip them.
+/// Such a host refuses the component at start-up, saying [`WASIP3_REFUSAL`].
 pub fn serves_wasip3(host: HostKind) -> Option<String> {
-    match host {
-        HostKind::Nanohost | HostKind::Spin41 => None,
-        HostKind::Spin => Some(
-            "Spin 3.6.3 takes WASI 0.3 release candidate 0.3.0-rc-2026-01-06, not 0.3.0"
-                .to_string(),
-        ),
-        HostKind::Spin4 => Some(
-            "Spin 4.0.2 takes WASI 0.3 release candidate 0.3.0-rc-2026-03-15, not 0.3.0"
-                .to_string(),
-        ),
-    }
+    let takes = match host {
+        HostKind::Nanohost | HostKind::Spin41 => return None,
+        HostKind::Spin => "Spin 3.6.3 takes WASI 0.3 release candidate 0.3.0-rc-2026-01-06",
+        HostKind::Spin4 => "Spin 4.0.2 takes WASI 0.3 release candidate 0.3.0-rc-2026-03-15",
+    };
+    Some(format!(
+        "{takes}, not 0.3.0: it refuses the component at start-up (order_app's \
+         p3_is_refused_at_start asserts it)"
+    ))
 }
+
+/// What Spin 3.6.3 and 4.0.2 say when they refuse a WASI 0.3.0 component at start-up: their
+/// linkers hold `wasi:http` only at their own release candidate.
+pub const WASIP3_REFUSAL: &str = "component imports instance `wasi:http/types@0.3.0`, but a \
+                                  matching implementation was not found in the linker";
 
 /// Where a real Spin comes from and which MQTT trigger plugin it runs with.
 struct SpinRelease {
