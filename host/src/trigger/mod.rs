@@ -1,5 +1,7 @@
-//! Triggers: what turns an outside event into a call on a fresh component instance.
+//! Triggers: what turns an outside event into a call on a fresh component instance. The message
+//! triggers (`redis`, `mqtt`) own their broker loops and share one delivery path (`delivery`).
 
+mod delivery;
 pub mod http;
 pub mod mqtt;
 pub mod redis;

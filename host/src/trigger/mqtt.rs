@@ -1,5 +1,7 @@
 //! The MQTT trigger (spin-trigger-mqtt v0.7.2): subscribe to topics with the configured QoS
 //! and call the bare export `handle-message(message, metadata)` on a fresh instance per message.
+//! This module is the broker side (options, connect, subscribe, listen); the messages go through
+//! the triggers' shared delivery path (`super::delivery`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +11,24 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::delivery::{self, Dispatch, Export, Fresh, Guest, Handled, Message, Route, Sink};
 use crate::app::App;
 use crate::bindings::mqtt_trigger::spin::mqtt_trigger::spin_mqtt_types::Metadata;
-use crate::bindings::mqtt_trigger::MqttTriggerPre;
+use crate::bindings::mqtt_trigger::MqttTriggerIndices;
 use crate::expressions::Resolver;
 use crate::manifest::{parse_qos, Manifest, StringOrInt};
-use crate::state::{ComponentCtx, HostState};
 
-struct Handler {
-    ctx: Arc<ComponentCtx>,
-    chaining: crate::outbound_http::ServiceChaining,
-    pre: MqttTriggerPre<HostState>,
-    topic: String,
-    qos: QoS,
+impl Export for MqttTriggerIndices {
+    /// The bare `handle-message(message, metadata)`, with the topic it came on.
+    async fn handle(&self, fresh: Fresh<'_>, message: &Message) -> Handled {
+        let metadata = Metadata {
+            topic: message.source.clone(),
+        };
+        let exports = self.load(&mut *fresh.store, &fresh.instance)?;
+        let payload = message.payload.to_vec();
+        let r = exports.call_handle_message(fresh.store, &payload, &metadata);
+        Ok(r.await?.map_err(|e| format!("{e:?}")))
+    }
 }
 
 /// The configure stage's part for the MQTT trigger (`None`: the app has no MQTT triggers):
@@ -72,14 +79,34 @@ impl MqttPlan {
         Ok(Some(plan))
     }
 
-    /// Client options for the trigger's own subscription.
+    /// Client options for the trigger's own subscription. The trigger's address is plain
+    /// (`mqtt://host:1883`): like spin-trigger-mqtt, it makes up its own client id.
     fn options(&self) -> Result<MqttOptions> {
-        options(
-            &self.address,
-            &self.username,
-            &self.password,
-            self.keep_alive,
-        )
+        let address = &self.address;
+        let url = url::Url::parse(address)
+            .with_context(|| format!("invalid MQTT address {address:?}"))?;
+        if !matches!(url.scheme(), "mqtt" | "tcp") {
+            anyhow::bail!(
+                "MQTT address {address:?} must start with mqtt:// (TLS is not supported)"
+            );
+        }
+        let host = url
+            .host_str()
+            .with_context(|| format!("MQTT address {address:?} has no host"))?;
+        let id = format!("nanohost-trigger-{}", uuid_like());
+        let mut opts = MqttOptions::new(
+            id,
+            host.trim_start_matches('[').trim_end_matches(']'),
+            url.port().unwrap_or(1883),
+        );
+        if !self.username.is_empty() {
+            opts.set_credentials(&self.username, &self.password);
+        }
+        if self.keep_alive.is_zero() || self.keep_alive >= Duration::from_secs(1) {
+            opts.set_keep_alive(self.keep_alive);
+        }
+        opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
+        Ok(opts)
     }
 }
 
@@ -126,78 +153,47 @@ pub(crate) async fn start(
     let Some(plan) = plan else {
         return Ok(Vec::new());
     };
-    let mut handlers = Vec::new();
+    let mut routes = Vec::new();
     for t in &plan.topics {
-        let (ctx, pre) = app.prepare(
+        let handler = Guest::prepare(
+            &app,
             &t.component,
-            MqttTriggerPre::new,
+            MqttTriggerIndices::new,
             "export handle-message of spin:mqtt-trigger/spin-mqtt (an MQTT trigger handler)",
+            &chaining,
         )?;
-        handlers.push(Arc::new(Handler {
-            ctx,
-            chaining: chaining.clone(),
-            pre,
-            topic: t.topic.clone(),
-            qos: t.qos,
-        }));
+        routes.push((Route::Topic(t.topic.clone()), Arc::new(handler)));
     }
-    let opts = plan.options().context("[application.trigger.mqtt]")?;
-    let address = &plan.address;
-    let topics = handlers.iter().map(|h| (h.topic.clone(), h.qos)).collect();
-    let subscription = Subscription::open(opts, topics).await?;
+    let subscription = Subscription::open(plan).await?;
     tracing::info!(
-        "MQTT trigger subscribed to {:?} on {address}",
-        handlers.iter().map(|h| &h.topic).collect::<Vec<_>>()
+        "MQTT trigger subscribed to {:?} on {}",
+        plan.topics.iter().map(|t| &t.topic).collect::<Vec<_>>(),
+        plan.address
     );
-    Ok(vec![tokio::spawn(run(
-        app,
-        subscription,
-        Arc::new(handlers),
-        shutdown,
-    ))])
+    let listen = listen(subscription, Dispatch::new("MQTT", routes), shutdown);
+    Ok(vec![delivery::spawn_loop(app, listen)])
 }
 
-/// Delivers messages until shutdown or until the connection is lost. A lost connection ends the
+/// Hands every message to `sink` until shutdown. A lost connection is the error that ends the
 /// app, as the Redis trigger's does: spin-trigger-mqtt v0.7.2 (the trigger of `spin up` and of
 /// containerd-shim-spin v0.24.0) and 0.8.0 (Spin 4's) do not reconnect either, but keep running
 /// deaf, which no process manager can see; an exit is what Kubernetes, systemd and
 /// `cargo xtask up` restart. Reconnecting after a lost broker would make nanohost kinder than
 /// Spin; the one reconnection is after a message too large to read ([`Subscription::next`]).
-async fn run(
-    app: Arc<App>,
+async fn listen(
     mut subscription: Subscription,
-    handlers: Arc<Vec<Arc<Handler>>>,
+    sink: impl Sink,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Result<()> {
     loop {
-        let message = tokio::select! {
-            m = subscription.next() => m,
+        let p = tokio::select! {
+            m = subscription.next() => m?,
             _ = shutdown.changed() => {
                 subscription.disconnect();
-                return;
+                return Ok(());
             }
         };
-        let p = match message {
-            Ok(p) => p,
-            Err(e) => {
-                app.fail(format!("{e:#}"));
-                return;
-            }
-        };
-        tracing::trace!(target: "nanohost::hop", key = &p.payload[..], "received");
-        let topic = p.topic.clone();
-        let payload = p.payload.clone();
-        for h in handlers
-            .iter()
-            .filter(|h| rumqttc::matches(&topic, &h.topic))
-        {
-            let (app, h, topic, payload) = (app.clone(), h.clone(), topic.clone(), payload.clone());
-            tokio::spawn(async move {
-                if let Err(e) = deliver(&app, &h, &topic, &payload).await {
-                    tracing::error!(component = %h.ctx.id, %topic, "MQTT message handler failed: {e:#}");
-                }
-            });
-        }
+        sink.deliver(Message::new(p.topic, &p.payload));
     }
 }
 
@@ -216,7 +212,13 @@ struct Subscription {
 impl Subscription {
     /// Connects and subscribes, and waits for the broker to confirm, so that a message
     /// published right after start-up is not missed.
-    async fn open(opts: MqttOptions, topics: Vec<(String, QoS)>) -> Result<Subscription> {
+    async fn open(plan: &MqttPlan) -> Result<Subscription> {
+        let opts = plan.options().context("[application.trigger.mqtt]")?;
+        let topics: Vec<_> = plan
+            .topics
+            .iter()
+            .map(|t| (t.topic.clone(), t.qos))
+            .collect();
         let (host, port) = opts.broker_address();
         let address = format!("{host}:{port}");
         let (client, mut eventloop) = connect(opts).await.context("MQTT trigger")?;
@@ -309,56 +311,6 @@ fn oversized(e: &rumqttc::ConnectionError) -> Option<usize> {
     }
 }
 
-async fn deliver(app: &App, h: &Handler, topic: &str, payload: &[u8]) -> Result<()> {
-    let mut store = app.store(&h.ctx, &h.chaining);
-    let metadata = Metadata {
-        topic: topic.to_string(),
-    };
-    let run = async {
-        let inst = h.pre.instantiate_async(&mut store).await?;
-        let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = payload);
-        let r = inst
-            .call_handle_message(&mut store, &payload.to_vec(), &metadata)
-            .await;
-        drop(handle);
-        r
-    };
-    let r = super::time_limited(app, run).await?;
-    r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
-}
-
-/// Client options for the trigger's own subscription. The trigger's address is plain
-/// (`mqtt://host:1883`): like spin-trigger-mqtt, it makes up its own client id.
-fn options(
-    address: &str,
-    username: &str,
-    password: &str,
-    keep_alive: Duration,
-) -> Result<MqttOptions> {
-    let url =
-        url::Url::parse(address).with_context(|| format!("invalid MQTT address {address:?}"))?;
-    if !matches!(url.scheme(), "mqtt" | "tcp") {
-        anyhow::bail!("MQTT address {address:?} must start with mqtt:// (TLS is not supported)");
-    }
-    let host = url
-        .host_str()
-        .with_context(|| format!("MQTT address {address:?} has no host"))?;
-    let id = format!("nanohost-trigger-{}", uuid_like());
-    let mut opts = MqttOptions::new(
-        id,
-        host.trim_start_matches('[').trim_end_matches(']'),
-        url.port().unwrap_or(1883),
-    );
-    if !username.is_empty() {
-        opts.set_credentials(username, password);
-    }
-    if keep_alive.is_zero() || keep_alive >= Duration::from_secs(1) {
-        opts.set_keep_alive(keep_alive);
-    }
-    opts.set_max_packet_size(MAX_INCOMING_PACKET, MAX_INCOMING_PACKET);
-    Ok(opts)
-}
-
 /// Unique enough for an MQTT client id: process id, time and a counter.
 fn uuid_like() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -397,148 +349,4 @@ async fn connect(opts: MqttOptions) -> Result<(AsyncClient, rumqttc::EventLoop)>
 }
 
 #[cfg(test)]
-mod tests {
-    //! The trigger's connection alone, against a real mosquitto (test-brokers); the delivery to
-    //! an app runs in host/tests.
-
-    use std::time::{Duration, Instant};
-
-    use rumqttc::{AsyncClient, MqttOptions, QoS};
-    use test_brokers::Mosquitto;
-
-    use super::{options, Subscription, MAX_INCOMING_PACKET};
-
-    const TOPIC: &str = "orders/placed";
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    async fn subscription(broker: &Mosquitto) -> Subscription {
-        let opts = options(&broker.url(), "", "", Duration::from_secs(30)).unwrap();
-        Subscription::open(opts, vec![(TOPIC.to_string(), QoS::AtLeastOnce)])
-            .await
-            .unwrap()
-    }
-
-    /// A client that may publish more than the trigger reads, as any broker client may.
-    async fn publisher(broker: &Mosquitto) -> AsyncClient {
-        let mut opts = MqttOptions::new("test-publisher", "127.0.0.1", broker.port);
-        opts.set_max_packet_size(64 << 20, 64 << 20);
-        let (client, mut eventloop) = AsyncClient::new(opts, 10);
-        tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-        client
-    }
-
-    async fn publish(client: &AsyncClient, payload: Vec<u8>) {
-        client
-            .publish(TOPIC, QoS::AtLeastOnce, false, payload)
-            .await
-            .unwrap();
-    }
-
-    async fn next(sub: &mut Subscription) -> bytes::Bytes {
-        tokio::time::timeout(Duration::from_secs(30), sub.next())
-            .await
-            .expect("no message in 30 s")
-            .unwrap()
-            .payload
-    }
-
-    /// Waits until the broker has logged `count` subscriptions to the topic.
-    async fn subscribed(broker: &Mosquitto, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while broker.subscriptions(TOPIC) < count {
-            assert!(
-                Instant::now() < deadline,
-                "{count} subscriptions expected:\n{}",
-                broker.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The 17 MiB publish: dropped, and the messages after it are delivered.
-    #[test]
-    fn an_oversized_message_is_dropped_and_later_ones_are_delivered() {
-        let broker = Mosquitto::start();
-        runtime().block_on(async {
-            let mut sub = subscription(&broker).await;
-            subscribed(&broker, 1).await;
-            let client = publisher(&broker).await;
-            publish(&client, b"before".to_vec()).await;
-            let oversized = 17 << 20;
-            assert!(oversized > MAX_INCOMING_PACKET);
-            publish(&client, vec![b'x'; oversized]).await;
-            assert_eq!(&next(&mut sub).await[..], b"before");
-            // The trigger reads on only when asked for a message; published before it has
-            // subscribed again, "after" would be lost like any message sent in that gap.
-            let reader = tokio::spawn(async move {
-                let got = next(&mut sub).await;
-                (sub, got)
-            });
-            subscribed(&broker, 2).await;
-            publish(&client, b"after".to_vec()).await;
-            let (mut sub, got) = reader.await.unwrap();
-            assert_eq!(&got[..], b"after");
-            publish(&client, b"later".to_vec()).await;
-            assert_eq!(&next(&mut sub).await[..], b"later");
-        });
-    }
-
-    /// The broker going away ends the subscription with the reason (the app then stops).
-    #[test]
-    fn a_lost_broker_ends_the_subscription() {
-        let broker = Mosquitto::start();
-        let address = format!("127.0.0.1:{}", broker.port);
-        runtime().block_on(async {
-            let mut sub = subscription(&broker).await;
-            drop(broker);
-            let err = tokio::time::timeout(Duration::from_secs(30), sub.next())
-                .await
-                .expect("the loss is seen within 30 s")
-                .expect_err("no message can come");
-            let err = format!("{err:#}");
-            assert!(
-                err.contains("lost its broker connection") && err.contains(&address),
-                "{err}"
-            );
-        });
-    }
-
-    /// The matching the trigger relies on (rumqttc's), pinned: `(filter, topic, matches)`.
-    const CASES: &[(&str, &str, bool)] = &[
-        ("orders/placed", "orders/placed", true),
-        ("orders/placed", "orders/placed/1", false),
-        ("orders/+", "orders/1", true),
-        ("orders/+", "orders/1/x", false),
-        ("orders/#", "orders/1/x", true),
-        ("#", "a/b", true),
-        // Topics starting with `$` are the broker's own: wildcards at the start do not match.
-        ("#", "$SYS/broker/uptime", false),
-        ("+/broker/uptime", "$SYS/broker/uptime", false),
-    ];
-
-    #[test]
-    fn topic_filters_match_as_mqtt_says() {
-        for (filter, topic, expected) in CASES {
-            assert_eq!(
-                rumqttc::matches(topic, filter),
-                *expected,
-                "filter {filter:?} topic {topic:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn invalid_filters_are_refused() {
-        for bad in ["orders/#/x", "orders/a+", "orders#", ""] {
-            assert!(!rumqttc::valid_filter(bad), "{bad:?}");
-        }
-        assert!(rumqttc::valid_filter("orders/placed"));
-    }
-}
+mod tests;

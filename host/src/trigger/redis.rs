@@ -1,5 +1,7 @@
 //! The Redis trigger: subscribe to channels and call `fermyon:spin/inbound-redis`'s
-//! `handle-message` on a fresh instance per message.
+//! `handle-message` on a fresh instance per message. This module is the broker side (connect,
+//! subscribe, listen); the messages go through the triggers' shared delivery path
+//! (`super::delivery`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -10,20 +12,24 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::delivery::{self, Dispatch, Export, Fresh, Guest, Handled, Message, Route, Sink};
 use crate::app::App;
-use crate::bindings::redis_trigger::RedisTriggerPre;
+use crate::bindings::redis_trigger::RedisTriggerIndices;
 use crate::expressions::Resolver;
 use crate::manifest::Manifest;
-use crate::state::{ComponentCtx, HostState};
 
-struct Handler {
-    ctx: Arc<ComponentCtx>,
-    chaining: crate::outbound_http::ServiceChaining,
-    pre: RedisTriggerPre<HostState>,
+/// A component that handles Redis messages.
+type Handler = Guest<RedisTriggerIndices>;
+
+impl Export for RedisTriggerIndices {
+    async fn handle(&self, fresh: Fresh<'_>, message: &Message) -> Handled {
+        let exports = self.load(&mut *fresh.store, &fresh.instance)?;
+        let payload = message.payload.to_vec();
+        let inbound = exports.fermyon_spin_inbound_redis();
+        let r = inbound.call_handle_message(fresh.store, &payload).await?;
+        Ok(r.map_err(|e| format!("{e:?}")))
+    }
 }
-
-/// Channel name → handlers, for one Redis server.
-type Channels = HashMap<String, Vec<Arc<Handler>>>;
 
 /// The configure stage's part for the Redis trigger: every `[[trigger.redis]]`, its address
 /// and channel resolved.
@@ -71,51 +77,56 @@ pub(crate) async fn start(
     chaining: crate::outbound_http::ServiceChaining,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<JoinHandle<()>>> {
-    let mut by_address: BTreeMap<String, Channels> = BTreeMap::new();
-    let mut pres: HashMap<String, Arc<Handler>> = HashMap::new();
+    let mut by_address: BTreeMap<&str, Vec<(Route, Arc<Handler>)>> = BTreeMap::new();
+    let mut handlers: HashMap<&str, Arc<Handler>> = HashMap::new();
     for s in &plan.subscriptions {
-        let handler = match pres.get(&s.component) {
+        let handler = match handlers.get(s.component.as_str()) {
             Some(h) => h.clone(),
             None => {
-                let (ctx, pre) = app.prepare(
+                let h = Arc::new(Guest::prepare(
+                    &app,
                     &s.component,
-                    RedisTriggerPre::new,
+                    RedisTriggerIndices::new,
                     "export fermyon:spin/inbound-redis (a Redis trigger handler)",
-                )?;
-                let h = Arc::new(Handler {
-                    ctx,
-                    chaining: chaining.clone(),
-                    pre,
-                });
-                pres.insert(s.component.clone(), h.clone());
+                    &chaining,
+                )?);
+                handlers.insert(s.component.as_str(), h.clone());
                 h
             }
         };
+        let route = Route::Channel(s.channel.clone());
         by_address
-            .entry(s.address.clone())
+            .entry(&s.address)
             .or_default()
-            .entry(s.channel.clone())
-            .or_default()
-            .push(handler);
+            .push((route, handler));
     }
 
     let mut tasks = Vec::new();
-    for (address, channels) in by_address {
-        let pubsub = subscribe(&address, channels.keys()).await?;
+    for (address, routes) in by_address {
+        let channels = channels(&routes);
+        let pubsub = subscribe(address, &channels).await?;
         tracing::info!(
-            "Redis trigger subscribed to {:?} on {}",
-            channels.keys().collect::<Vec<_>>(),
-            crate::redact::url(&address)
+            "Redis trigger subscribed to {channels:?} on {}",
+            crate::redact::url(address)
         );
-        tasks.push(tokio::spawn(run(
-            app.clone(),
-            address,
-            Arc::new(channels),
-            pubsub,
-            shutdown.clone(),
-        )));
+        let dispatch = Dispatch::new("Redis", routes);
+        let listen = listen(address.to_string(), pubsub, dispatch, shutdown.clone());
+        tasks.push(delivery::spawn_loop(app.clone(), listen));
     }
     Ok(tasks)
+}
+
+/// Each channel the routes name, once.
+fn channels<H>(routes: &[(Route, H)]) -> Vec<String> {
+    let mut channels: Vec<String> = Vec::new();
+    for (route, _) in routes {
+        if let Route::Channel(ch) = route {
+            if !channels.contains(ch) {
+                channels.push(ch.clone());
+            }
+        }
+    }
+    channels
 }
 
 /// A connection to `address` subscribed to `channels`, or the reason there is none.
@@ -156,131 +167,34 @@ async fn subscribe(
     Ok(pubsub)
 }
 
-/// Delivers messages until shutdown. A lost connection ends the app, as in Spin 3.6.3, whose
-/// Redis trigger returns "disconnected from <address>" and takes `spin up` down with it: a
-/// process manager (Kubernetes, systemd) restarts it. Resubscribing here would hide that.
-async fn run(
-    app: Arc<App>,
+/// Hands every message to `sink` until shutdown. A lost connection is the error that ends the
+/// app, as in Spin 3.6.3, whose Redis trigger returns "disconnected from <address>" and takes
+/// `spin up` down with it: a process manager (Kubernetes, systemd) restarts it. Resubscribing
+/// here would hide that.
+async fn listen(
     address: String,
-    channels: Arc<Channels>,
     pubsub: redis::aio::PubSub,
+    sink: impl Sink,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> Result<()> {
     let mut stream = pubsub.into_on_message();
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Ok(()),
         };
         let Some(msg) = msg else {
-            app.fail(format!(
+            anyhow::bail!(
                 "Redis trigger disconnected from {}",
                 crate::redact::url(&address)
-            ));
-            return;
+            );
         };
-        let Some(handlers) = channels.get(msg.get_channel_name()) else {
-            continue;
-        };
-        tracing::trace!(target: "nanohost::hop", key = msg.get_payload_bytes(), "received");
-        let payload: Arc<[u8]> = Arc::from(msg.get_payload_bytes());
-        for h in handlers {
-            let (app, h, payload) = (app.clone(), h.clone(), payload.clone());
-            let channel = msg.get_channel_name().to_string();
-            tokio::spawn(async move {
-                if let Err(e) = deliver(&app, &h, &payload).await {
-                    tracing::error!(component = %h.ctx.id, %channel, "Redis message handler failed: {e:#}");
-                }
-            });
-        }
+        sink.deliver(Message::new(
+            msg.get_channel_name(),
+            msg.get_payload_bytes(),
+        ));
     }
-}
-
-async fn deliver(app: &App, h: &Handler, payload: &[u8]) -> Result<()> {
-    let mut store = app.store(&h.ctx, &h.chaining);
-    let run = async {
-        let inst = h.pre.instantiate_async(&mut store).await?;
-        let handle = tracing::trace_span!(target: "nanohost::hop", "handle", key = payload);
-        let r = inst
-            .fermyon_spin_inbound_redis()
-            .call_handle_message(&mut store, &payload.to_vec())
-            .await;
-        drop(handle);
-        r
-    };
-    let r = super::time_limited(app, run).await?;
-    r.map_err(|e| anyhow::anyhow!("handler returned {e:?}"))
 }
 
 #[cfg(test)]
-mod tests {
-    //! The trigger's connection alone, against a real redis-server (test-brokers): what it
-    //! subscribes to, and the start-up errors that stop an app (the delivery loop needs an app
-    //! and runs in host/tests).
-
-    use super::subscribe;
-    use test_brokers::{free_port, Redis};
-
-    fn channels(names: &[&str]) -> Vec<String> {
-        names.iter().map(|n| n.to_string()).collect()
-    }
-
-    /// `subscribe(address, names)`, with `check` run while the subscription is alive.
-    fn subscribed<T>(
-        address: &str,
-        names: &[&str],
-        check: impl FnOnce() -> T,
-    ) -> anyhow::Result<T> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let _pubsub = subscribe(address, &channels(names)).await?;
-            Ok(check())
-        })
-    }
-
-    #[test]
-    fn subscribes_to_every_channel_it_is_given() {
-        let redis = Redis::start();
-        let counts = subscribed(&redis.url(), &["orders.placed", "other"], || {
-            (
-                redis.subscribers("orders.placed"),
-                redis.subscribers("other"),
-            )
-        })
-        .unwrap();
-        assert_eq!(counts, (1, 1));
-    }
-
-    #[test]
-    fn a_redis_that_wants_a_password_is_reached_only_with_it() {
-        let redis = Redis::start_with(free_port(), &["--requirepass", "s3cret-pw"]);
-        let with = redis.url().replace("redis://", "redis://:s3cret-pw@");
-        let count = subscribed(&with, &["c"], || redis.subscribers("c")).unwrap();
-        assert_eq!(count, 1);
-        // Without it, redis-rs alone would report a subscription that does not exist.
-        let err = format!("{:#}", subscribed(&redis.url(), &["c"], || ()).unwrap_err());
-        assert!(
-            err.contains("NOAUTH") && err.contains(&redis.url()),
-            "{err}"
-        );
-        let wrong = redis.url().replace("redis://", "redis://:wrong-s3cret@");
-        let err = format!("{:#}", subscribed(&wrong, &["c"], || ()).unwrap_err());
-        assert!(err.contains("cannot connect"), "{err}");
-        assert!(!err.contains("s3cret"), "a password in the error: {err}");
-    }
-
-    #[test]
-    fn nothing_listening_or_a_bad_address_is_a_start_up_error() {
-        let port = free_port();
-        let err = format!(
-            "{:#}",
-            subscribed(&format!("redis://127.0.0.1:{port}"), &["c"], || ()).unwrap_err()
-        );
-        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
-        let err = format!("{:#}", subscribed("nats://x:1", &["c"], || ()).unwrap_err());
-        assert!(err.contains("invalid Redis address"), "{err}");
-    }
-}
+mod tests;
