@@ -13,6 +13,7 @@
 //! `connection-failed("address … is not permitted")` for MQTT, `HTTP-request-denied` for HTTP.
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use ip_network::IpNetwork;
@@ -52,6 +53,41 @@ enum PortPattern {
     Port(u16),
     /// `a..b`: from `a` up to, not including, `b` (Spin's `Range<u16>`).
     Range(u16, u16),
+}
+
+/// What one component's outbound Redis and MQTT connections ask before they connect: its
+/// allowed hosts, with its id for the log line of a refusal.
+#[derive(Clone)]
+pub struct OutboundGate {
+    component_id: Arc<str>,
+    allowed_hosts: Arc<AllowedHosts>,
+}
+
+impl OutboundGate {
+    pub fn new(component_id: Arc<str>, allowed_hosts: Arc<AllowedHosts>) -> OutboundGate {
+        OutboundGate {
+            component_id,
+            allowed_hosts,
+        }
+    }
+
+    pub fn component_id(&self) -> &str {
+        &self.component_id
+    }
+
+    /// Whether the component may connect to `address` (a URL, `scheme` when it has none); a
+    /// refusal is logged, without the URL's password. `what`: the capability, for the log.
+    pub fn opens(&self, address: &str, scheme: &str, what: &str) -> bool {
+        let allowed = self.allowed_hosts.allows_url(address, scheme);
+        if !allowed {
+            tracing::info!(
+                component = %self.component_id,
+                address = %crate::redact::url(address),
+                "outbound {what} refused: not in allowed_outbound_hosts"
+            );
+        }
+        allowed
+    }
 }
 
 fn well_known_port(scheme: &str) -> Option<u16> {

@@ -14,6 +14,7 @@ use crate::engine::{Footprint, Limits};
 use crate::expressions::{Resolver, Template};
 use crate::key_value::{KeyValueApp, KeyValuePlan};
 use crate::manifest::{ComponentSource, Manifest};
+use crate::secret::Value;
 use crate::state::{ComponentCtx, HostState, Shared, Stores};
 
 /// Where the default key-value store lives (Spin's `--state-dir`).
@@ -40,8 +41,8 @@ pub(crate) struct ComponentPlan {
     pub allowed_outbound_hosts: Vec<String>,
     /// Application variables the component's templates refer to.
     pub uses_variables: BTreeSet<String>,
-    /// The component's `variables` table, resolved.
-    pub variables: Arc<HashMap<String, String>>,
+    /// The component's `variables` table, resolved (an entry made from a secret is secret).
+    pub variables: Arc<HashMap<String, Value>>,
     pub key_value_stores: Vec<String>,
     pub environment: Vec<(String, String)>,
     pub dependencies: BTreeMap<String, Dependency>,
@@ -88,7 +89,7 @@ impl ComponentPlan {
             allowed_outbound_hosts: decl
                 .allowed_outbound_hosts
                 .iter()
-                .map(|h| resolver.resolve(h).unwrap_or_else(|_| h.clone()))
+                .map(|h| shown_host(resolver, h))
                 .collect(),
             uses_variables,
             variables: Arc::new(variables),
@@ -99,6 +100,15 @@ impl ComponentPlan {
             used: false,
         };
         (plan, problems)
+    }
+}
+
+/// An `allowed_outbound_hosts` entry as `check` shows it: resolved, or as written where it does
+/// not resolve or a secret went into it.
+fn shown_host(resolver: &Resolver, entry: &str) -> String {
+    match resolver.value(entry) {
+        Ok(Value::Plain(host)) => host,
+        Ok(Value::Secret(_)) | Err(_) => entry.to_string(),
     }
 }
 

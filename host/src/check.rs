@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::allowed_hosts::OutboundUrl;
 use crate::app::{ComponentPlan, StateDir};
 use crate::plan::{AppPlan, Inputs, VariablePlan};
+use crate::secret::Value;
 
 /// The JSON `nanohost check` prints. Secret values are never printed.
 #[derive(Debug, Default, Serialize)]
@@ -29,7 +30,7 @@ pub struct Report {
 
 #[derive(Debug, Serialize)]
 pub struct VariableReport {
-    /// None for a secret, or when the variable has no value.
+    /// None for a secret, or when the variable has no value; a URL without its password.
     pub value: Option<String>,
     /// Given by `--variable` or `SPIN_VARIABLE_*`, not taken from `default`.
     pub set: bool,
@@ -45,7 +46,7 @@ pub struct TriggerReport {
     /// HTTP: the route; `None` for a private route.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    /// Redis and MQTT: the resolved broker address.
+    /// Redis and MQTT: the resolved broker address, without its password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Redis channel or MQTT topic, resolved.
@@ -109,7 +110,12 @@ pub fn check(
 
 fn variable((name, v): (&String, &VariablePlan)) -> (String, VariableReport) {
     let report = VariableReport {
-        value: v.value.clone().filter(|_| !v.secret),
+        // A plain variable may still be a URL with a password (a Redis trigger's address).
+        value: v
+            .value
+            .as_ref()
+            .and_then(Value::plain)
+            .map(crate::redact::url),
         set: v.set,
         required: v.required,
         secret: v.secret,
@@ -135,13 +141,13 @@ fn triggers(plan: &AppPlan) -> Vec<TriggerReport> {
             ..trigger("http", component)
         });
     let redis = plan.redis.subscriptions.iter().map(|s| TriggerReport {
-        address: Some(s.address.clone()),
+        address: Some(crate::redact::url(&s.address)),
         channel: Some(s.channel.clone()),
         ..trigger("redis", &s.component)
     });
     let mqtt = plan.mqtt.iter().flat_map(|m| {
         m.topics.iter().map(|t| TriggerReport {
-            address: Some(m.address.clone()),
+            address: Some(crate::redact::url(&m.address)),
             channel: Some(t.topic.clone()),
             ..trigger("mqtt", &t.component)
         })
@@ -161,16 +167,18 @@ fn component((id, c): (&String, &ComponentPlan)) -> (String, ComponentReport) {
 }
 
 /// Every component variable whose value is a `scheme://host` URL, and whether the component's
-/// allowed hosts let it connect there.
+/// allowed hosts let it connect there. A URL made from a secret is checked all the same, and
+/// shown as `***`.
 fn urls(c: &ComponentPlan) -> Vec<UrlReport> {
     let values: BTreeMap<_, _> = c.variables.iter().collect();
     let mut urls = Vec::new();
     for (variable, value) in values {
-        if let Some((scheme, _)) = value.split_once("://") {
-            if OutboundUrl::parse(value, scheme).is_ok() {
+        let url = value.expose();
+        if let Some((scheme, _)) = url.split_once("://") {
+            if OutboundUrl::parse(url, scheme).is_ok() {
                 urls.push(UrlReport {
-                    allowed: c.allowed_hosts.allows_url(value, scheme),
-                    url: value.clone(),
+                    allowed: c.allowed_hosts.allows_url(url, scheme),
+                    url: value.plain().map_or("***".into(), crate::redact::url),
                     variable: variable.clone(),
                 });
             }
@@ -352,6 +360,39 @@ mod tests {
                 ("/sweep", Some("s")),
                 ("/sweep/x", None)
             ]
+        );
+    }
+
+    #[test]
+    fn no_secret_is_reported() {
+        let app = SpinToml::new("a", "/...", "c", "c.wasm")
+            .application("[application.trigger.redis]\naddress = \"{{ redis_address }}\"")
+            .variable("token", r#"{ required = true, secret = true }"#)
+            // As in apps/fulfilment-redis: a plain variable whose URL carries a password.
+            .variable(
+                "redis_address",
+                r#"{ default = "redis://:url-s3cret@127.0.0.1:6379" }"#,
+            )
+            .field(r#"allowed_outbound_hosts = ["redis://127.0.0.1:6379"]"#)
+            .section(
+                "[component.c.variables]\ntoken = \"{{ token }}\"\n\
+                 url = \"redis://:{{ token }}@127.0.0.1:6379\"",
+            )
+            .section("[[trigger.redis]]\nchannel = \"orders\"\ncomponent = \"c\"")
+            .to_string();
+        let r = run(&app, &[("token", "token-s3cret")]);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        let json = serde_json::to_string(&r).unwrap();
+        for secret in ["token-s3cret", "url-s3cret"] {
+            assert!(!json.contains(secret), "{secret} in {json}");
+        }
+        assert_eq!(r.variables["token"].value, None);
+        let url = &r.components["c"].urls[0];
+        assert_eq!((url.url.as_str(), url.allowed), ("***", true));
+        let redis = &r.triggers[1];
+        assert_eq!(
+            redis.address.as_deref(),
+            Some("redis://:***@127.0.0.1:6379")
         );
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use anyhow::{bail, Context, Result};
 
 use crate::manifest::VariableDecl;
+use crate::secret::{Secret, Value};
 
 /// A parsed template: literal text interleaved with variable references.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,11 +76,11 @@ impl Template {
     }
 }
 
-/// The resolved application variables.
-#[derive(Debug, Clone, Default)]
+/// The resolved application variables; a `secret = true` one is held as a [`Secret`], so a
+/// `{:?}` of the resolver shows `***` for it.
+#[derive(Debug, Default)]
 pub struct Resolver {
-    values: HashMap<String, String>,
-    secret: std::collections::HashSet<String>,
+    values: HashMap<String, Value>,
 }
 
 impl Resolver {
@@ -90,57 +91,66 @@ impl Resolver {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Resolver> {
         let mut values = HashMap::new();
-        let mut secret = std::collections::HashSet::new();
         let mut missing = Vec::new();
         for (name, decl) in decls {
             let env_name = format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase());
-            match env(&env_name).or_else(|| decl.default.clone()) {
-                Some(v) => {
-                    values.insert(name.clone(), v);
-                }
-                None => missing.push(format!("{name} (set {env_name})")),
-            }
-            if decl.secret {
-                secret.insert(name.clone());
-            }
+            let Some(v) = env(&env_name).or_else(|| decl.default.clone()) else {
+                missing.push(format!("{name} (set {env_name})"));
+                continue;
+            };
+            let value = if decl.secret {
+                // The type keeps it out of what nanohost prints; this keeps it out of what
+                // libraries print (an error quoting a URL made from it).
+                crate::redact::register_secret(&v);
+                Value::Secret(Secret::from(v))
+            } else {
+                Value::Plain(v)
+            };
+            values.insert(name.clone(), value);
         }
         if !missing.is_empty() {
             bail!("required variable(s) not set: {}", missing.join(", "));
         }
-        // From here on, no log line or error message shows a secret's value.
-        for name in &secret {
-            if let Some(v) = values.get(name) {
-                crate::redact::register_secret(v);
-            }
-        }
-        Ok(Resolver { values, secret })
+        Ok(Resolver { values })
     }
 
-    pub fn get(&self, name: &str) -> Result<&str> {
+    pub fn get(&self, name: &str) -> Result<&Value> {
         self.values
             .get(name)
-            .map(String::as_str)
             .with_context(|| format!("no variable named {name:?} in [variables]"))
     }
 
-    pub fn is_secret(&self, name: &str) -> bool {
-        self.secret.contains(name)
+    /// Renders a template over the application variables: secret when a secret variable went
+    /// into it.
+    pub fn value(&self, template: &str) -> Result<Value> {
+        let template = Template::parse(template)?;
+        let secret = template
+            .variables()
+            .any(|v| matches!(self.values.get(v), Some(Value::Secret(_))));
+        let text = template.render(|v| self.get(v).map(|v| v.expose().to_string()))?;
+        Ok(if secret {
+            Value::Secret(Secret::from(text))
+        } else {
+            Value::Plain(text)
+        })
     }
 
-    /// Renders a template over the application variables.
+    /// Renders a setting that is shown (an address, a topic, an allowed host) as plain text: a
+    /// secret variable in it comes out in the clear, so anything that may hold one (a password,
+    /// a component variable) goes through [`Resolver::value`] instead.
     pub fn resolve(&self, template: &str) -> Result<String> {
-        Template::parse(template)?.render(|v| self.get(v).map(str::to_string))
+        Template::parse(template)?.render(|v| self.get(v).map(|v| v.expose().to_string()))
     }
 
     /// Resolves a component's `variables` table (templates over application variables).
     pub fn component_variables(
         &self,
         vars: &BTreeMap<String, String>,
-    ) -> Result<HashMap<String, String>> {
+    ) -> Result<HashMap<String, Value>> {
         vars.iter()
             .map(|(k, t)| {
                 let v = self
-                    .resolve(t)
+                    .value(t)
                     .with_context(|| format!("component variable {k:?}"))?;
                 Ok((k.clone(), v))
             })
@@ -155,18 +165,17 @@ mod tests {
     fn decls(items: &[(&str, Option<&str>, bool)]) -> BTreeMap<String, VariableDecl> {
         items
             .iter()
-            .map(|(n, d, req)| {
-                (
-                    n.to_string(),
-                    VariableDecl {
-                        default: d.map(str::to_string),
-                        required: *req,
-                        secret: false,
-                        description: None,
-                    },
-                )
-            })
+            .map(|(n, d, req)| (n.to_string(), decl(*d, *req, false)))
             .collect()
+    }
+
+    fn decl(default: Option<&str>, required: bool, secret: bool) -> VariableDecl {
+        VariableDecl {
+            default: default.map(str::to_string),
+            required,
+            secret,
+            description: None,
+        }
     }
 
     #[test]
@@ -193,11 +202,11 @@ mod tests {
             _ => None,
         };
         let r = Resolver::new(&d, env).unwrap();
-        assert_eq!(r.get("host").unwrap(), "10.0.0.1");
+        assert_eq!(r.get("host").unwrap().plain(), Some("10.0.0.1"));
         assert_eq!(r.resolve("{{ token }}-x").unwrap(), "t-x");
 
         let r = Resolver::new(&decls(&[("host", Some("127.0.0.1"), false)]), |_| None).unwrap();
-        assert_eq!(r.get("host").unwrap(), "127.0.0.1");
+        assert_eq!(r.get("host").unwrap().plain(), Some("127.0.0.1"));
 
         let e = Resolver::new(&d, |_| None).unwrap_err().to_string();
         assert!(
@@ -213,9 +222,27 @@ mod tests {
         vars.insert("url".to_string(), "http://{{ host }}/".to_string());
         vars.insert("fixed".to_string(), "lit".to_string());
         let out = r.component_variables(&vars).unwrap();
-        assert_eq!(out["url"], "http://h/");
-        assert_eq!(out["fixed"], "lit");
+        assert_eq!(out["url"].plain(), Some("http://h/"));
+        assert_eq!(out["fixed"].plain(), Some("lit"));
         vars.insert("bad".to_string(), "{{ nope }}".to_string());
         assert!(r.component_variables(&vars).is_err());
+    }
+
+    #[test]
+    fn a_secret_and_what_is_made_from_it_stay_secret() {
+        let mut d = decls(&[("host", Some("h"), false)]);
+        d.insert("password".into(), decl(Some("hunter2-pw"), false, true));
+        let r = Resolver::new(&d, |_| None).unwrap();
+        assert!(!format!("{r:?}").contains("hunter2"), "{r:?}");
+        assert_eq!(r.get("password").unwrap().plain(), None);
+        assert_eq!(r.get("password").unwrap().expose(), "hunter2-pw");
+        let url = r.value("redis://:{{ password }}@{{ host }}:6379").unwrap();
+        assert_eq!(url.plain(), None, "a template over a secret is secret");
+        assert_eq!(url.expose(), "redis://:hunter2-pw@h:6379");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(
+            r.value("redis://{{ host }}").unwrap().plain(),
+            Some("redis://h")
+        );
     }
 }

@@ -40,6 +40,7 @@ mod plan;
 mod redact;
 mod routes;
 mod runtime_config;
+mod secret;
 /// Runs a unit test's async body on a runtime of its own.
 #[cfg(test)]
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {

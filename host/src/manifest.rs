@@ -78,14 +78,27 @@ pub struct AppHttpConfig {
     pub base: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `address` may be written with its password (`redis://:<password>@host`): its `Debug` shows
+/// it masked.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppRedisConfig {
     pub address: String,
 }
 
+impl std::fmt::Debug for AppRedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRedisConfig")
+            .field("address", &crate::redact::url(&self.address))
+            .finish()
+    }
+}
+
 /// The MQTT trigger plugin (spin-trigger-mqtt v0.7) takes these as strings; numbers are accepted too.
-#[derive(Debug, Clone, Deserialize)]
+/// `password` may be written in the clear: its `Debug` shows `***`.
+// `password` stays a `String` while the MQTT trigger (trigger/mqtt.rs) reads it as one; it
+// becomes a `crate::secret::Secret` when the trigger resolves it with `Resolver::value`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppMqttConfig {
     pub address: String,
@@ -95,6 +108,17 @@ pub struct AppMqttConfig {
     pub password: String,
     #[serde(default)]
     pub keep_alive_interval: Option<StringOrInt>,
+}
+
+impl std::fmt::Debug for AppMqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppMqttConfig")
+            .field("address", &crate::redact::url(&self.address))
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("keep_alive_interval", &self.keep_alive_interval)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -113,8 +137,10 @@ impl std::fmt::Display for StringOrInt {
     }
 }
 
-/// `[variables]` entries: exactly one of `default` or `required = true`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// `[variables]` entries: exactly one of `default` or `required = true`. The `default` of a
+/// `secret = true` one is a secret: its `Debug` shows `***` (the resolved value is a
+/// `secret::Secret`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VariableDecl {
     #[serde(default)]
@@ -125,6 +151,21 @@ pub struct VariableDecl {
     pub secret: bool,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+impl std::fmt::Debug for VariableDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let default = match &self.default {
+            Some(_) if self.secret => Some("***"),
+            other => other.as_deref(),
+        };
+        f.debug_struct("VariableDecl")
+            .field("default", &default)
+            .field("required", &self.required)
+            .field("secret", &self.secret)
+            .field("description", &self.description)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -183,7 +224,8 @@ pub enum ComponentRef {
     Inline(toml::Value),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `address` as in [`AppRedisConfig`]: its `Debug` shows it masked.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 // Parsed so that a Spin manifest parses here, not all read (see the module's comment).
 #[allow(dead_code)]
@@ -195,6 +237,17 @@ pub struct RedisTrigger {
     /// Spin 3 lets a trigger override the application-wide address.
     #[serde(default)]
     pub address: Option<String>,
+}
+
+impl std::fmt::Debug for RedisTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTrigger")
+            .field("id", &self.id)
+            .field("channel", &self.channel)
+            .field("component", &self.component)
+            .field("address", &self.address.as_deref().map(crate::redact::url))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

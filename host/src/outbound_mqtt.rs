@@ -14,48 +14,30 @@
 
 use anyhow::{bail, Context, Result};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS};
-use std::sync::Arc;
-
-use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Resource, ResourceTable};
 
 use self::bindings::fermyon::spin2_0_0::mqtt::{self as v2, Error, Qos};
-use crate::allowed_hosts::AllowedHosts;
+use crate::allowed_hosts::OutboundGate;
+use crate::secret::Secret;
 
-/// Bindings of just this capability's interface.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "nanohost:host/outbound-mqtt",
-        imports: { default: async | trappable },
-        with: { "fermyon:spin/mqtt.connection": super::MqttConnection },
-    });
-}
+crate::bindings::capability!("nanohost:host/outbound-mqtt", OutboundMqtt, OutboundMqttInstance, {
+    "fermyon:spin/mqtt.connection": super::MqttConnection,
+});
 
 /// Per-instance state: what this component may reach and its open connections. There is no
 /// per-app state: nothing is pooled (see above).
 pub struct OutboundMqttInstance {
-    component_id: Arc<str>,
-    allowed_hosts: Arc<AllowedHosts>,
+    gate: OutboundGate,
     table: ResourceTable,
 }
 
 impl OutboundMqttInstance {
-    pub fn new(component_id: Arc<str>, allowed_hosts: Arc<AllowedHosts>) -> OutboundMqttInstance {
+    pub fn new(gate: OutboundGate) -> OutboundMqttInstance {
         OutboundMqttInstance {
-            component_id,
-            allowed_hosts,
+            gate,
             table: ResourceTable::new(),
         }
     }
-}
-
-/// Links `fermyon:spin/mqtt@2.0.0`; `get` finds this capability's state in the store data.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut OutboundMqttInstance,
-) -> Result<()> {
-    v2::add_to_linker::<T, HasSelf<OutboundMqttInstance>>(linker, get)?;
-    Ok(())
 }
 
 /// Requests a client may queue before `publish` waits (Spin's `MQTT_CHANNEL_CAP`).
@@ -66,7 +48,7 @@ const CHANNEL_CAP: usize = 1000;
 pub fn options(
     address: &str,
     username: &str,
-    password: &str,
+    password: &Secret,
     keep_alive: std::time::Duration,
 ) -> Result<MqttOptions> {
     let mut opts = MqttOptions::parse_url(address)
@@ -77,7 +59,8 @@ pub fn options(
                 crate::redact::url(address)
             )
         })?;
-    opts.set_credentials(username, password);
+    // The one place the password leaves nanohost: to the client that logs in with it.
+    opts.set_credentials(username, password.expose());
     // rumqttc panics on a keep-alive under one second other than zero; seconds cannot be.
     if keep_alive.is_zero() || keep_alive >= std::time::Duration::from_secs(1) {
         opts.set_keep_alive(keep_alive);
@@ -133,8 +116,9 @@ impl v2::HostConnection for OutboundMqttInstance {
         password: String,
         keep_alive_interval_in_secs: u64,
     ) -> wasmtime::Result<Result<Resource<MqttConnection>, Error>> {
-        if !self.allowed_hosts.allows_url(&address, "mqtt") {
-            tracing::info!(component = %self.component_id, address = %crate::redact::url(&address), "outbound MQTT refused: not in allowed_outbound_hosts");
+        // A secret from here on: an error or a `{:?}` of the options cannot show it.
+        let password = Secret::from(password);
+        if !self.gate.opens(&address, "mqtt", "MQTT") {
             return Ok(Err(Error::ConnectionFailed(format!(
                 "address {} is not permitted",
                 crate::redact::url(&address)
@@ -144,7 +128,7 @@ impl v2::HostConnection for OutboundMqttInstance {
         let opts = match options(&address, &username, &password, keep_alive) {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(component = %self.component_id, "MQTT URL parse error: {e:#}");
+                tracing::error!(component = %self.gate.component_id(), "MQTT URL parse error: {e:#}");
                 return Ok(Err(Error::InvalidAddress));
             }
         };
@@ -180,6 +164,7 @@ impl v2::HostConnection for OutboundMqttInstance {
 #[cfg(test)]
 mod tests {
     use super::options;
+    use crate::secret::Secret;
     use std::time::Duration;
 
     /// Addresses as Spin 3.6.3 takes them (rumqttc `parse_url`): `(address, accepted)`.
@@ -197,7 +182,7 @@ mod tests {
     #[test]
     fn addresses_are_parsed_as_spin_parses_them() {
         for (address, accepted) in ADDRESSES {
-            let r = options(address, "", "", Duration::from_secs(30));
+            let r = options(address, "", &Secret::default(), Duration::from_secs(30));
             assert_eq!(r.is_ok(), *accepted, "{address}: {:?}", r.err());
         }
     }
@@ -207,10 +192,24 @@ mod tests {
         let e = options(
             "mqtt://user:hunter2@broker:1883",
             "",
-            "",
+            &Secret::default(),
             Duration::from_secs(30),
         )
         .unwrap_err();
         assert!(!format!("{e:#}").contains("hunter2"), "{e:#}");
+        // rumqttc's own Debug of the options would print a plain password; ours is typed until
+        // it is handed over.
+        let password = Secret::from("hunter2");
+        let opts = options(
+            "mqtt://broker:1883?client_id=a",
+            "u",
+            &password,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            opts.unwrap().credentials().map(|login| login.password),
+            Some("hunter2".to_string())
+        );
+        assert!(!format!("{password:?}").contains("hunter2"));
     }
 }

@@ -13,51 +13,30 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, FromRedisValue, Value};
 use std::sync::Arc;
 
-use wasmtime::component::{HasSelf, Linker, Resource, ResourceTable};
+use wasmtime::component::{Resource, ResourceTable};
 
 use self::bindings::fermyon::spin2_0_0::redis::{self as v2, Error, RedisParameter, RedisResult};
-use crate::allowed_hosts::AllowedHosts;
+use crate::allowed_hosts::OutboundGate;
 
-/// Bindings of just this capability's interface.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "nanohost:host/outbound-redis",
-        imports: { default: async | trappable },
-        with: { "fermyon:spin/redis.connection": super::RedisConnection },
-    });
-}
+crate::bindings::capability!("nanohost:host/outbound-redis", OutboundRedis, OutboundRedisInstance, {
+    "fermyon:spin/redis.connection": super::RedisConnection,
+});
 
 /// Per-instance state: what this component may reach, the app's pool, its open connections.
 pub struct OutboundRedisInstance {
-    component_id: Arc<str>,
-    allowed_hosts: Arc<AllowedHosts>,
+    gate: OutboundGate,
     pool: Arc<Pool>,
     table: ResourceTable,
 }
 
 impl OutboundRedisInstance {
-    pub fn new(
-        component_id: Arc<str>,
-        allowed_hosts: Arc<AllowedHosts>,
-        pool: Arc<Pool>,
-    ) -> OutboundRedisInstance {
+    pub fn new(gate: OutboundGate, pool: Arc<Pool>) -> OutboundRedisInstance {
         OutboundRedisInstance {
-            component_id,
-            allowed_hosts,
+            gate,
             pool,
             table: ResourceTable::new(),
         }
     }
-}
-
-/// Links `fermyon:spin/redis@2.0.0`; `get` finds this capability's state in the store data.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut OutboundRedisInstance,
-) -> anyhow::Result<()> {
-    v2::add_to_linker::<T, HasSelf<OutboundRedisInstance>>(linker, get)?;
-    Ok(())
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -129,20 +108,36 @@ fn other(e: redis::RedisError) -> Error {
 }
 
 impl OutboundRedisInstance {
-    fn redis_conn(&self, c: &Resource<RedisConnection>) -> wasmtime::Result<ConnectionManager> {
+    fn redis_conn(&self, c: &Conn) -> wasmtime::Result<ConnectionManager> {
         Ok(self.table.get(c)?.conn.clone())
     }
+
+    /// One command on the open connection `c`, ready to run; a Redis error reaches the guest as
+    /// `other`.
+    fn run<T, F>(
+        &self,
+        c: &Conn,
+        command: impl FnOnce(ConnectionManager) -> F,
+    ) -> wasmtime::Result<impl std::future::Future<Output = Result<T, Error>>>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.redis_conn(c)?;
+        Ok(async move { command(conn).await.map_err(other) })
+    }
 }
+
+/// A guest's handle on an open connection.
+type Conn = Resource<RedisConnection>;
+
+/// What a method answers the guest: its result, or a trap.
+type Reply<T> = wasmtime::Result<Result<T, Error>>;
 
 impl v2::Host for OutboundRedisInstance {}
 
 impl v2::HostConnection for OutboundRedisInstance {
-    async fn open(
-        &mut self,
-        address: String,
-    ) -> wasmtime::Result<Result<Resource<RedisConnection>, Error>> {
-        if !self.allowed_hosts.allows_url(&address, "redis") {
-            tracing::info!(component = %self.component_id, address = %crate::redact::url(&address), "outbound Redis refused: not in allowed_outbound_hosts");
+    async fn open(&mut self, address: String) -> Reply<Conn> {
+        if !self.gate.opens(&address, "redis", "Redis") {
             return Ok(Err(Error::InvalidAddress));
         }
         let conn = match self.pool.get(&address).await {
@@ -155,105 +150,69 @@ impl v2::HostConnection for OutboundRedisInstance {
             .map_err(|_| Error::TooManyConnections))
     }
 
-    async fn publish(
-        &mut self,
-        c: Resource<RedisConnection>,
-        channel: String,
-        payload: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
+    async fn publish(&mut self, c: Conn, channel: String, payload: Vec<u8>) -> Reply<()> {
         // Opens when the host side of `publish` is entered: the benchmark times the hop from it.
         let _send = tracing::trace_span!(target: "nanohost::hop", "send", key = payload.as_slice());
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.publish::<_, _, ()>(channel, payload).await;
-        Ok(r.map_err(other))
+        Ok(self
+            .run(&c, |mut conn| async move {
+                conn.publish(channel, payload).await
+            })?
+            .await)
     }
 
-    async fn get(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r: redis::RedisResult<Option<Vec<u8>>> = conn.get(key).await;
-        Ok(r.map_err(other).and_then(|v| {
+    async fn get(&mut self, c: Conn, key: String) -> Reply<Option<Vec<u8>>> {
+        let r = self.run(&c, |mut conn| async move { conn.get(key).await })?;
+        Ok(r.await.and_then(|v: Option<Vec<u8>>| {
             let size = std::mem::size_of::<Option<Vec<u8>>>() + v.as_ref().map_or(0, Vec::len);
             within_limit(v, size)
         }))
     }
 
-    async fn set(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.set::<_, _, ()>(key, value).await;
-        Ok(r.map_err(other))
+    async fn set(&mut self, c: Conn, key: String, value: Vec<u8>) -> Reply<()> {
+        Ok(self
+            .run(&c, |mut conn| async move { conn.set(key, value).await })?
+            .await)
     }
 
-    async fn incr(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-    ) -> wasmtime::Result<Result<i64, Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.incr(key, 1).await;
-        Ok(r.map_err(other))
+    async fn incr(&mut self, c: Conn, key: String) -> Reply<i64> {
+        Ok(self
+            .run(&c, |mut conn| async move { conn.incr(key, 1).await })?
+            .await)
     }
 
-    async fn del(
-        &mut self,
-        c: Resource<RedisConnection>,
-        keys: Vec<String>,
-    ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.del(keys).await;
-        Ok(r.map_err(other))
+    async fn del(&mut self, c: Conn, keys: Vec<String>) -> Reply<u32> {
+        Ok(self
+            .run(&c, |mut conn| async move { conn.del(keys).await })?
+            .await)
     }
 
-    async fn sadd(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-        values: Vec<String>,
-    ) -> wasmtime::Result<Result<u32, Error>> {
+    async fn sadd(&mut self, c: Conn, key: String, values: Vec<String>) -> Reply<u32> {
         let mut conn = self.redis_conn(&c)?;
-        let r = conn.sadd(key, values).await;
-        Ok(match r {
+        // Spin's one typed error: adding to a key that holds no set.
+        Ok(match conn.sadd(key, values).await {
             Err(e) if e.kind() == redis::ErrorKind::TypeError => Err(Error::TypeError),
             r => r.map_err(other),
         })
     }
 
-    async fn smembers(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-    ) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.smembers(key).await;
-        Ok(r.map_err(other))
+    async fn smembers(&mut self, c: Conn, key: String) -> Reply<Vec<String>> {
+        Ok(self
+            .run(&c, |mut conn| async move { conn.smembers(key).await })?
+            .await)
     }
 
-    async fn srem(
-        &mut self,
-        c: Resource<RedisConnection>,
-        key: String,
-        values: Vec<String>,
-    ) -> wasmtime::Result<Result<u32, Error>> {
-        let mut conn = self.redis_conn(&c)?;
-        let r = conn.srem(key, values).await;
-        Ok(r.map_err(other))
+    async fn srem(&mut self, c: Conn, key: String, values: Vec<String>) -> Reply<u32> {
+        Ok(self
+            .run(&c, |mut conn| async move { conn.srem(key, values).await })?
+            .await)
     }
 
     async fn execute(
         &mut self,
-        c: Resource<RedisConnection>,
+        c: Conn,
         command: String,
         arguments: Vec<RedisParameter>,
-    ) -> wasmtime::Result<Result<Vec<RedisResult>, Error>> {
-        let mut conn = self.redis_conn(&c)?;
+    ) -> Reply<Vec<RedisResult>> {
         let mut cmd = redis::cmd(&command);
         for a in arguments {
             match a {
@@ -261,14 +220,14 @@ impl v2::HostConnection for OutboundRedisInstance {
                 RedisParameter::Binary(v) => cmd.arg(v),
             };
         }
-        let r = cmd.query_async::<Results>(&mut conn).await;
-        Ok(r.map_err(other).and_then(|Results(r)| {
+        let query = |mut conn| async move { cmd.query_async::<Results>(&mut conn).await };
+        Ok(self.run(&c, query)?.await.and_then(|Results(r)| {
             let size = results_size(&r);
             within_limit(r, size)
         }))
     }
 
-    async fn drop(&mut self, c: Resource<RedisConnection>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, c: Conn) -> wasmtime::Result<()> {
         self.table.delete(c)?;
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::expressions::Resolver;
 use crate::key_value::KeyValuePlan;
 use crate::manifest::{Application, Manifest};
 use crate::runtime_config::RuntimeConfig;
+use crate::secret::Value;
 use crate::trigger::http::HttpPlan;
 use crate::trigger::mqtt::MqttPlan;
 use crate::trigger::redis::RedisPlan;
@@ -35,8 +36,8 @@ pub(crate) struct Inputs<'a> {
 /// One application variable, resolved.
 #[derive(Debug, Clone)]
 pub(crate) struct VariablePlan {
-    /// The value, secret or not (`check` prints only the values that are not secret).
-    pub value: Option<String>,
+    /// The value: a `secret = true` one is a `Value::Secret`, which `check` cannot print.
+    pub value: Option<Value>,
     /// Given by `--variable` or `SPIN_VARIABLE_*`, not taken from `default`.
     pub set: bool,
     pub required: bool,
@@ -176,7 +177,7 @@ fn configure_variables(manifest: &Manifest, inputs: &Inputs, plan: &mut AppPlan)
     let resolver = plan.part(resolver);
     for (name, decl) in &manifest.variables {
         let variable = VariablePlan {
-            value: resolver.get(name).ok().map(str::to_string),
+            value: resolver.get(name).ok().cloned(),
             set: lookup(&env_name(name)).is_some(),
             required: decl.required,
             secret: decl.secret,
@@ -221,5 +222,84 @@ impl StateDir {
             StateDir::Path(p) => Some(p.clone()),
             StateDir::InMemory => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spin_toml::SpinToml;
+
+    /// Secret values in every place an app can hold one, each in its own words so a leak names
+    /// its source: a `secret = true` default, one given by `--variable`, a Redis store URL of
+    /// the runtime config, and passwords written into the manifest's trigger settings.
+    const SECRETS: &[&str] = &[
+        "default-s3cret",
+        "variable-s3cret",
+        "store-s3cret",
+        "mqtt-s3cret",
+    ];
+
+    fn app() -> String {
+        SpinToml::new("a", "/...", "c", "c.wasm")
+            .application(
+                "[application.trigger.mqtt]\naddress = \"mqtt://127.0.0.1:1883\"\n\
+                 username = \"u\"\npassword = \"mqtt-s3cret\"",
+            )
+            .variable(
+                "sweep_token",
+                r#"{ default = "default-s3cret", secret = true }"#,
+            )
+            .variable("redis_password", r#"{ required = true, secret = true }"#)
+            .field(r#"key_value_stores = ["default"]"#)
+            .field(r#"allowed_outbound_hosts = ["redis://127.0.0.1:6379"]"#)
+            .section(
+                "[component.c.variables]\nsweep_token = \"{{ sweep_token }}\"\n\
+                 redis_url = \"redis://:{{ redis_password }}@127.0.0.1:6379\"",
+            )
+            .section("[[trigger.mqtt]]\ntopic = \"orders\"\ncomponent = \"c\"")
+            .to_string()
+    }
+
+    #[test]
+    fn debug_of_the_plan_shows_no_secret_and_the_guest_gets_each() {
+        let dir = std::env::temp_dir().join(format!("nanohost-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = dir.join("spin.toml");
+        std::fs::write(&manifest, app()).unwrap();
+        let runtime_config = dir.join("runtime-config.toml");
+        let store = "[key_value_store.default]\ntype = \"redis\"\n\
+                     url = \"redis://:store-s3cret@127.0.0.1:6379\"";
+        std::fs::write(&runtime_config, store).unwrap();
+        let variables = [("redis_password".to_string(), "variable-s3cret".to_string())];
+        let plan = configure(&Inputs {
+            manifest: &manifest,
+            runtime_config: Some(&runtime_config),
+            variables: &variables,
+            env: &|_| None,
+            state_dir: &StateDir::InMemory,
+            components: &[],
+        });
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        // The triggers' own parts (`plan.redis`, `plan.mqtt`) are typed by trigger/*.
+        let shown = [
+            format!("{:?}", plan.variables),
+            format!("{:?}", plan.components),
+            format!("{:?}", plan.key_value),
+            format!("{:?}", Manifest::from_file(&manifest).unwrap()),
+            format!("{:?}", RuntimeConfig::from_file(&runtime_config).unwrap()),
+        ];
+        std::fs::remove_dir_all(&dir).unwrap();
+        for text in &shown {
+            for secret in SECRETS {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+        let c = &plan.components["c"].variables;
+        assert_eq!(c["sweep_token"].expose(), "default-s3cret");
+        assert_eq!(
+            c["redis_url"].expose(),
+            "redis://:variable-s3cret@127.0.0.1:6379"
+        );
     }
 }

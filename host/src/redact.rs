@@ -1,15 +1,20 @@
 //! Credentials never reach a log line or a response: URLs are shown without their password
 //! (`redis://user:***@host`), and without query values that look like secrets.
 
-/// `url` with any password (and secret-looking query values) replaced by `***`. Text that is not
-/// a URL comes back unchanged, except that a `user:password@` before a host is still masked.
+/// `url` with any password (and secret-looking query values) replaced by `***`. A URL without
+/// them, and text that is not a URL, come back as written, except that a `user:password@`
+/// before a host is still masked.
 pub fn url(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut u) => {
+            let secret_query = u.query_pairs().any(|(k, _)| is_secret_name(&k));
+            if u.password().is_none() && !secret_query {
+                // As written: `Url` would normalise it (`http://h` → `http://h/`).
+                return text.to_string();
+            }
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
-            let secret_query = u.query_pairs().any(|(k, _)| is_secret_name(&k));
             if secret_query {
                 let pairs: Vec<(String, String)> = u
                     .query_pairs()
@@ -132,6 +137,7 @@ mod tests {
             "mqtt://broker:1883?client_id=a",
         ),
         ("not a url", "not a url"),
+        ("http://Example.com", "http://Example.com"),
         ("redis://u:hunter2@[bad", "redis://u:***@[bad"),
     ];
 

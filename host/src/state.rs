@@ -8,7 +8,7 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use crate::allowed_hosts::AllowedHosts;
+use crate::allowed_hosts::{AllowedHosts, OutboundGate};
 use crate::outbound_http::OutboundHttp;
 
 /// Connection pools shared by every instance of every component.
@@ -23,7 +23,7 @@ pub struct ComponentCtx {
     pub allowed_hosts: Arc<AllowedHosts>,
     /// The key-value stores this component lists.
     pub key_value: Arc<crate::key_value::ComponentStores>,
-    pub variables: Arc<HashMap<String, String>>,
+    pub variables: Arc<HashMap<String, crate::secret::Value>>,
     pub environment: Vec<(String, String)>,
     pub max_memory_bytes: usize,
     pub shared: Arc<Shared>,
@@ -88,6 +88,10 @@ impl HostState {
         for (k, v) in &component.environment {
             wasi.env(k, v);
         }
+        let gate = OutboundGate::new(
+            component.id.as_str().into(),
+            component.allowed_hosts.clone(),
+        );
         HostState {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
@@ -106,14 +110,10 @@ impl HostState {
                 component.variables.clone(),
             ),
             redis: crate::outbound_redis::OutboundRedisInstance::new(
-                component.id.as_str().into(),
-                component.allowed_hosts.clone(),
+                gate.clone(),
                 component.shared.redis.clone(),
             ),
-            mqtt: crate::outbound_mqtt::OutboundMqttInstance::new(
-                component.id.as_str().into(),
-                component.allowed_hosts.clone(),
-            ),
+            mqtt: crate::outbound_mqtt::OutboundMqttInstance::new(gate),
         }
     }
 }

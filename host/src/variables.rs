@@ -9,15 +9,9 @@ use std::sync::Arc;
 use wasmtime::component::{HasSelf, Linker};
 
 use self::bindings::fermyon::spin2_0_0::variables::{self, Error};
+use crate::secret::Value;
 
-/// Bindings of just this capability's interface.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "nanohost:host/variables",
-        imports: { default: async | trappable },
-    });
-}
+crate::bindings::capability!("nanohost:host/variables", Variables, VariablesInstance, {});
 
 /// Bindings of Spin 4's version: an `async func`, which bindgen makes a concurrent host
 /// function (`HostWithStore`, called with an `Accessor`).
@@ -32,25 +26,16 @@ mod bindings3 {
 /// Per-instance state.
 pub struct VariablesInstance {
     component_id: Arc<str>,
-    values: Arc<HashMap<String, String>>,
+    values: Arc<HashMap<String, Value>>,
 }
 
 impl VariablesInstance {
-    pub fn new(component_id: Arc<str>, values: Arc<HashMap<String, String>>) -> VariablesInstance {
+    pub fn new(component_id: Arc<str>, values: Arc<HashMap<String, Value>>) -> VariablesInstance {
         VariablesInstance {
             component_id,
             values,
         }
     }
-}
-
-/// Links `fermyon:spin/variables@2.0.0`; `get` finds this capability's state in the store data.
-pub fn add_to_linker<T: Send + 'static>(
-    linker: &mut Linker<T>,
-    get: fn(&mut T) -> &mut VariablesInstance,
-) -> anyhow::Result<()> {
-    variables::add_to_linker::<T, HasSelf<VariablesInstance>>(linker, get)?;
-    Ok(())
 }
 
 /// Links `spin:variables/variables@3.0.0` (Spin 4): only where the engine supports
@@ -92,16 +77,13 @@ impl variables::Host for VariablesInstance {
     }
 }
 
-fn lookup(
-    component: &str,
-    values: &HashMap<String, String>,
-    name: String,
-) -> Result<String, Error> {
+fn lookup(component: &str, values: &HashMap<String, Value>, name: String) -> Result<String, Error> {
     if crate::manifest::check_variable_name(&name).is_err() {
         return Err(Error::InvalidName(name));
     }
     match values.get(&name) {
-        Some(v) => Ok(v.clone()),
+        // The one place a secret variable leaves the host: to the component that declared it.
+        Some(v) => Ok(v.expose().to_string()),
         // Spin's message for a name the component did not declare.
         None => Err(Error::Undefined(format!(
             "no variable for {component:?}.{name:?}"
@@ -115,13 +97,27 @@ mod tests {
 
     #[test]
     fn a_component_reads_only_its_own_table() {
-        let values = HashMap::from([("orders_topic".to_string(), "orders/placed".to_string())]);
+        let values = HashMap::from([
+            (
+                "orders_topic".to_string(),
+                Value::Plain("orders/placed".into()),
+            ),
+            (
+                "mqtt_password".to_string(),
+                Value::Secret("hunter2-pw".into()),
+            ),
+        ]);
         assert_eq!(
             lookup("app", &values, "orders_topic".into()).unwrap(),
             "orders/placed"
         );
-        match lookup("app", &values, "mqtt_password".into()) {
-            Err(Error::Undefined(m)) => assert!(m.contains("mqtt_password"), "{m}"),
+        // A secret reaches the guest as it is.
+        assert_eq!(
+            lookup("app", &values, "mqtt_password".into()).unwrap(),
+            "hunter2-pw"
+        );
+        match lookup("app", &values, "mqtt_pass".into()) {
+            Err(Error::Undefined(m)) => assert!(m.contains("mqtt_pass"), "{m}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -154,6 +154,50 @@ fn spin_variable_environment_override() {
     assert!(body.contains("bonjour, world"), "{body}");
 }
 
+/// `nanohost check` prints the plan, and neither its JSON nor its errors show a secret: one given
+/// by `--variable`, one from the environment, and a template made from one.
+#[test]
+fn check_shows_no_secret() {
+    let dir = TempDir::new("cli-check-secrets");
+    let manifest = support::probe_toml("cli")
+        .variable("token", r#"{ required = true, secret = true }"#)
+        .variable("redis_password", r#"{ required = true, secret = true }"#)
+        .field(r#"allowed_outbound_hosts = ["redis://127.0.0.1:6379"]"#)
+        .section(
+            "[component.probe.variables]\ntoken = \"{{ token }}\"\n\
+             redis_url = \"redis://:{{ redis_password }}@127.0.0.1:6379\"",
+        );
+    let m = dir.file("spin.toml", &manifest.to_string());
+    let out = Command::new(env!("CARGO_BIN_EXE_nanohost"))
+        .args(["check", "--manifest"])
+        .arg(&m)
+        .args([
+            "--variable",
+            "token=cli-token-s3cret",
+            "--variable",
+            "nope=1",
+        ])
+        .env("SPIN_VARIABLE_REDIS_PASSWORD", "cli-env-s3cret")
+        .output()
+        .expect("run nanohost check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // An undeclared variable is an error, so the run fails and prints its errors.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+    for secret in ["cli-token-s3cret", "cli-env-s3cret"] {
+        assert!(!stdout.contains(secret), "{secret} in {stdout}");
+        assert!(!stderr.contains(secret), "{secret} in {stderr}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(report["variables"]["token"]["secret"], true);
+    assert_eq!(
+        report["variables"]["token"]["value"],
+        serde_json::Value::Null
+    );
+    assert_eq!(report["components"]["probe"]["urls"][0]["url"], "***");
+}
+
 /// A blocking GET without pulling in a blocking HTTP client.
 fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};

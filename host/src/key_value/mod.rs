@@ -25,6 +25,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 
+use crate::secret::Secret;
+
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
 
@@ -43,7 +45,7 @@ pub(crate) mod bindings {
 }
 
 /// One `[key_value_store.<label>]` table of a runtime config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StoreConfig {
     /// Spin's own store: SQLite in the file `path` (relative to the runtime config file), or
@@ -52,16 +54,15 @@ pub enum StoreConfig {
         #[serde(default)]
         path: Option<PathBuf>,
     },
-    Redis {
-        url: String,
-    },
+    /// The URL may carry a password (`redis://:<password>@host`): a `Secret`.
+    Redis { url: Secret },
 }
 
 impl StoreConfig {
     pub fn validate(&self, label: &str) -> Result<()> {
         if let StoreConfig::Redis { url } = self {
-            let shown = crate::redact::url(url);
-            let parsed = url::Url::parse(url).map_err(|e| {
+            let shown = crate::redact::url(url.expose());
+            let parsed = url::Url::parse(url.expose()).map_err(|e| {
                 anyhow::anyhow!("key_value_store.{label}: url {shown:?} is not a valid URL: {e}")
             })?;
             if !matches!(parsed.scheme(), "redis" | "rediss") {

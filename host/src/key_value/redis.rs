@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 
 use super::{Backend, BackendError};
+use crate::secret::Secret;
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -28,7 +29,8 @@ redis.call('SET', KEYS[1], ARGV[2])
 return 1";
 
 impl RedisStore {
-    pub fn new(url: &str) -> anyhow::Result<RedisStore> {
+    pub fn new(url: &Secret) -> anyhow::Result<RedisStore> {
+        let url = url.expose();
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("invalid Redis URL {:?}: {e}", crate::redact::url(url)))?;
         Ok(RedisStore {

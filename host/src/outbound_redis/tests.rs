@@ -11,7 +11,7 @@ use super::{
     results_size, within_limit, OutboundRedisInstance, Pool, RedisConnection, Results,
     MAX_HOST_BUFFERED_BYTES,
 };
-use crate::allowed_hosts::AllowedHosts;
+use crate::allowed_hosts::{AllowedHosts, OutboundGate};
 use crate::block_on;
 use crate::expressions::Resolver;
 
@@ -23,7 +23,8 @@ fn redis_server() -> test_brokers::Redis {
 
 fn instance(allowed: &[String], pool: &Arc<Pool>) -> OutboundRedisInstance {
     let allowed = AllowedHosts::parse(allowed, &Resolver::default(), &[]).unwrap();
-    OutboundRedisInstance::new("caller".into(), Arc::new(allowed), pool.clone())
+    let gate = OutboundGate::new("caller".into(), Arc::new(allowed));
+    OutboundRedisInstance::new(gate, pool.clone())
 }
 
 /// An instance allowed to reach `server`, with a connection open to it.
