@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use wasmtime::component::Component;
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::Engine;
 
 use crate::load::{histogram, summarize, Summary};
 
@@ -121,27 +121,17 @@ fn ns(t: Instant) -> u64 {
 /// nanohost's engine, with a pool whose per-component limits fit a chain of 16 (17 components:
 /// nanohost allows 64 core instances and 16 memories per component) and a few instances at once.
 fn engine() -> Result<Engine> {
+    let per_instance = nanohost::PoolShare {
+        core_instances: 256,
+        memories: 64,
+        tables: 256,
+    };
     let limits = nanohost::Limits::default();
-    let mut config = nanohost::engine_config(&limits);
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_component_instances(8)
-        .total_core_instances(8 * 256)
-        .total_memories(8 * 64)
-        .total_tables(8 * 256)
-        .total_stacks(8)
-        .max_core_instances_per_component(256)
-        .max_memories_per_component(64)
-        .max_tables_per_component(256)
-        .max_memory_size(limits.max_memory_bytes)
-        .max_core_instance_size(4 << 20)
-        .max_component_instance_size(4 << 20);
-    if PoolingAllocationConfig::is_pagemap_scan_available() {
-        pool.pagemap_scan(wasmtime::Enabled::Yes)
-            .linear_memory_keep_resident(8 << 20)
-            .table_keep_resident(1 << 20);
-    }
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Ok(Engine::new(&config)?)
+    Ok(Engine::new(&nanohost::sized_engine_config(
+        &limits,
+        8,
+        per_instance,
+    ))?)
 }
 
 pub async fn run(chains: &[(usize, Vec<u8>)], iterations: u64, pairs: u64) -> Result<Chains> {

@@ -28,7 +28,15 @@ impl Conn {
         Ok(Conn { addr, send })
     }
 
-    async fn request(&mut self, req: Request<Full<Bytes>>) -> Result<(u16, Option<String>, Bytes)> {
+    /// Sends `req` with `body` and this connection's `Host`: the status, `Location` and body.
+    async fn request(
+        &mut self,
+        req: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<(u16, Option<String>, Bytes)> {
+        let req = req
+            .header(hyper::header::HOST, self.addr.to_string())
+            .body(Full::new(body))?;
         self.send.ready().await?;
         let resp = self.send.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -44,11 +52,8 @@ impl Conn {
     /// `POST /order`; returns the new order's id. Anything but 202 is an error.
     pub async fn place(&mut self, details: &str) -> Result<String> {
         let body = serde_json::to_vec(&serde_json::json!({ "details": details }))?;
-        let req = Request::post("/order")
-            .header(hyper::header::HOST, self.addr.to_string())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))?;
-        let (status, location, body) = self.request(req).await?;
+        let req = Request::post("/order").header(hyper::header::CONTENT_TYPE, "application/json");
+        let (status, location, body) = self.request(req, body.into()).await?;
         if status != 202 {
             bail!(
                 "POST /order answered {status}: {}",
@@ -61,19 +66,14 @@ impl Conn {
 
     /// `GET path`; the status code (the body is read and dropped).
     pub async fn get(&mut self, path: &str) -> Result<u16> {
-        let req = Request::get(path)
-            .header(hyper::header::HOST, self.addr.to_string())
-            .body(Full::new(Bytes::new()))?;
-        let (status, _, _) = self.request(req).await?;
+        let (status, _, _) = self.request(Request::get(path), Bytes::new()).await?;
         Ok(status)
     }
 
     /// `GET /order/{id}`; true when it reports `fulfilled`.
     pub async fn is_fulfilled(&mut self, id: &str) -> Result<bool> {
-        let req = Request::get(format!("/order/{id}"))
-            .header(hyper::header::HOST, self.addr.to_string())
-            .body(Full::new(Bytes::new()))?;
-        let (status, _, body) = self.request(req).await?;
+        let req = Request::get(format!("/order/{id}"));
+        let (status, _, body) = self.request(req, Bytes::new()).await?;
         if status != 200 {
             bail!(
                 "GET /order/{id} answered {status}: {}",

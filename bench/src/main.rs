@@ -70,10 +70,10 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "quick")]
     smoke: bool,
     /// Which shapes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = Shape::all())]
+    #[arg(long, value_delimiter = ',', default_values_t = Shape::value_variants().to_vec())]
     shapes: Vec<Shape>,
     /// Which phases, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = Phase::all())]
+    #[arg(long, value_delimiter = ',', default_values_t = Phase::value_variants().to_vec())]
     phases: Vec<Phase>,
     /// Orders in the throughput phase and in the 64-client loss phase.
     #[arg(long)]
@@ -115,15 +115,6 @@ pub enum Shape {
 }
 
 impl Shape {
-    fn all() -> Vec<Shape> {
-        vec![
-            Shape::Composed,
-            Shape::ComposedRedisKv,
-            Shape::Mqtt,
-            Shape::Redis,
-            Shape::Http,
-        ]
-    }
     fn description(self) -> &'static str {
         match self {
             Shape::Composed => "one composed component (order-app.wasm); embedded key-value store",
@@ -150,8 +141,20 @@ impl Shape {
             Shape::Http => "http",
         }
     }
+    /// The shape of shapes.toml whose apps it runs (composed-redis-kv: the composed app with its
+    /// store in Redis).
+    fn listed(self) -> &'static shapes::Shape {
+        let name = match self {
+            Shape::ComposedRedisKv => "composed",
+            other => other.name(),
+        };
+        let listed = shapes::catalog().shape(name);
+        listed.unwrap_or_else(|| panic!("shapes.toml has no shape {name}"))
+    }
+
+    /// The order app hands each order to a fulfilment app (over a broker or HTTP).
     pub fn networked(self) -> bool {
-        matches!(self, Shape::Mqtt | Shape::Redis | Shape::Http)
+        self.listed().app(shapes::Role::Fulfilment).is_some()
     }
 }
 
@@ -182,20 +185,6 @@ pub enum Phase {
     /// Wac ahead of time against Spin's load-time `dependencies` (with and without the deny-all
     /// adapter): start-up on nanohost and every Spin, bytes loaded, instantiation, per request.
     Ways,
-}
-
-impl Phase {
-    fn all() -> Vec<Phase> {
-        vec![
-            Phase::Peers,
-            Phase::Shapes,
-            Phase::OpenLoop,
-            Phase::Micro,
-            Phase::Chains,
-            Phase::Tax,
-            Phase::Ways,
-        ]
-    }
 }
 
 impl std::fmt::Display for Phase {
@@ -601,38 +590,29 @@ fn run_shape(
         // (an environment variable, not an argument that `ps` would show).
         env.push(("SPIN_VARIABLE_MESSAGE_KEY".into(), message_key()));
     }
-    // A shape's apps as shapes.toml lists them: the order app on the load's port, a networked
-    // shape's fulfilment app on `fulfil_port`.
-    let apps_of = |shape: &str, fulfil_port: Option<u16>| -> Vec<App> {
-        let shape = composition::catalog()
-            .shape(shape)
-            .unwrap_or_else(|| panic!("shapes.toml has no shape {shape}"));
-        let port = |app: &shapes::App| match app.role {
-            shapes::Role::Order => Some(http_port),
-            shapes::Role::Fulfilment => fulfil_port,
-        };
-        shape
-            .apps
-            .iter()
-            .map(|a| (a.manifest.clone().into(), port(a)))
-            .collect()
+    // A fulfilment app with an HTTP trigger (the http shape) listens on a port of its own, which
+    // the order app posts to.
+    let listed = shape.listed();
+    let fulfilment = listed.app(shapes::Role::Fulfilment);
+    let fulfil_port = fulfilment.filter(|a| a.http).map(|_| procs::free_port());
+    if let Some(port) = fulfil_port {
+        env.push((
+            "SPIN_VARIABLE_FULFILMENT_ORIGIN".into(),
+            format!("http://127.0.0.1:{port}"),
+        ));
+    }
+    // The shape's apps as shapes.toml lists them: the order app on the load's port.
+    let port = |app: &shapes::App| match app.role {
+        shapes::Role::Order => Some(http_port),
+        shapes::Role::Fulfilment => fulfil_port,
     };
-    let networked = apps_of;
-    let composed = apps_of("composed", None);
-    let (apps, config): (Vec<App>, Option<&Path>) = match shape {
-        Shape::Composed => (composed, None),
-        Shape::ComposedRedisKv => (composed, Some(redis_config)),
-        Shape::Mqtt => (networked("mqtt", None), Some(redis_config)),
-        Shape::Redis => (networked("redis", None), Some(redis_config)),
-        Shape::Http => {
-            let fulfil_port = procs::free_port();
-            env.push((
-                "SPIN_VARIABLE_FULFILMENT_ORIGIN".into(),
-                format!("http://127.0.0.1:{fulfil_port}"),
-            ));
-            (networked("http", Some(fulfil_port)), Some(redis_config))
-        }
-    };
+    let apps: Vec<App> = listed
+        .apps
+        .iter()
+        .map(|a| (a.manifest.clone().into(), port(a)))
+        .collect();
+    // Only the composed shape keeps its store embedded; every other in Redis.
+    let config = (shape != Shape::Composed).then_some(redis_config);
     let description = shape.description();
     let log = out.join(format!("host-{shape}.log"));
     let mut harness = procs::Harness::start(&apps, config, &env, &log, root)?;

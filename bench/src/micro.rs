@@ -52,6 +52,40 @@ exporting!(
      export nano:orders/fulfilment@0.1.0; export nano:orders/store@0.1.0; }"
 );
 
+/// The accepted order every call reads, as an `OrderRecord` of the types in `$types` (each set
+/// of bindings, and `order_domain`, has its own types for the same WIT record).
+macro_rules! stored_order {
+    ($($types:ident)::+, $details:expr) => {{
+        use $($types)::+::{Order, OrderRecord, OrderStatus};
+        OrderRecord {
+            order: Order {
+                id: ORDER_ID.into(),
+                details: $details.into(),
+                placed_at: 1,
+                idempotency_key: None,
+            },
+            status: OrderStatus::Accepted,
+            updated_at: 1,
+        }
+    }};
+}
+
+/// An instance of `$wasm` (bindings `$app::$World`) in a store of its own, with the order saved
+/// through its `store` export: `(store, bindings, record)`.
+macro_rules! instance_with_order {
+    ($app:ident::$world:ident, $engine:expr, $linker:expr, $wasm:expr, $details:expr) => {{
+        let component = Component::new($engine, $wasm)?;
+        let mut store = store($engine, &ctx()?);
+        let app = $app::$world::instantiate_async(&mut store, &component, $linker).await?;
+        let record = stored_order!($app::exports::nano::orders::types, $details);
+        app.nano_orders_store()
+            .call_save(&mut store, &record)
+            .await?
+            .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+        (store, app, record)
+    }};
+}
+
 /// The order's details in the default run.
 pub const DETAILS: &str = "2 x espresso";
 
@@ -125,51 +159,28 @@ pub async fn run(
     let linker = nanohost::linker(&engine, false)?;
 
     // (a)
-    let component = Component::new(&engine, events_wasm)?;
-    let mut store_a = store(&engine, &ctx()?);
-    let app = events_app::EventsApp::instantiate_async(&mut store_a, &component, &linker).await?;
-    use events_app::exports::nano::orders::types::{Order, OrderRecord, OrderStatus};
-    let order = Order {
-        id: ORDER_ID.into(),
-        details: details.into(),
-        placed_at: 1,
-        idempotency_key: None,
-    };
-    let record = OrderRecord {
-        order: order.clone(),
-        status: OrderStatus::Accepted,
-        updated_at: 1,
-    };
-    app.nano_orders_store()
-        .call_save(&mut store_a, &record)
-        .await?
-        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let (mut store_a, app, record) = instance_with_order!(
+        events_app::EventsApp,
+        &engine,
+        &linker,
+        events_wasm,
+        details
+    );
     let events = app.nano_orders_events();
     let ev_order = events_app::exports::nano::orders::events::Order {
-        id: order.id.clone(),
-        details: order.details.clone(),
-        placed_at: order.placed_at,
+        id: record.order.id.clone(),
+        details: record.order.details.clone(),
+        placed_at: record.order.placed_at,
         idempotency_key: None,
     };
     // (b)
-    let component = Component::new(&engine, fulfil_wasm)?;
-    let mut store_b = store(&engine, &ctx()?);
-    let app = fulfil_app::FulfilApp::instantiate_async(&mut store_b, &component, &linker).await?;
-    use fulfil_app::exports::nano::orders::types as fstore;
-    let record = fstore::OrderRecord {
-        order: fstore::Order {
-            id: ORDER_ID.into(),
-            details: details.into(),
-            placed_at: 1,
-            idempotency_key: None,
-        },
-        status: fstore::OrderStatus::Accepted,
-        updated_at: 1,
-    };
-    app.nano_orders_store()
-        .call_save(&mut store_b, &record)
-        .await?
-        .map_err(|e| anyhow::anyhow!("save: {e:?}"))?;
+    let (mut store_b, app, _) = instance_with_order!(
+        fulfil_app::FulfilApp,
+        &engine,
+        &linker,
+        fulfil_wasm,
+        details
+    );
     let fulfilment = app.nano_orders_fulfilment();
     let id = ORDER_ID.to_string();
     // Interleaved, the order alternating, so that drift and noise (the SQLite store behind
@@ -237,19 +248,10 @@ pub(crate) async fn interleaved(
 
 /// The same rule as a plain Rust call.
 pub fn direct(iterations: u64) -> Result<Direct> {
-    use order_domain::{MemoryStore, Order, OrderRecord, OrderStatus, Store};
+    use order_domain::{MemoryStore, Store};
     let store = MemoryStore::default();
     store
-        .save(&OrderRecord {
-            order: Order {
-                id: ORDER_ID.into(),
-                details: DETAILS.into(),
-                placed_at: 1,
-                idempotency_key: None,
-            },
-            status: OrderStatus::Accepted,
-            updated_at: 1,
-        })
+        .save(&stored_order!(order_domain, DETAILS))
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let mut h = histogram();
     for i in 0..iterations + iterations / 10 {

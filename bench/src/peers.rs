@@ -321,20 +321,8 @@ fn drive_spin(
     let tag = host.replace(' ', "");
     let state = p.out.join(format!("{tag}-state"));
     let cmd = spin_up(bin, manifest, port, runtime_config, &state);
-    let line = describe(&cmd, p.root);
-    let log = p.out.join(format!("{tag}.log"));
-    match procs::start_server(cmd, port, &format!("{host} up"), &log) {
-        Ok(_server) => drive(
-            p.rt,
-            host,
-            workload,
-            line,
-            local(port),
-            Work::Place,
-            p.settings,
-        ),
-        Err(e) => skipped(host, workload, format!("did not start: {e:#}")),
-    }
+    let (name, log) = (format!("{host} up"), p.out.join(format!("{tag}.log")));
+    p.serve(host, workload, cmd, (&name, port, &log), Work::Place)
 }
 
 /// Runs `measure` against a server that is already up.
@@ -448,8 +436,22 @@ impl Place<'_> {
         };
         let port = procs::free_port();
         let cmd = wasmtime_serve(bin, wasm, port);
+        let log = self.out.join("wasmtime-serve.log");
+        self.serve(host, workload, cmd, (host, port, &log), work)
+    }
+
+    /// `cmd` as a server: started (`server`: what to call it, its port, its log), driven with
+    /// `work`, stopped; skipped with the reason when it does not start.
+    fn serve(
+        &self,
+        host: &str,
+        workload: &str,
+        cmd: Command,
+        (name, port, log): (&str, u16, &Path),
+        work: Work,
+    ) -> PeerRun {
         let line = describe(&cmd, self.root);
-        match procs::start_server(cmd, port, host, &self.out.join("wasmtime-serve.log")) {
+        match procs::start_server(cmd, port, name, log) {
             Ok(_server) => drive(
                 self.rt,
                 host,

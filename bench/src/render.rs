@@ -8,6 +8,9 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use minijinja::value::ViaDeserialize;
 use minijinja::{context, AutoEscape, Environment, UndefinedBehavior};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::Value as Json;
@@ -181,15 +184,36 @@ fn ways_notes(ways: &Json) -> Vec<String> {
 
 /// µs as reads best: ns under 1 µs, one decimal under 100 µs, ms from 10 ms.
 pub(crate) fn us(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.1} ms", v / 1000.0)
-    } else if v >= 100.0 {
-        format!("{v:.0} µs")
-    } else if v >= 1.0 {
-        format!("{v:.1} µs")
-    } else {
-        format!("{:.0} ns", v * 1000.0)
-    }
+    by_size(
+        v,
+        &[
+            (10_000.0, 1.0, 1000.0, 1, " ms"),
+            (100.0, 1.0, 1.0, 0, " µs"),
+            (1.0, 1.0, 1.0, 1, " µs"),
+            (f64::MIN, 1000.0, 1.0, 0, " ns"),
+        ],
+    )
+}
+
+/// A bar label: µs with two or three significant digits.
+fn short(v: f64) -> String {
+    by_size(
+        v,
+        &[
+            (1000.0, 1.0, 1000.0, 1, "ms"),
+            (10.0, 1.0, 1.0, 0, ""),
+            (1.0, 1.0, 1.0, 1, ""),
+            (f64::MIN, 1.0, 1.0, 2, ""),
+        ],
+    )
+}
+
+/// `v` written by the first rule it reaches, `(from, times, over, decimals, unit)`: `v × times ÷
+/// over` with that many decimals, then the unit; by the last rule when it reaches none.
+fn by_size(v: f64, rules: &[(f64, f64, f64, usize, &str)]) -> String {
+    let rule = rules.iter().find(|r| v >= r.0).or(rules.last());
+    let &(_, times, over, decimals, unit) = rule.expect("a rule");
+    format!("{:.decimals$}{unit}", v * times / over)
 }
 
 /// `a ÷ b` as "1.23x"; "–" when `b` is not positive.
@@ -275,26 +299,13 @@ impl Figures {
         let root = SVGBackend::new(path, (1000, 820)).into_drawing_area();
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(560);
-        let mut chart = ChartBuilder::on(&top)
-            .caption(
-                format!(
-                    "nano-orders: composed vs networked, latency in µs (log scale), {} run",
-                    self.mode
-                ),
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
+        let caption = format!(
+            "nano-orders: composed vs networked, latency in µs (log scale), {} run",
+            self.mode
+        );
+        let mut chart = chart_on(&top, caption, 20, 40)
             .build_cartesian_2d(0f64..groups.len() as f64, (lo..hi).log_scale())?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&|x| slot_label(&groups, *x))
-            .y_desc("µs")
-            .y_label_formatter(&|y| format!("{y}"))
-            .draw()?;
+        slot_mesh(&mut chart, &groups, "µs", &|y| format!("{y}"))?;
         let n = self.shapes.len().max(1) as f64;
         let width = 0.8 / n;
         for (k, (shape, v, _)) in self.shapes.iter().enumerate() {
@@ -314,12 +325,7 @@ impl Figures {
                 Text::new(short(*y), (x, *y * 1.12), bar_label_style())
             }))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()?;
+        legend(&mut chart)?;
 
         // Throughput, linear.
         let max = self
@@ -329,27 +335,14 @@ impl Figures {
             .fold(0.0f64, f64::max)
             .max(1.0)
             * 1.2;
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption(
-                format!(
-                    "orders/s: {} connections (dark) and {} clients (light)",
-                    self.concurrency, self.loss_clients
-                ),
-                ("sans-serif", 16),
-            )
-            .margin(12)
-            .x_label_area_size(30)
-            .y_label_area_size(70)
+        let caption = format!(
+            "orders/s: {} connections (dark) and {} clients (light)",
+            self.concurrency, self.loss_clients
+        );
+        let mut chart = chart_on(&bottom, caption, 16, 30)
             .build_cartesian_2d(0f64..self.shapes.len().max(1) as f64, 0f64..max)?;
         let names: Vec<&str> = self.shapes.iter().map(|r| r.0.as_str()).collect();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(names.len() * 2 + 1)
-            .x_label_formatter(&|x| slot_label(&names, *x))
-            .y_desc("orders/s")
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .draw()?;
+        slot_mesh(&mut chart, &names, "orders/s", &|y| format!("{y:.0}"))?;
         for (k, (_, _, [a, b])) in self.shapes.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let x = k as f64;
@@ -381,14 +374,8 @@ impl Figures {
         let (y0, y1) = decades(ys, (1.0, 10.0));
         let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("open loop: accept latency from intended send time vs offered load ({} run); solid p50, dashed p99", self.mode),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
+        let caption = format!("open loop: accept latency from intended send time vs offered load ({} run); solid p50, dashed p99", self.mode);
+        let mut chart = chart_on(&root, caption, 18, 40)
             .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())?;
         chart
             .configure_mesh()
@@ -419,12 +406,7 @@ impl Figures {
                 color.stroke_width(1),
             ))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.9))
-            .draw()?;
+        legend(&mut chart)?;
         root.present()?;
         Ok(())
     }
@@ -437,6 +419,58 @@ const PALETTE: [RGBColor; 5] = [
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
 ];
+
+/// A chart on `area`: its caption in `size` points, room for the x labels (`x_label_area`) and
+/// the y labels.
+fn chart_on<'a, 'b, 'c>(
+    area: &'a DrawingArea<SVGBackend<'c>, Shift>,
+    caption: String,
+    size: u32,
+    x_label_area: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'c>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", size))
+        .margin(12)
+        .x_label_area_size(x_label_area)
+        .y_label_area_size(70);
+    builder
+}
+
+/// The mesh of a chart with a slot per name along x, each named at its middle.
+fn slot_mesh<Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, Y>>,
+    names: &[&str],
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len() * 2 + 1)
+        .x_label_formatter(&|x| slot_label(names, *x))
+        .y_desc(y_desc)
+        .y_label_formatter(y_label)
+        .draw()?;
+    Ok(())
+}
+
+/// The series' legend, boxed, upper left.
+fn legend<'a, 'b: 'a, CT>(chart: &mut ChartContext<'a, SVGBackend<'b>, CT>) -> Result<()>
+where
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
+    Ok(())
+}
 
 /// The powers of ten around the positive `values`, for a log axis; `empty` when there are none.
 fn decades(values: impl Iterator<Item = f64>, empty: (f64, f64)) -> (f64, f64) {
@@ -468,19 +502,6 @@ fn bar_label_style() -> TextStyle<'static> {
         .into_font()
         .color(&BLACK)
         .pos(Pos::new(HPos::Center, VPos::Bottom))
-}
-
-/// A bar label: µs with two or three significant digits.
-fn short(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.1}ms", v / 1000.0)
-    } else if v >= 10.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
 }
 
 #[cfg(test)]
@@ -613,5 +634,13 @@ mod tests {
         assert_eq!(super::us(3.4), "3.4 µs");
         assert_eq!(super::us(309.2), "309 µs");
         assert_eq!(super::us(27_300.0), "27.3 ms");
+        for (v, label) in [
+            (0.123, "0.12"),
+            (3.45, "3.5"),
+            (309.2, "309"),
+            (2_750.0, "2.8ms"),
+        ] {
+            assert_eq!(super::short(v), label);
+        }
     }
 }

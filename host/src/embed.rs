@@ -9,6 +9,7 @@ use anyhow::Result;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store};
 
+use crate::engine::{PoolShare, PoolTotals};
 use crate::key_value::{KeyValueApp, KeyValuePlan, StoreConfig};
 use crate::state::{ComponentCtx, HostState, Shared};
 use crate::Limits;
@@ -18,6 +19,17 @@ use crate::Limits;
 /// turns `concurrency_support` on, or sizes the pool for its chains).
 pub fn engine_config(limits: &Limits) -> wasmtime::Config {
     crate::engine::config(limits)
+}
+
+/// [`engine_config`] with a pool sized for `instances` at once, each of which may hold
+/// `per_instance` (the benchmark's chains of 17 components need more than nanohost allows one).
+pub fn sized_engine_config(
+    limits: &Limits,
+    instances: u32,
+    per_instance: PoolShare,
+) -> wasmtime::Config {
+    let totals = PoolTotals::room_for(instances, per_instance);
+    crate::engine::sized_config(limits, &totals, per_instance)
 }
 
 /// Everything nanohost offers a component, linked once for every instantiation; with `wasip3`,

@@ -57,20 +57,24 @@ pub fn new_engine_for(limits: &Limits, wasip3: bool) -> Result<Engine> {
 /// The engine configuration behind [`new_engine`]; the benchmark builds on it to compare
 /// `concurrency_support` on and off with everything else equal.
 pub fn config(limits: &Limits) -> Config {
+    sized_config(limits, &PoolTotals::of(limits), PoolShare::PER_COMPONENT)
+}
+
+/// [`config`] with a pool of `totals`, of which one component may hold `per_component`.
+pub fn sized_config(limits: &Limits, totals: &PoolTotals, per_component: PoolShare) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.concurrency_support(false);
 
-    let totals = PoolTotals::of(limits);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(totals.component_instances as u32)
         .total_core_instances(totals.core_instances as u32)
         .total_memories(totals.memories as u32)
         .total_tables(totals.tables as u32)
         .total_stacks(totals.stacks as u32)
-        .max_core_instances_per_component(64)
-        .max_memories_per_component(16)
-        .max_tables_per_component(64)
+        .max_core_instances_per_component(per_component.core_instances)
+        .max_memories_per_component(per_component.memories)
+        .max_tables_per_component(per_component.tables)
         .max_memory_size(limits.max_memory_bytes)
         .max_core_instance_size(4 << 20)
         .max_component_instance_size(4 << 20);
@@ -90,6 +94,33 @@ pub fn config(limits: &Limits) -> Config {
     config
 }
 
+/// A share of the pool: what one component may hold at most, or what one instance holds on
+/// average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShare {
+    pub core_instances: u32,
+    pub memories: u32,
+    pub tables: u32,
+}
+
+impl PoolShare {
+    /// The most one component may hold in nanohost: room for a composed app of a few components.
+    pub const PER_COMPONENT: PoolShare = PoolShare {
+        core_instances: 64,
+        memories: 16,
+        tables: 64,
+    };
+
+    /// What nanohost reserves per instance. A composed app (wac plug) holds a core instance per
+    /// sub-module and a memory per sub-component: these are the headroom for that;
+    /// [`Footprint`] says what one takes.
+    pub const PER_INSTANCE: PoolShare = PoolShare {
+        core_instances: 8,
+        memories: 2,
+        tables: 8,
+    };
+}
+
 /// What the pooling allocator holds in all, shared by every instance of every component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolTotals {
@@ -102,14 +133,17 @@ pub struct PoolTotals {
 
 impl PoolTotals {
     pub fn of(limits: &Limits) -> PoolTotals {
-        let n = u64::from(limits.max_instances);
-        // A composed app (wac plug) holds a core instance per sub-module and a memory per
-        // sub-component: these are the headroom for that; `Footprint` says what one takes.
+        PoolTotals::room_for(limits.max_instances, PoolShare::PER_INSTANCE)
+    }
+
+    /// Room for `instances` at once, each holding `each`.
+    pub fn room_for(instances: u32, each: PoolShare) -> PoolTotals {
+        let n = u64::from(instances);
         PoolTotals {
             component_instances: n,
-            core_instances: n * 8,
-            memories: n * 2,
-            tables: n * 8,
+            core_instances: n * u64::from(each.core_instances),
+            memories: n * u64::from(each.memories),
+            tables: n * u64::from(each.tables),
             stacks: n,
         }
     }

@@ -61,8 +61,10 @@ mod wasip3;
 
 pub use app::StateDir;
 pub use check::main as check;
-pub use embed::{engine_config, link_at_load, linker, ComponentFiles, InstanceBuilder};
-pub use engine::{Footprint, Limits};
+pub use embed::{
+    engine_config, link_at_load, linker, sized_engine_config, ComponentFiles, InstanceBuilder,
+};
+pub use engine::{Footprint, Limits, PoolShare};
 pub use redact::{secrets as redact_secrets, Stderr as RedactingStderr};
 pub use state::HostState;
 pub use trigger::http::ListenerLimits;

@@ -3,6 +3,7 @@
 //! Every struct denies unknown fields: a typo in `spin.toml` must fail loudly at start-up rather
 //! than silently change what the app does. Fields real Spin accepts but nanohost ignores on
 //! purpose (`build`, `description`, ...) are parsed and kept so that the same file runs on both.
+//! A missing `Option` field is `None` (serde's rule); other optional fields say `default`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,9 +50,7 @@ impl<'de> Deserialize<'de> for ManifestVersion {
 #[allow(dead_code)]
 pub struct Application {
     pub name: String,
-    #[serde(default)]
     pub version: Option<String>,
-    #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
     pub authors: Vec<String>,
@@ -63,18 +62,14 @@ pub struct Application {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppTriggerConfig {
-    #[serde(default)]
     pub http: Option<AppHttpConfig>,
-    #[serde(default)]
     pub redis: Option<AppRedisConfig>,
-    #[serde(default)]
     pub mqtt: Option<AppMqttConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppHttpConfig {
-    #[serde(default)]
     pub base: Option<String>,
 }
 
@@ -106,7 +101,6 @@ pub struct AppMqttConfig {
     pub username: String,
     #[serde(default)]
     pub password: String,
-    #[serde(default)]
     pub keep_alive_interval: Option<StringOrInt>,
 }
 
@@ -140,16 +134,12 @@ impl std::fmt::Display for StringOrInt {
 /// `[variables]` entries: exactly one of `default` or `required = true`. The `default` of a
 /// `secret = true` one is a secret: its `Debug` shows `***` (the resolved value is a
 /// `secret::Secret`).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
 pub struct VariableDecl {
-    #[serde(default)]
     pub default: Option<String>,
-    #[serde(default)]
     pub required: bool,
-    #[serde(default)]
     pub secret: bool,
-    #[serde(default)]
     pub description: Option<String>,
 }
 
@@ -169,13 +159,10 @@ impl std::fmt::Debug for VariableDecl {
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Triggers {
-    #[serde(default)]
     pub http: Vec<HttpTrigger>,
-    #[serde(default)]
     pub redis: Vec<RedisTrigger>,
-    #[serde(default)]
     pub mqtt: Vec<MqttTrigger>,
 }
 
@@ -184,11 +171,9 @@ pub struct Triggers {
 // Parsed so that a Spin manifest parses here, not all read (see the module's comment).
 #[allow(dead_code)]
 pub struct HttpTrigger {
-    #[serde(default)]
     pub id: Option<String>,
     pub route: HttpRoute,
     pub component: ComponentRef,
-    #[serde(default)]
     pub executor: Option<HttpExecutor>,
 }
 
@@ -230,12 +215,10 @@ pub enum ComponentRef {
 // Parsed so that a Spin manifest parses here, not all read (see the module's comment).
 #[allow(dead_code)]
 pub struct RedisTrigger {
-    #[serde(default)]
     pub id: Option<String>,
     pub channel: String,
     pub component: ComponentRef,
     /// Spin 3 lets a trigger override the application-wide address.
-    #[serde(default)]
     pub address: Option<String>,
 }
 
@@ -255,10 +238,8 @@ impl std::fmt::Debug for RedisTrigger {
 // Parsed so that a Spin manifest parses here, not all read (see the module's comment).
 #[allow(dead_code)]
 pub struct MqttTrigger {
-    #[serde(default)]
     pub id: Option<String>,
     pub topic: String,
-    #[serde(default)]
     pub qos: Option<StringOrInt>,
     pub component: ComponentRef,
 }
@@ -269,7 +250,6 @@ pub struct MqttTrigger {
 #[allow(dead_code)]
 pub struct Component {
     pub source: ComponentSource,
-    #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
@@ -280,7 +260,6 @@ pub struct Component {
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
     /// Only used by `spin build`; kept so the same manifest parses here.
-    #[serde(default)]
     pub build: Option<toml::Value>,
     /// Whether the dependencies reach the host capabilities this component is given (see
     /// `crate::dependencies`).
@@ -304,7 +283,6 @@ pub enum ComponentDependency {
 #[serde(deny_unknown_fields)]
 pub struct LocalDependency {
     pub path: String,
-    #[serde(default)]
     pub export: Option<String>,
 }
 

@@ -52,7 +52,7 @@ enum Shape {
 }
 
 impl Shape {
-    /// Fulfilment in the order app's own process: no broker, no second app.
+    /// Its name in shapes.toml.
     fn name(self) -> &'static str {
         match self {
             Shape::Composed => "composed",
@@ -63,12 +63,16 @@ impl Shape {
         }
     }
 
-    /// One composed component, fulfilment in process: no broker, no fulfilment app.
+    /// One composed component, fulfilment in process: no broker, no fulfilment app (shapes.toml
+    /// lists none for it).
     fn is_composed(self) -> bool {
-        matches!(
-            self,
-            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies
-        )
+        self.listed().app(shapes::Role::Fulfilment).is_none()
+    }
+
+    /// The shape as the one list (shapes.toml) has it.
+    fn listed(self) -> &'static shapes::Shape {
+        let listed = shapes::catalog().shape(self.name());
+        listed.unwrap_or_else(|| panic!("shapes.toml: no shape {}", self.name()))
     }
 
     /// The manifest of a composed shape, after checking that its components are built.
@@ -85,8 +89,7 @@ impl Shape {
 
     /// The manifest of the shape's app of `role`, from the one list (shapes.toml).
     fn manifest(self, role: shapes::Role) -> PathBuf {
-        let listed = shapes::catalog().shape(self.name());
-        let app = listed.and_then(|s| s.app(role));
+        let app = self.listed().app(role);
         let app = app.unwrap_or_else(|| panic!("shapes.toml: no {role:?} app in {}", self.name()));
         support::workspace_root().join(&app.manifest)
     }

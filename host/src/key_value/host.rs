@@ -20,53 +20,67 @@ impl KeyValueInstance {
     fn store(&self, r: &Resource<Store>) -> WResult<Store> {
         Ok(self.table.get(r)?.clone())
     }
+
+    /// A new resource for the store of `label`: `denied` when the component does not list it,
+    /// `full()` when the resource table is full.
+    fn open_store<E>(
+        &mut self,
+        label: &str,
+        denied: E,
+        full: impl FnOnce() -> E,
+    ) -> WResult<Result<Resource<Store>, E>> {
+        let Some(store) = self.allowed_store(label) else {
+            return Ok(Err(denied));
+        };
+        Ok(self.table.push(store).map_err(|_| full()))
+    }
+}
+
+/// `get`, `set`, `delete`, `exists` and `drop` of a store: the same in both interfaces but for the
+/// error type (`$err`, made from a [`BackendError`] by `$map`).
+macro_rules! store_methods {
+    ($err:ty, $map:expr) => {
+        async fn get(
+            &mut self,
+            s: Resource<Store>,
+            key: String,
+        ) -> WResult<Result<Option<Vec<u8>>, $err>> {
+            Ok(self.store(&s)?.get(&key).await.map_err($map))
+        }
+
+        async fn set(
+            &mut self,
+            s: Resource<Store>,
+            key: String,
+            value: Vec<u8>,
+        ) -> WResult<Result<(), $err>> {
+            Ok(self.store(&s)?.set(&key, &value).await.map_err($map))
+        }
+
+        async fn delete(&mut self, s: Resource<Store>, key: String) -> WResult<Result<(), $err>> {
+            Ok(self.store(&s)?.delete(&key).await.map_err($map))
+        }
+
+        async fn exists(&mut self, s: Resource<Store>, key: String) -> WResult<Result<bool, $err>> {
+            Ok(self.store(&s)?.exists(&key).await.map_err($map))
+        }
+
+        async fn drop(&mut self, s: Resource<Store>) -> WResult<()> {
+            self.table.delete(s)?;
+            Ok(())
+        }
+    };
 }
 
 impl spin_kv::Host for KeyValueInstance {}
 
 impl spin_kv::HostStore for KeyValueInstance {
     async fn open(&mut self, label: String) -> WResult<Result<Resource<Store>, spin_kv::Error>> {
-        let Some(store) = self.allowed_store(&label) else {
-            return Ok(Err(spin_kv::Error::AccessDenied));
-        };
-        Ok(self
-            .table
-            .push(store)
-            .map_err(|_| spin_kv::Error::StoreTableFull))
+        let full = || spin_kv::Error::StoreTableFull;
+        self.open_store(&label, spin_kv::Error::AccessDenied, full)
     }
 
-    async fn get(
-        &mut self,
-        s: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<Option<Vec<u8>>, spin_kv::Error>> {
-        Ok(self.store(&s)?.get(&key).await.map_err(spin_err))
-    }
-
-    async fn set(
-        &mut self,
-        s: Resource<Store>,
-        key: String,
-        value: Vec<u8>,
-    ) -> WResult<Result<(), spin_kv::Error>> {
-        Ok(self.store(&s)?.set(&key, &value).await.map_err(spin_err))
-    }
-
-    async fn delete(
-        &mut self,
-        s: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<(), spin_kv::Error>> {
-        Ok(self.store(&s)?.delete(&key).await.map_err(spin_err))
-    }
-
-    async fn exists(
-        &mut self,
-        s: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<bool, spin_kv::Error>> {
-        Ok(self.store(&s)?.exists(&key).await.map_err(spin_err))
-    }
+    store_methods!(spin_kv::Error, spin_err);
 
     async fn get_keys(
         &mut self,
@@ -74,58 +88,17 @@ impl spin_kv::HostStore for KeyValueInstance {
     ) -> WResult<Result<Vec<String>, spin_kv::Error>> {
         Ok(self.store(&s)?.get_keys().await.map_err(spin_err))
     }
-
-    async fn drop(&mut self, s: Resource<Store>) -> WResult<()> {
-        self.table.delete(s)?;
-        Ok(())
-    }
 }
 
 impl store::Host for KeyValueInstance {
     async fn open(&mut self, identifier: String) -> WResult<Result<Resource<Store>, store::Error>> {
-        let Some(store) = self.allowed_store(&identifier) else {
-            return Ok(Err(store::Error::AccessDenied));
-        };
-        Ok(self
-            .table
-            .push(store)
-            .map_err(|_| store::Error::Other("store table full".into())))
+        let full = || store::Error::Other("store table full".into());
+        self.open_store(&identifier, store::Error::AccessDenied, full)
     }
 }
 
 impl store::HostBucket for KeyValueInstance {
-    async fn get(
-        &mut self,
-        b: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<Option<Vec<u8>>, store::Error>> {
-        Ok(self.store(&b)?.get(&key).await.map_err(wasi_err))
-    }
-
-    async fn set(
-        &mut self,
-        b: Resource<Store>,
-        key: String,
-        value: Vec<u8>,
-    ) -> WResult<Result<(), store::Error>> {
-        Ok(self.store(&b)?.set(&key, &value).await.map_err(wasi_err))
-    }
-
-    async fn delete(
-        &mut self,
-        b: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<(), store::Error>> {
-        Ok(self.store(&b)?.delete(&key).await.map_err(wasi_err))
-    }
-
-    async fn exists(
-        &mut self,
-        b: Resource<Store>,
-        key: String,
-    ) -> WResult<Result<bool, store::Error>> {
-        Ok(self.store(&b)?.exists(&key).await.map_err(wasi_err))
-    }
+    store_methods!(store::Error, wasi_err);
 
     /// Every key at once, as in Spin, which refuses a cursor.
     async fn list_keys(
@@ -144,11 +117,6 @@ impl store::HostBucket for KeyValueInstance {
             .await
             .map(|keys| store::KeyResponse { keys, cursor: None })
             .map_err(wasi_err))
-    }
-
-    async fn drop(&mut self, b: Resource<Store>) -> WResult<()> {
-        self.table.delete(b)?;
-        Ok(())
     }
 }
 

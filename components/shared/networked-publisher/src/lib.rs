@@ -203,61 +203,81 @@ mod tests {
         }
     }
 
+    /// A step of a connection-cache case.
+    #[derive(Clone, Copy)]
+    enum Step {
+        /// Publishes to a target this many times; each succeeds.
+        Publish(&'static str, u32),
+        /// Publishes to a target once; it fails with this error.
+        Fails(&'static str, &'static str),
+        /// Every send on the connection of this number fails from now on.
+        Break(u32),
+        /// The broker goes down (`true`) or comes back.
+        Down(bool),
+    }
+
+    /// Each case: what happens, in order, then how many connections were opened and how many
+    /// messages sent in all.
     #[test]
-    fn one_connection_serves_every_publish_of_an_instance() {
-        let (broker, cache) = (Broker::default(), ConnectionCache::default());
-        for _ in 0..500 {
-            broker.publish(&cache, "mqtt://b").unwrap();
+    fn a_connection_is_kept_replaced_and_reopened_as_publishes_need() {
+        use Step::*;
+        let cases: [(&str, &[Step], (u32, u32)); 5] = [
+            (
+                "one connection serves every publish of an instance",
+                &[Publish("mqtt://b", 500)],
+                (1, 500),
+            ),
+            (
+                "a kept connection that failed is replaced at once",
+                &[Publish("mqtt://b", 1), Break(1), Publish("mqtt://b", 2)],
+                (2, 3),
+            ),
+            (
+                "a new connection that fails is not tried twice; the next publish reconnects",
+                &[
+                    Break(1),
+                    Fails("mqtt://b", "connection 1 failed"),
+                    Publish("mqtt://b", 1),
+                ],
+                (2, 1),
+            ),
+            (
+                "while the broker is down every publish fails, and then it recovers",
+                &[
+                    Publish("mqtt://b", 1),
+                    Down(true),
+                    Fails("mqtt://b", "refused"),
+                    Fails("mqtt://b", "refused"),
+                    Fails("mqtt://b", "refused"),
+                    Down(false),
+                    Publish("mqtt://b", 2),
+                ],
+                (2, 3),
+            ),
+            (
+                "another target gets its own connection",
+                &[Publish("mqtt://a", 1), Publish("mqtt://b", 1)],
+                (2, 2),
+            ),
+        ];
+        for (case, steps, counts) in cases {
+            let (broker, cache) = (Broker::default(), ConnectionCache::default());
+            for (n, step) in steps.iter().enumerate() {
+                match *step {
+                    Publish(target, times) => {
+                        for _ in 0..times {
+                            broker.publish(&cache, target).unwrap();
+                        }
+                    }
+                    Fails(target, error) => {
+                        let got = broker.publish(&cache, target).unwrap_err();
+                        assert_eq!(got, error, "{case}: step {n}");
+                    }
+                    Break(connection) => broker.broken.borrow_mut().push(connection),
+                    Down(down) => broker.down.set(down),
+                }
+            }
+            assert_eq!((broker.opened.get(), broker.sent.get()), counts, "{case}");
         }
-        assert_eq!((broker.opened.get(), broker.sent.get()), (1, 500));
-    }
-
-    #[test]
-    fn a_kept_connection_that_failed_is_replaced_at_once() {
-        let (broker, cache) = (Broker::default(), ConnectionCache::default());
-        broker.publish(&cache, "mqtt://b").unwrap();
-        broker.broken.borrow_mut().push(1);
-        broker.publish(&cache, "mqtt://b").unwrap();
-        broker.publish(&cache, "mqtt://b").unwrap();
-        assert_eq!((broker.opened.get(), broker.sent.get()), (2, 3));
-    }
-
-    #[test]
-    fn a_new_connection_that_fails_is_dropped_and_the_next_publish_reconnects() {
-        let (broker, cache) = (Broker::default(), ConnectionCache::default());
-        broker.broken.borrow_mut().push(1);
-        assert_eq!(
-            broker.publish(&cache, "mqtt://b").unwrap_err(),
-            "connection 1 failed"
-        );
-        assert_eq!(
-            broker.opened.get(),
-            1,
-            "a new connection is not tried twice"
-        );
-        broker.publish(&cache, "mqtt://b").unwrap();
-        assert_eq!(broker.opened.get(), 2);
-    }
-
-    #[test]
-    fn while_the_broker_is_down_every_publish_fails_and_then_recovers() {
-        let (broker, cache) = (Broker::default(), ConnectionCache::default());
-        broker.publish(&cache, "mqtt://b").unwrap();
-        broker.down.set(true);
-        for _ in 0..3 {
-            assert!(broker.publish(&cache, "mqtt://b").is_err());
-        }
-        broker.down.set(false);
-        broker.publish(&cache, "mqtt://b").unwrap();
-        broker.publish(&cache, "mqtt://b").unwrap();
-        assert_eq!((broker.opened.get(), broker.sent.get()), (2, 3));
-    }
-
-    #[test]
-    fn another_target_gets_its_own_connection() {
-        let (broker, cache) = (Broker::default(), ConnectionCache::default());
-        broker.publish(&cache, "mqtt://a").unwrap();
-        broker.publish(&cache, "mqtt://b").unwrap();
-        assert_eq!(broker.opened.get(), 2);
     }
 }
