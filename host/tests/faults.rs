@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use support::faults::{self as faults, Census, StallProxy};
 use support::harness::{self, case, Case, HostKind};
 use support::host::{serves_wasip3, App, AppDir, AppSpec};
+use support::orders::Transport;
 use support::{Mosquitto, Redis, TempDir};
 
 /// The apps' `sweep_grace_ms`: short, so that a sweep may re-announce soon after a fault.
@@ -49,6 +50,11 @@ enum Shape {
     Dependencies,
     Mqtt,
     Redis,
+    /// The MQTT shape with the WASIp3 order app (apps/order-app-mqtt-p3): 202 first, then the
+    /// publish in the same instance; the same fulfilment app. Where WASI 0.3.0 is served only.
+    MqttP3,
+    /// The Redis shape with the WASIp3 order app (apps/order-app-redis-p3), likewise.
+    RedisP3,
 }
 
 impl Shape {
@@ -60,6 +66,26 @@ impl Shape {
             Shape::Dependencies => "dependencies",
             Shape::Mqtt => "mqtt",
             Shape::Redis => "redis",
+            Shape::MqttP3 => "mqtt_p3",
+            Shape::RedisP3 => "redis_p3",
+        }
+    }
+
+    /// How a networked shape carries "order placed" (its name is the scheme of the broker's
+    /// address and the suffix of the fulfilment and sweeper apps); `None` for a composed one.
+    fn transport(self) -> Option<Transport> {
+        match self {
+            Shape::Mqtt | Shape::MqttP3 => Some(Transport::Mqtt),
+            Shape::Redis | Shape::RedisP3 => Some(Transport::Redis),
+            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies => None,
+        }
+    }
+
+    /// Why `host` cannot serve the shape's order app, if it cannot: only the WASIp3 builds.
+    fn unserved(self, host: HostKind) -> Option<String> {
+        match self {
+            Shape::ComposedP3 | Shape::MqttP3 | Shape::RedisP3 => serves_wasip3(host),
+            Shape::Composed | Shape::Dependencies | Shape::Mqtt | Shape::Redis => None,
         }
     }
 
@@ -151,7 +177,7 @@ impl Net {
         let redis_dir = TempDir::new(&format!("{label}-redis"));
         let redis = (store == Store::Redis)
             .then(|| faults::durable_redis(support::free_port(), &redis_dir.path));
-        let mosquitto = (shape == Shape::Mqtt).then(Mosquitto::start);
+        let mosquitto = (shape.transport() == Some(Transport::Mqtt)).then(Mosquitto::start);
         let order_dir = AppDir::new(&format!("{label}-order-app"));
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
         let runtime_config = redis
@@ -184,8 +210,8 @@ impl Net {
                 net.order_app = Some(app);
             }
             OrderHost::TimeLimited { timeout } => {
-                let broker_port = match shape {
-                    Shape::Mqtt => net.mosquitto.as_ref().unwrap().port,
+                let broker_port = match shape.transport() {
+                    Some(Transport::Mqtt) => net.mosquitto.as_ref().unwrap().port,
                     _ => net.redis.as_ref().unwrap().port,
                 };
                 let proxy = StallProxy::start(broker_port).await;
@@ -196,7 +222,10 @@ impl Net {
                 spec.variables.retain(|(name, _)| name != broker);
                 spec.variables.push((
                     broker.to_string(),
-                    format!("{}://127.0.0.1:{broker_port}", shape.name()),
+                    format!(
+                        "{}://127.0.0.1:{broker_port}",
+                        shape.transport().unwrap().name()
+                    ),
                 ));
                 match host {
                     // `spin up` has no per-request time limit: the same app, behind the same
@@ -233,10 +262,9 @@ impl Net {
     }
 
     fn broker_variable(&self) -> Option<(&'static str, String)> {
-        match self.shape {
-            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies => None,
-            Shape::Mqtt => Some(("mqtt_address", self.mosquitto.as_ref().unwrap().url())),
-            Shape::Redis => Some(("redis_address", self.redis.as_ref().unwrap().url())),
+        match self.shape.transport()? {
+            Transport::Mqtt => Some(("mqtt_address", self.mosquitto.as_ref().unwrap().url())),
+            Transport::Redis => Some(("redis_address", self.redis.as_ref().unwrap().url())),
         }
     }
 
@@ -254,8 +282,9 @@ impl Net {
         let manifest = match self.shape {
             shape if shape.is_composed() => shape.composed_manifest(),
             shape => {
-                support::composed(&format!("order-app-{}", shape.name()));
-                support::composed(&format!("sweeper-{}", shape.name()));
+                let listed = shapes::catalog().shape(shape.name()).unwrap();
+                support::composed(&listed.order_app().name);
+                support::composed(&format!("sweeper-{}", shape.transport().unwrap().name()));
                 shape.manifest(shapes::Role::Order)
             }
         };
@@ -265,7 +294,7 @@ impl Net {
     }
 
     async fn start_fulfilment(&mut self) {
-        let name = self.shape.name();
+        let name = self.shape.transport().expect("a networked shape").name();
         support::composed(&format!("fulfilment-{name}"));
         let spec = self.spec(self.shape.manifest(shapes::Role::Fulfilment));
         // The same folder again: a restart, not a new app.
@@ -278,24 +307,22 @@ impl Net {
             .map(|b| b.subscriptions("orders/placed"))
             .unwrap_or(0);
         let mut app = App::start(self.host, &spec, &dir).await;
-        match self.shape {
-            Shape::Mqtt => {
+        match self.shape.transport() {
+            Some(Transport::Mqtt) => {
                 let broker = self.mosquitto.as_ref().unwrap();
                 app.wait_for("the MQTT subscription", || {
                     broker.subscriptions("orders/placed") > subscribed_before
                 })
                 .await
             }
-            Shape::Redis => {
+            Some(Transport::Redis) => {
                 let redis = self.redis.as_ref().unwrap();
                 app.wait_for("the Redis subscription", || {
                     redis.subscribers("orders.placed") >= 1
                 })
                 .await
             }
-            Shape::Composed | Shape::ComposedP3 | Shape::Dependencies => {
-                unreachable!("the composed app fulfils in process")
-            }
+            None => unreachable!("the composed app fulfils in process"),
         }
         self.fulfilment = Some(app);
     }
@@ -304,7 +331,7 @@ impl Net {
         if let Some(app) = self.fulfilment.take() {
             app.stop().await;
         }
-        if let (Shape::Redis, Some(redis)) = (self.shape, &self.redis) {
+        if let (Some(Transport::Redis), Some(redis)) = (self.shape.transport(), &self.redis) {
             // Until Redis has seen the old subscriber go, a wait for "subscribed" would pass.
             let deadline = Instant::now() + Duration::from_secs(10);
             while redis.subscribers("orders.placed") > 0 && Instant::now() < deadline {
@@ -609,7 +636,7 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
     net.actions
         .push("killed Redis (SIGKILL) mid-load, restarted it on its port after 0.7 s".into());
     let replies = collect(load).await;
-    if shape == Shape::Redis {
+    if shape.transport() == Some(Transport::Redis) {
         // Printed, not asserted: why the restart below is needed (no subscriber came back).
         let subscribers = net.redis.as_ref().unwrap().subscribers("orders.placed");
         net.actions.push(format!(
@@ -630,12 +657,13 @@ async fn redis_restarted_under_load(host: HostKind, shape: Shape) {
     net.shutdown().await;
 }
 
-/// Case 2: Mosquitto killed and restarted on its port while 300 orders arrive (MQTT shape). The order
-/// app still answers 202 while it is down (the announcement fails, the order stays in the outbox).
-async fn mosquitto_restarted_under_load(host: HostKind) {
+/// Case 2: Mosquitto killed and restarted on its port while 300 orders arrive (MQTT shapes). The
+/// order app still answers 202 while it is down (the announcement fails, the order stays in the
+/// outbox).
+async fn mosquitto_restarted_under_load(host: HostKind, shape: Shape) {
     const ORDERS: usize = 300;
     let tag = "mosquitto-restart";
-    let mut net = start_net(host, Shape::Mqtt, tag).await;
+    let mut net = start_net(host, shape, tag).await;
     let load = half_sent(&net, tag, ORDERS).await;
     let broker = net.mosquitto.take().unwrap();
     net.mosquitto = Some(
@@ -661,8 +689,8 @@ async fn mosquitto_restarted_under_load(host: HostKind) {
         "spin-trigger-mqtt v0.7.2 does not reconnect to a restarted broker; the documented recovery",
     )
     .await;
-    let counts =
-        settle_and_check(&net, tag, &replies, "mqtt::mosquitto_restarted_under_load").await;
+    let case = format!("{}::mosquitto_restarted_under_load", shape.name());
+    let counts = settle_and_check(&net, tag, &replies, &case).await;
     assert_eq!(
         (counts.refused, replies.no_answer),
         (0, 0),
@@ -1599,11 +1627,10 @@ fn mqtt_unavailable(host: HostKind) -> Option<String> {
 }
 
 fn unavailable(host: HostKind, shape: Shape) -> Option<String> {
-    match shape {
-        Shape::Mqtt => mqtt_unavailable(host),
-        Shape::ComposedP3 => serves_wasip3(host),
-        Shape::Composed | Shape::Dependencies | Shape::Redis => None,
-    }
+    shape.unserved(host).or_else(|| match shape.transport() {
+        Some(Transport::Mqtt) => mqtt_unavailable(host),
+        Some(Transport::Redis) | None => None,
+    })
 }
 
 /// A case body that waits for the cases before it to finish.
@@ -1616,7 +1643,7 @@ async fn serial(body: impl Future<Output = ()> + Send) {
 type ShapeCase = fn(HostKind, Shape) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 fn main() {
-    let shape_cases: [(&str, &[Shape], ShapeCase); 2] = [
+    let shape_cases: [(&str, &[Shape], ShapeCase); 3] = [
         (
             "redis_restarted_under_load",
             &[
@@ -1625,13 +1652,20 @@ fn main() {
                 Shape::Dependencies,
                 Shape::Redis,
                 Shape::Mqtt,
+                Shape::RedisP3,
+                Shape::MqttP3,
             ],
             |host, shape| Box::pin(redis_restarted_under_load(host, shape)),
         ),
         (
             "fulfilment_app_stopped_for_5s",
-            &[Shape::Redis, Shape::Mqtt],
+            &[Shape::Redis, Shape::Mqtt, Shape::RedisP3, Shape::MqttP3],
             |host, shape| Box::pin(fulfilment_app_stopped_for_5s(host, shape)),
+        ),
+        (
+            "mosquitto_restarted_under_load",
+            &[Shape::Mqtt, Shape::MqttP3],
+            |host, shape| Box::pin(mosquitto_restarted_under_load(host, shape)),
         ),
     ];
     let mut cases: Vec<Case> = Vec::new();
@@ -1648,12 +1682,6 @@ fn main() {
                 );
             }
         }
-        cases.push(
-            case(host, "mqtt::mosquitto_restarted_under_load", move || {
-                serial(mosquitto_restarted_under_load(host))
-            })
-            .skip_if(mqtt_unavailable(host)),
-        );
         for shape in [Shape::Composed, Shape::ComposedP3] {
             let skip = || unavailable(host, shape);
             for (store, name) in [(Store::Embedded, "embedded"), (Store::Redis, "redis")] {

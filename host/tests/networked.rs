@@ -1,27 +1,81 @@
-//! The networked shapes end to end (issue 4), on nanohost and on real Spin 3.6.3: the order app
+//! The networked shapes end to end (issue 4), on nanohost and on real Spin: the order app
 //! publishes "order placed" to a real Mosquitto or Redis, the fulfilment app (a second host,
 //! started by the MQTT or Redis trigger) fulfils it, and both share one Redis-backed key-value
-//! store. One table of cases; the host and the transport are parameters.
+//! store. One table of cases; the host, the transport and the order app's build are parameters.
+//!
+//! The WASIp3 order apps (apps/order-app-mqtt-p3, apps/order-app-redis-p3; cases named
+//! `mqtt_p3::`, `redis_p3::`) run the same cases on the hosts that serve WASI 0.3.0
+//! (`support::host::serves_wasip3`), and two of their own: the 202 comes before the publish, and
+//! an order whose instance died in between is published by the sweep. On the Spins that take
+//! only a release candidate of WASI 0.3 (3.6.3, 4.0.2) one case of theirs runs:
+//! `is_refused_at_start`.
 
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use support::harness::{self, case, Case, HostKind};
-use support::host::{App, AppDir};
+use support::host::{serves_wasip3, App, AppDir, AppSpec, WASIP3_REFUSAL};
 use support::orders::{self, Transport};
 use support::{Mosquitto, Redis};
 
 /// Long enough for a slow CI machine; a healthy run needs a fraction of it.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Which build of the order app: the WASIp2 one (apps/order-app-<transport>) publishes inside
+/// `intake.place`, before its 202; the WASIp3 one (apps/order-app-<transport>-p3) after its 202,
+/// in the same instance. The fulfilment app is the same WASIp2 app for both.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Build {
+    Wasip2,
+    Wasip3,
+}
+
+/// What a shape is started with: its transport and its order app's build.
+#[derive(Clone, Copy, PartialEq, Debug)]
+struct Variant {
+    transport: Transport,
+    build: Build,
+}
+
+impl Variant {
+    /// `mqtt`, `redis`, `mqtt_p3`, `redis_p3`: as shapes.toml names the shapes.
+    fn name(self) -> String {
+        match self.build {
+            Build::Wasip2 => self.transport.name().to_string(),
+            Build::Wasip3 => format!("{}_p3", self.transport.name()),
+        }
+    }
+
+    /// The order app, `apps/<it>/spin.toml`, composed into `target/composed/<it>.wasm`.
+    fn order_app(self) -> String {
+        match self.build {
+            Build::Wasip2 => format!("order-app-{}", self.transport.name()),
+            Build::Wasip3 => format!("order-app-{}-p3", self.transport.name()),
+        }
+    }
+
+    /// Why the shape cannot run on `host` here: a Spin without WASI 0.3.0 for the WASIp3 order
+    /// app, a Spin without the MQTT trigger plugin for the fulfilment app.
+    fn unavailable_on(self, host: HostKind) -> Option<String> {
+        let unserved = match self.build {
+            Build::Wasip2 => None,
+            Build::Wasip3 => serves_wasip3(host),
+        };
+        unserved.or_else(|| self.transport.unavailable_on(host))
+    }
+}
+
 /// Two apps and their brokers. Fields drop in order: the apps stop before the brokers.
 struct Shape {
-    _order_app: App,
+    order_app: Option<App>,
     _fulfilment_app: App,
+    /// How the order app was started, before the case's own settings: to restart it.
+    order_spec: AppSpec,
+    order_dir: AppDir,
     base: String,
     client: Client,
     redis: Redis,
@@ -31,13 +85,15 @@ struct Shape {
 impl Shape {
     /// Starts the fulfilment app first and waits until it is subscribed, so that no order is
     /// published before anyone listens. `broker_override` points the order app at another broker
-    /// address (e.g. one that is down).
+    /// address (e.g. one that is down); `tune` adds the case's own settings to the order app.
     async fn start(
         host: HostKind,
-        transport: Transport,
+        variant: Variant,
         label: &str,
         broker_override: Option<String>,
+        tune: impl FnOnce(AppSpec) -> AppSpec,
     ) -> Shape {
+        let transport = variant.transport;
         let redis = Redis::start();
         let mosquitto = (transport == Transport::Mqtt).then(Mosquitto::start);
         let fulfilment_dir = AppDir::new(&format!("{label}-fulfilment"));
@@ -60,21 +116,61 @@ impl Shape {
             redis.subscribers(channel)
         })
         .await;
-        let order_app = App::start(
-            host,
-            &spec(format!("order-app-{name}"))
-                .variable(variable, broker_override.unwrap_or(address)),
-            &order_dir,
-        )
-        .await;
+        let order_spec =
+            spec(variant.order_app()).variable(variable, broker_override.unwrap_or(address));
+        let order_app = App::start(host, &tune(order_spec.clone()), &order_dir).await;
         Shape {
             base: order_app.base(),
-            _order_app: order_app,
+            order_app: Some(order_app),
             _fulfilment_app: fulfilment_app,
+            order_spec,
+            order_dir,
             client: Client::new(),
             redis,
             mosquitto,
         }
+    }
+
+    /// Kills the order app's host (SIGKILL to its process group: it must run as a process),
+    /// then starts it again in the same folder with `tune`'s settings.
+    async fn kill_and_restart_order_app(&mut self, host: HostKind, tune: fn(AppSpec) -> AppSpec) {
+        let app = self.order_app.take().expect("the order app runs");
+        let group = app
+            .process_group()
+            .expect("the order app runs as its own process, so that it can be killed");
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        app.stop().await;
+        let dir = AppDir {
+            path: self.order_dir.path.clone(),
+        };
+        let app = App::start(host, &tune(self.order_spec.clone()), &dir).await;
+        self.base = app.base();
+        self.order_app = Some(app);
+    }
+
+    /// `GET /order/{id}`, which must answer 200.
+    async fn order(&self, id: &str) -> Value {
+        let response = self.client.get(format!("{}/order/{id}", self.base));
+        let response = response.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// `POST /sweep` with the token the case gave the order app; the sweep's report.
+    async fn sweep(&self) -> Value {
+        let response = (self.client.post(format!("{}/sweep", self.base)))
+            .bearer_auth(support::SWEEP_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let report: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{report}");
+        report
     }
 
     async fn place(&self, details: &str) -> (StatusCode, Value) {
@@ -188,15 +284,116 @@ async fn junk_messages_do_not_stop_the_listener(shape: &Shape) {
 /// With the broker unreachable the order is still accepted: it is stored, stays `accepted`, and
 /// the sweeper announces it again later (no withdraw after a stored order). Never a 202 for an
 /// order that is then gone.
-async fn a_broker_that_is_down_loses_no_accepted_order(host: HostKind, transport: Transport) {
+async fn a_broker_that_is_down_loses_no_accepted_order(host: HostKind, variant: Variant) {
+    let transport = variant.transport;
     let dead = format!("{}://127.0.0.1:{}", transport.name(), support::free_port());
-    let label = format!("{}-{}-broker-down", host.name(), transport.name());
-    let shape = Shape::start(host, transport, &label, Some(dead)).await;
+    let label = format!("{}-{}-broker-down", host.name(), variant.name());
+    let shape = Shape::start(host, variant, &label, Some(dead), |spec| spec).await;
     let (status, body) = shape.place("nowhere to go").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["task"]["id"].as_str().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(shape.status(id).await, "accepted", "{body}");
+}
+
+/// How long the WASIp3 order app waits between its 202 and the publish in the next case (the
+/// test-only `fulfil_delay_ms`): long enough that a GET right after the 202 comes first.
+const SLOWED_PUBLISH_MS: u64 = 1_500;
+
+/// WASIp3: the 202 goes out once the order is stored, and the same instance publishes it after.
+/// With the publish slowed, the 202 arrives well before the delay, a GET right after it finds
+/// the order `accepted`, and the fulfilment app fulfils it (so it was published) no earlier than
+/// the delay after it was placed, without anything else being sent.
+async fn the_202_comes_before_the_publish(host: HostKind, variant: Variant) {
+    let label = format!("{}-{}-202-first", host.name(), variant.name());
+    let slowed = |spec: AppSpec| spec.variable("fulfil_delay_ms", SLOWED_PUBLISH_MS.to_string());
+    let shape = Shape::start(host, variant, &label, None, slowed).await;
+    let started = Instant::now();
+    let (status, placed) = shape.place("answered first").await;
+    let answered_after = started.elapsed();
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    assert_eq!(placed["task"]["status"], "accepted", "{placed}");
+    assert!(
+        answered_after < Duration::from_millis(SLOWED_PUBLISH_MS),
+        "the 202 took {answered_after:?}: it waited for the publish"
+    );
+    let id = placed["task"]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        shape.status(&id).await,
+        "accepted",
+        "a GET right after the 202"
+    );
+    let never = shape
+        .unfulfilled_after_deadline(&HashSet::from([id.clone()]))
+        .await;
+    assert!(never.is_empty(), "order {never:?} was never fulfilled");
+    let order = shape.order(&id).await;
+    let waited = order["updated_at_ms"].as_u64().unwrap() - order["placed_at_ms"].as_u64().unwrap();
+    assert!(
+        waited >= SLOWED_PUBLISH_MS,
+        "fulfilled {waited} ms after it was placed, before the slowed publish was due: {order}"
+    );
+}
+
+/// The order app's settings for the next case: its own process (so that it can be killed), the
+/// sweep open to the test's token and due at once.
+fn swept(spec: AppSpec) -> AppSpec {
+    spec.nanohost_binary()
+        .variable("sweep_token", support::SWEEP_TOKEN)
+        .variable("sweep_grace_ms", "1")
+}
+
+/// WASIp3: an instance that dies between its 202 and the publish (here its host is killed while
+/// the publish waits) leaves the order `accepted` in the outbox, unpublished; after a restart
+/// the sweep publishes it and the fulfilment app fulfils it: nothing answered 202 is lost.
+async fn an_order_whose_instance_died_before_its_publish_is_published_by_the_sweep(
+    host: HostKind,
+    variant: Variant,
+) {
+    let label = format!("{}-{}-died-after-202", host.name(), variant.name());
+    let dying = |spec| swept(spec).variable("fulfil_delay_ms", "600000");
+    let mut shape = Shape::start(host, variant, &label, None, dying).await;
+    let (status, placed) = shape.place("left by a dead instance").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{placed}");
+    let id = placed["task"]["id"].as_str().unwrap().to_string();
+    shape.kill_and_restart_order_app(host, swept).await;
+
+    // Had anything published it, the fulfilment app would have fulfilled it by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        shape.status(&id).await,
+        "accepted",
+        "the killed instance had not published it"
+    );
+    let report = shape.sweep().await;
+    assert!(report["announced"].as_u64().unwrap() >= 1, "{report}");
+    let never = shape.unfulfilled_after_deadline(&HashSet::from([id])).await;
+    assert!(
+        never.is_empty(),
+        "order {never:?} was not fulfilled after the sweep"
+    );
+}
+
+/// WASIp3 on a Spin that takes only a release candidate of WASI 0.3 (3.6.3, 4.0.2): `spin up`
+/// refuses the order app at start-up, naming the WASI 0.3.0 interface its linker lacks, and
+/// exits; a Spin that started it would fail this case.
+async fn is_refused_at_start(host: HostKind, variant: Variant) {
+    const REFUSAL_DEADLINE: Duration = Duration::from_secs(120);
+    let redis = Redis::start();
+    let dir = AppDir::new(&format!("{}-{}-refused", host.name(), variant.name()));
+    let runtime_config = support::redis_runtime_config(&redis.url(), &dir.path);
+    let spec = support::networked_app(&variant.order_app(), &runtime_config);
+    let (status, log) = App::start_refused(host, &spec, &dir, REFUSAL_DEADLINE).await;
+    assert!(
+        !status.success(),
+        "{} exited with {status}:\n{log}",
+        host.name()
+    );
+    assert!(
+        log.contains(WASIP3_REFUSAL),
+        "{} refused without naming wasi:http/types@0.3.0:\n{log}",
+        host.name()
+    );
 }
 
 impl orders::OrderStatus for &Shape {
@@ -205,41 +402,68 @@ impl orders::OrderStatus for &Shape {
     }
 }
 
-fn shape_unavailable(host: HostKind, transport: Transport, _case: &str) -> Option<String> {
-    transport.unavailable_on(host)
+fn shape_unavailable(host: HostKind, variant: Variant, _case: &str) -> Option<String> {
+    variant.unavailable_on(host)
+}
+
+/// Pushes one case per `$case(host, variant)` onto `$cases`, named after the variant, skipped
+/// where the shape cannot run.
+macro_rules! on_own_shape {
+    ($cases:ident, $host:expr, $variant:expr, [$($case:ident),* $(,)?]) => {$({
+        let (host, variant) = ($host, $variant);
+        $cases.push(
+            case(host, format!("{}::{}", variant.name(), stringify!($case)), move || {
+                $case(host, variant)
+            })
+            .skip_if(shape_unavailable(host, variant, stringify!($case))),
+        );
+    })*};
 }
 
 fn main() {
     let mut cases: Vec<Case> = Vec::new();
     for host in HostKind::ALL {
         for transport in [Transport::Redis, Transport::Mqtt] {
-            crate::on_shared!(
-                cases,
-                host,
-                transport,
-                |host, transport, key| Shape::start(host, transport, key, None),
-                shape_unavailable,
-                [
-                    an_order_travels_to_fulfilment,
-                    junk_messages_do_not_stop_the_listener,
-                    a_thousand_orders_are_all_fulfilled_once,
-                ]
-            );
-            cases.push(
-                case(
+            for build in [Build::Wasip2, Build::Wasip3] {
+                let variant = Variant { transport, build };
+                crate::on_shared!(
+                    cases,
                     host,
-                    format!(
-                        "{}::a_broker_that_is_down_loses_no_accepted_order",
-                        transport.name()
-                    ),
-                    move || a_broker_that_is_down_loses_no_accepted_order(host, transport),
-                )
-                .skip_if(shape_unavailable(
+                    variant,
+                    |host, variant, key| Shape::start(host, variant, key, None, |spec| spec),
+                    shape_unavailable,
+                    [
+                        an_order_travels_to_fulfilment,
+                        junk_messages_do_not_stop_the_listener,
+                        a_thousand_orders_are_all_fulfilled_once,
+                    ]
+                );
+                on_own_shape!(
+                    cases,
                     host,
-                    transport,
-                    "a_broker_that_is_down_loses_no_accepted_order",
-                )),
-            );
+                    variant,
+                    [a_broker_that_is_down_loses_no_accepted_order]
+                );
+                if build == Build::Wasip3 {
+                    on_own_shape!(
+                        cases,
+                        host,
+                        variant,
+                        [
+                            the_202_comes_before_the_publish,
+                            an_order_whose_instance_died_before_its_publish_is_published_by_the_sweep,
+                        ]
+                    );
+                }
+                if build == Build::Wasip3 && serves_wasip3(host).is_some() {
+                    // The one p3 case that runs where the build cannot: its refusal.
+                    cases.push(case(
+                        host,
+                        format!("{}::is_refused_at_start", variant.name()),
+                        move || is_refused_at_start(host, variant),
+                    ));
+                }
+            }
         }
     }
     harness::run(cases)

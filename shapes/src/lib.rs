@@ -122,7 +122,19 @@ mod tests {
         let apps: Vec<_> = c.shapes.iter().flat_map(|s| &s.apps).collect();
         let unique = |names: Vec<&str>| names.len() == names.iter().collect::<HashSet<_>>().len();
         assert!(unique(c.shapes.iter().map(|s| s.name.as_str()).collect()));
-        assert!(unique(apps.iter().map(|a| a.name.as_str()).collect()));
+        // Shapes may share an app (mqtt_p3 runs mqtt's fulfilment app), but one name is one app.
+        for app in &apps {
+            let same_name = apps.iter().filter(|a| a.name == app.name);
+            assert!(
+                same_name
+                    .clone()
+                    .all(|a| (&a.manifest, a.role, a.http) == (&app.manifest, app.role, app.http)),
+                "two apps named {}",
+                app.name
+            );
+        }
+        let manifests: HashSet<_> = apps.iter().map(|a| (&a.manifest, &a.name)).collect();
+        assert!(unique(manifests.iter().map(|(m, _)| m.as_str()).collect()));
         assert!(unique(
             c.components.iter().map(|c| c.krate.as_str()).collect()
         ));

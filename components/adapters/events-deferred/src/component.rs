@@ -5,7 +5,7 @@ order_domain::export_events!(EventsDeferred, hand_over);
 
 use order_domain::{Error, Order};
 
-/// Handed over: the order is in the outbox, and the gateway that placed it fulfils it once its
+/// Handed over: the order is in the outbox, and the gateway that placed it announces it once its
 /// response is sent.
 fn hand_over(_order: Order) -> Result<(), Error> {
     Ok(())

@@ -1,5 +1,5 @@
 //! The wasm glue: `wasi:http/handler@0.3.0` (from the wasip3 crate) onto the `intake`, `status` and
-//! `fulfilment` imports.
+//! `events` imports.
 
 mod api {
     wasip3::wit_bindgen::generate!({
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use api::fermyon::spin2_0_0::variables;
 use api::nano::orders::intake::{self, OrderRequest};
-use api::nano::orders::{fulfilment, status};
+use api::nano::orders::{events, status};
 use futures_util::future::{self, Either};
 use http_gateway::wire::{self, Call, MAX_BODY_BYTES};
 use http_reply::body::{self as body_rules, BodyError, Collector};
@@ -28,8 +28,9 @@ use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
 use wasip3::wit_bindgen::{self, StreamResult};
 use wasip3::{wit_future, wit_stream};
 
-/// Test-only: milliseconds to wait between sending the 202 and fulfilling, so that a test can see
-/// the order still `accepted` after its 202 (host/tests/order_app.rs). Undeclared or empty: none.
+/// Test-only: milliseconds to wait between sending the 202 and announcing the order (fulfilling it,
+/// or publishing it), so that a test can see the order still `accepted` after its 202
+/// (host/tests/order_app.rs, host/tests/networked.rs). Undeclared or empty: none.
 const FULFIL_DELAY_VARIABLE: &str = "fulfil_delay_ms";
 
 struct Gateway;
@@ -45,7 +46,7 @@ impl wasip3::exports::http::handler::Guest for Gateway {
             // ends, and the host has the 202 by the time `sent` resolves.
             wit_bindgen::spawn(async move {
                 let _ = sent.await;
-                fulfil_after_response(&record).await;
+                announce_after_response(record).await;
             });
         }
         Ok(response)
@@ -166,9 +167,10 @@ fn respond(
     Ok((response, sent))
 }
 
-/// Fulfils an order whose 202 has gone out. A failure is left to the sweeper: the order is still
-/// in the outbox, and fulfilment is idempotent.
-async fn fulfil_after_response(record: &OrderRecord) {
+/// Announces an order whose 202 has gone out: `events` fulfils it in process (the composed build)
+/// or publishes it (the networked ones). A failure is left to the sweeper: the order is still in
+/// the outbox, and announcing twice is harmless.
+async fn announce_after_response(record: OrderRecord) {
     let delay = variable(FULFIL_DELAY_VARIABLE)
         .ok()
         .flatten()
@@ -177,5 +179,5 @@ async fn fulfil_after_response(record: &OrderRecord) {
     if delay > 0 {
         monotonic_clock::wait_for(delay.saturating_mul(1_000_000)).await;
     }
-    let _ = fulfilment::fulfil(&record.order.id);
+    let _ = events::order_placed(&record.order);
 }
