@@ -652,7 +652,7 @@ mod tests {
             tax["monolith_p3_reuse"]["core_instances"] = 4.into();
             tax["monolith_p3_reuse"]["memories"] = 1.into();
             tax["p3_vs_monolith_p3_ratio"] = ratio.into();
-            tax["p3_vs_monolith_p3_ratios"] = serde_json::json!([ratio; 6]);
+            tax["p3_vs_monolith_p3_ratios"] = serde_json::json!(vec![ratio; 6]);
             markdown(&results).unwrap()
         };
         let target = "| the same with instance reuse on both sides: WASIp3 composed within 10% of the WASIp3 monolith";
