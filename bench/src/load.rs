@@ -126,6 +126,20 @@ pub async fn throughput(
     orders: u64,
     pb: &ProgressBar,
 ) -> Result<Throughput> {
+    Ok(throughput_then(addr, concurrency, orders, pb, || ())
+        .await?
+        .0)
+}
+
+/// [`throughput`], calling `loaded` as soon as the last order is answered (before the accepted
+/// orders are polled until fulfilled), so that a caller can take readings of the load alone.
+pub async fn throughput_then<T>(
+    addr: SocketAddr,
+    concurrency: u64,
+    orders: u64,
+    pb: &ProgressBar,
+    loaded: impl FnOnce() -> T,
+) -> Result<(Throughput, T)> {
     let mut tasks = Vec::new();
     let start = Instant::now();
     for c in 0..concurrency {
@@ -163,8 +177,9 @@ pub async fn throughput(
         errors += terr;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let reading = loaded();
     let lost = count_unfulfilled(addr, &ids, concurrency.min(16)).await?;
-    Ok(Throughput {
+    let throughput = Throughput {
         concurrency,
         orders,
         seconds,
@@ -172,7 +187,8 @@ pub async fn throughput(
         latency: summarize(&h),
         errors,
         lost,
-    })
+    };
+    Ok((throughput, reading))
 }
 
 /// How many of `ids` are still not `fulfilled` after waiting up to 10 s.

@@ -7,6 +7,7 @@
 
 mod chains;
 mod client;
+mod cpu;
 mod harness;
 mod load;
 mod micro;

@@ -37,7 +37,7 @@ use wasmtime_wasi_http::WasiHttpView;
 use nanohost::HostState;
 
 use crate::load::{self, histogram, summarize, EndToEnd, Summary, Throughput};
-use crate::procs;
+use crate::{cpu, procs};
 
 /// The composed app and its manifest (the root `spin.toml`), and the monolith's.
 const COMPOSED_WASM: &str = "target/composed/order-app.wasm";
@@ -47,6 +47,10 @@ const MONOLITH_MANIFEST: &str = "bench/fixtures/monolith/spin.toml";
 /// that answers 202 before it fulfils, and instances that nanohost reuses as Spin 4 does.
 const P3_WASM: &str = "target/composed/order-app-p3.wasm";
 const P3_MANIFEST: &str = "apps/order-app-p3/spin.toml";
+/// The WASIp3 build's rules linked into one component (`bench/fixtures/monolith-p3`): the same
+/// edge code, reused by the host as the composed WASIp3 build is. The target's comparison.
+pub const MONOLITH_P3_WASM: &str = "target/wasm32-wasip2/wasm-monolith/bench_monolith_p3.wasm";
+const MONOLITH_P3_MANIFEST: &str = "bench/fixtures/monolith-p3/spin.toml";
 
 /// Cross-component calls of one `POST /order` (no idempotency key) in the composed app, from the
 /// code paths: gateway → `intake.place`; receiver → `store.save`, → `events.order-placed`;
@@ -106,6 +110,10 @@ pub struct Round {
     pub accept: Summary,
     pub end_to_end: EndToEnd,
     pub throughput: Throughput,
+    /// CPU time during the throughput run: the harness process (every app's host; only this
+    /// app had requests) and this process (the client), seconds.
+    pub host_cpu_s: f64,
+    pub client_cpu_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -147,6 +155,14 @@ pub struct InProcess {
     /// The same request again on the same instance: what every call pays, without the first
     /// call's cold start (fresh memories' pages, each component's runtime set-up).
     pub handle_again: Summary,
+    /// Dropping the store after the two requests: the pool resets the instance's slots
+    /// (memories, tables) for the next one.
+    pub drop: Summary,
+    /// One instance's whole life (new store, instantiation, two requests, drop): wall clock,
+    /// and this process's CPU time (every thread, the key-value store's included). Wall minus
+    /// CPU is time spent waiting, mostly for the store's thread to be woken and to answer.
+    pub cycle: Summary,
+    pub cycle_cpu: Summary,
     /// Minor page faults of new store + instantiation + the first request, median.
     pub page_faults: u64,
     pub memory: Memory,
@@ -166,6 +182,12 @@ pub struct AppTax {
     pub orders_per_s: f64,
     pub lost: u64,
     pub errors: u64,
+    /// Medians over the rounds of the harness's CPU per order in the throughput run, of the CPUs
+    /// it kept busy meanwhile (CPU time ÷ wall time; the machine has `machine.cores`), and of
+    /// the client's CPU per order.
+    pub host_cpu_us_per_order: f64,
+    pub host_cpus: f64,
+    pub client_cpu_us_per_order: f64,
     /// Measured for the WASIp2 apps only (the WASIp3 build's figures are in [`Reuse`]).
     pub in_process: Option<InProcess>,
 }
@@ -202,6 +224,12 @@ pub struct Tax {
     pub p3_throughput_ratios: Vec<f64>,
     pub p3_throughput_ratio: f64,
     pub p3_reuse: Reuse,
+    /// The WASIp3 monolith, reused as the WASIp3 build is: the comparison the target is about.
+    pub monolith_p3: AppTax,
+    /// p3 ÷ monolith-p3 orders/s, per round, and their median.
+    pub p3_vs_monolith_p3_ratios: Vec<f64>,
+    pub p3_vs_monolith_p3_ratio: f64,
+    pub monolith_p3_reuse: Reuse,
     pub boundary_calls_per_post: u64,
 }
 
@@ -216,22 +244,23 @@ pub fn run(
     say: &dyn Fn(String),
 ) -> Result<Tax> {
     let s = TaxSettings::new(mode);
-    for wasm in [COMPOSED_WASM, MONOLITH_WASM, P3_WASM] {
+    for wasm in [COMPOSED_WASM, MONOLITH_WASM, P3_WASM, MONOLITH_P3_WASM] {
         ensure!(
             root.join(wasm).exists(),
             "{wasm} is not built (cargo xtask bench builds it)"
         );
     }
-    let ports = [procs::free_port(), procs::free_port(), procs::free_port()];
+    let ports = [0; APPS].map(|_| procs::free_port());
     let apps = [
         (PathBuf::from("spin.toml"), Some(ports[0])),
         (PathBuf::from(MONOLITH_MANIFEST), Some(ports[1])),
         (PathBuf::from(P3_MANIFEST), Some(ports[2])),
+        (PathBuf::from(MONOLITH_P3_MANIFEST), Some(ports[3])),
     ];
     let config = crate::peers::memory_config(out, "nanohost")?;
     let harness =
         procs::Harness::start(&apps, Some(&config), &[], &out.join("host-tax.log"), root)?;
-    let addrs: [SocketAddr; 3] = ports.map(|p| ([127, 0, 0, 1], p).into());
+    let addrs: [SocketAddr; APPS] = ports.map(|p| ([127, 0, 0, 1], p).into());
 
     pb.set_message("composition tax: wire contract");
     let contract_cases = same_contract(addrs[0], addrs[1])?;
@@ -245,48 +274,35 @@ pub fn run(
         "the WASIp3 build ran other cases"
     );
     say("composition tax: so does the WASIp3 build".into());
+    let p3_monolith_cases = same_contract(addrs[2], addrs[3])
+        .context("the WASIp3 monolith against the WASIp3 build")?;
+    ensure!(
+        p3_monolith_cases == contract_cases,
+        "the WASIp3 monolith ran other cases"
+    );
+    say("composition tax: and the WASIp3 monolith".into());
 
-    let mut rounds: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
-    rt.block_on(async {
-        for addr in addrs {
-            load::warm_up(addr, s.warm_up, s.connections, pb).await?;
-        }
-        for r in 0..s.rounds {
-            pb.set_message(format!("composition tax: round {} of {}", r + 1, s.rounds));
-            // Each app first, second and third in turn, so drift hits them alike.
-            let order = [0, 1, 2].map(|i| (i + r as usize) % 3);
-            for i in order {
-                let addr = addrs[i];
-                let accept = load::accept(addr, s.accept, pb).await?;
-                let end_to_end = load::end_to_end(addr, s.end_to_end, pb).await?;
-                let throughput = load::throughput(addr, s.connections, s.orders, pb).await?;
-                rounds[i].push(Round {
-                    accept,
-                    end_to_end,
-                    throughput,
-                });
-            }
-        }
-        anyhow::Ok(())
-    })?;
+    let rounds = rt.block_on(http_rounds(&s, &addrs, harness.pid(), pb))?;
     harness.stop();
 
     pb.set_message("composition tax: instantiation and memory per instance");
-    let [composed_rounds, monolith_rounds, p3_rounds] = rounds;
+    let [composed_rounds, monolith_rounds, p3_rounds, monolith_p3_rounds] = rounds;
     let inproc = rt.block_on(in_process(
         &[root.join(COMPOSED_WASM), root.join(MONOLITH_WASM)],
         s.instances,
     ))?;
     let [composed_in, monolith_in] = inproc;
     let p3_reuse = rt.block_on(reuse(&root.join(P3_WASM), s.instances))?;
-    let ratios = |a: &[Round]| -> Vec<f64> {
+    let monolith_p3_reuse = rt.block_on(reuse(&root.join(MONOLITH_P3_WASM), s.instances))?;
+    let ratios = |a: &[Round], to: &[Round]| -> Vec<f64> {
         a.iter()
-            .zip(&monolith_rounds)
+            .zip(to)
             .map(|(c, m)| c.throughput.orders_per_s / m.throughput.orders_per_s.max(1e-9))
             .collect()
     };
-    let throughput_ratios = ratios(&composed_rounds);
-    let p3_throughput_ratios = ratios(&p3_rounds);
+    let throughput_ratios = ratios(&composed_rounds, &monolith_rounds);
+    let p3_throughput_ratios = ratios(&p3_rounds, &monolith_rounds);
+    let p3_vs_monolith_p3_ratios = ratios(&p3_rounds, &monolith_p3_rounds);
     let composed = app_tax(
         "composed (order-app.wasm, 6 components linked by wac)",
         "spin.toml",
@@ -308,7 +324,18 @@ pub fn run(
         p3_rounds,
         None,
     );
+    let monolith_p3 = app_tax(
+        "WASIp3 monolith (bench_monolith_p3.wasm, one component, instances reused)",
+        MONOLITH_P3_MANIFEST,
+        MONOLITH_P3_WASM,
+        monolith_p3_rounds,
+        None,
+    );
     let tax = Tax {
+        p3_vs_monolith_p3_ratio: median(&p3_vs_monolith_p3_ratios),
+        p3_vs_monolith_p3_ratios,
+        monolith_p3,
+        monolith_p3_reuse,
         throughput_ratio: median(&throughput_ratios),
         throughput_ratios,
         p3_throughput_ratio: median(&p3_throughput_ratios),
@@ -321,13 +348,15 @@ pub fn run(
         monolith,
         boundary_calls_per_post: BOUNDARY_CALLS_PER_POST,
     };
-    for a in [&tax.composed, &tax.monolith, &tax.p3] {
+    for a in [&tax.composed, &tax.monolith, &tax.p3, &tax.monolith_p3] {
         say(format!(
-            "composition tax: {}: accept p50 {:.0} µs, end to end p50 {:.0} µs, {:.0} orders/s{}",
+            "composition tax: {}: accept p50 {:.0} µs, end to end p50 {:.0} µs, {:.0} orders/s, host CPU {:.0} µs per order on {:.2} CPUs{}",
             a.app,
             a.accept_p50_us,
             a.end_to_end_p50_us,
             a.orders_per_s,
+            a.host_cpu_us_per_order,
+            a.host_cpus,
             a.in_process.as_ref().map_or(String::new(), |i| format!(
                 ", instantiate p50 {:.1} µs, {} KiB linear memory after a POST",
                 i.instantiate.p50_us,
@@ -340,6 +369,10 @@ pub fn run(
         tax.throughput_ratio,
         tax.p3_throughput_ratio,
         tax.throughput_ratios.len()
+    ));
+    say(format!(
+        "composition tax: reuse on both sides, WASIp3 build ÷ WASIp3 monolith {:.3}",
+        tax.p3_vs_monolith_p3_ratio
     ));
     let r = &tax.p3_reuse;
     say(format!(
@@ -367,6 +400,9 @@ fn app_tax(
         end_to_end_p50_us: of(&|r| r.end_to_end.latency.p50_us),
         end_to_end_p99_us: of(&|r| r.end_to_end.latency.p99_us),
         orders_per_s: of(&|r| r.throughput.orders_per_s),
+        host_cpu_us_per_order: of(&|r| per_order_us(r.host_cpu_s, r)),
+        host_cpus: of(&|r| r.host_cpu_s / r.throughput.seconds.max(1e-9)),
+        client_cpu_us_per_order: of(&|r| per_order_us(r.client_cpu_s, r)),
         lost: rounds
             .iter()
             .map(|r| r.end_to_end.lost + r.throughput.lost)
@@ -375,6 +411,55 @@ fn app_tax(
         rounds,
         in_process,
     }
+}
+
+fn per_order_us(cpu_s: f64, r: &Round) -> f64 {
+    cpu_s * 1e6 / (r.throughput.orders.max(1) as f64)
+}
+
+/// The apps of the phase: WASIp2 composed, WASIp2 monolith, WASIp3 composed, WASIp3 monolith.
+const APPS: usize = 4;
+
+/// Rounds over HTTP: each app in turn (the order rotating, so drift hits them alike) gets accept
+/// latency, end to end and closed-loop throughput; during the throughput run the CPU time of the
+/// harness (`host`) and of this process (the client) is taken.
+async fn http_rounds(
+    s: &TaxSettings,
+    addrs: &[SocketAddr; APPS],
+    host: u32,
+    pb: &ProgressBar,
+) -> Result<[Vec<Round>; APPS]> {
+    let mut rounds: [Vec<Round>; APPS] = Default::default();
+    for addr in addrs {
+        load::warm_up(*addr, s.warm_up, s.connections, pb).await?;
+    }
+    for r in 0..s.rounds {
+        pb.set_message(format!("composition tax: round {} of {}", r + 1, s.rounds));
+        let order: [usize; APPS] = std::array::from_fn(|i| (i + r as usize) % APPS);
+        for i in order {
+            let addr = addrs[i];
+            let accept = load::accept(addr, s.accept, pb).await?;
+            let end_to_end = load::end_to_end(addr, s.end_to_end, pb).await?;
+            let (host_before, client_before) = (cpu::of_process(host)?, cpu::of_self());
+            // Read when the last order is answered: the GETs that count lost orders after it
+            // are left out.
+            let (throughput, (host_after, client_after)) =
+                load::throughput_then(addr, s.connections, s.orders, pb, || {
+                    (cpu::of_process(host), cpu::of_self())
+                })
+                .await?;
+            let host_cpu_s = (host_after? - host_before).as_secs_f64();
+            let client_cpu_s = (client_after - client_before).as_secs_f64();
+            rounds[i].push(Round {
+                accept,
+                end_to_end,
+                throughput,
+                host_cpu_s,
+                client_cpu_s,
+            });
+        }
+    }
+    Ok(rounds)
 }
 
 pub(crate) fn median(v: &[f64]) -> f64 {
@@ -520,6 +605,9 @@ pub(crate) struct Samples {
     pub(crate) instantiate: hdrhistogram::Histogram<u64>,
     pub(crate) handle: hdrhistogram::Histogram<u64>,
     pub(crate) handle_again: hdrhistogram::Histogram<u64>,
+    drop: hdrhistogram::Histogram<u64>,
+    cycle: hdrhistogram::Histogram<u64>,
+    cycle_cpu: hdrhistogram::Histogram<u64>,
     faults: Vec<u64>,
     linear_instantiated: Vec<u64>,
     linear_after: Vec<u64>,
@@ -534,6 +622,9 @@ impl Samples {
             instantiate: histogram(),
             handle: histogram(),
             handle_again: histogram(),
+            drop: histogram(),
+            cycle: histogram(),
+            cycle_cpu: histogram(),
             faults: Vec::new(),
             linear_instantiated: Vec::new(),
             linear_after: Vec::new(),
@@ -689,7 +780,15 @@ async fn in_process(wasm: &[PathBuf; 2], instances: u64) -> Result<[InProcess; 2
     for i in 0..instances + warm {
         let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
         for a in order {
-            drop(one(&prepared[a], &mut samples[a]).await?);
+            let (t, cpu_at) = (Instant::now(), cpu::of_self());
+            let store = one(&prepared[a], &mut samples[a]).await?;
+            let dropping = Instant::now();
+            drop(store);
+            let ns = |d: Duration| (d.as_nanos() as u64).max(1);
+            let s = &mut samples[a];
+            let _ = s.drop.record(ns(dropping.elapsed()));
+            let _ = s.cycle.record(ns(t.elapsed()));
+            let _ = s.cycle_cpu.record(ns(cpu::of_self() - cpu_at));
         }
         if i + 1 == warm {
             samples = [new(), new()];
@@ -704,6 +803,9 @@ async fn in_process(wasm: &[PathBuf; 2], instances: u64) -> Result<[InProcess; 2
             instantiate: summarize(&s.instantiate),
             handle: summarize(&s.handle),
             handle_again: summarize(&s.handle_again),
+            drop: summarize(&s.drop),
+            cycle: summarize(&s.cycle),
+            cycle_cpu: summarize(&s.cycle_cpu),
             page_faults: {
                 let mut f = s.faults.clone();
                 f.sort_unstable();

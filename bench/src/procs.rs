@@ -125,6 +125,11 @@ impl Harness {
         Ok(serde_json::from_str(&line)?)
     }
 
+    /// The harness process's id (its CPU time is read from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Asks the harness to stop, and kills it if it does not within a few seconds.
     pub fn stop(mut self) {
         if let Some(mut stdin) = self.stdin.take() {

@@ -628,6 +628,81 @@ mod tests {
         }
     }
 
+    /// The `tax` phase's CPU figures and the WASIp3 monolith (issue 19): its rows, and the
+    /// target's verdict on the reuse-on-both-sides ratio, both ways round. Results without them
+    /// (the run of 2026-12-07) still render, without those rows.
+    #[test]
+    fn the_tax_section_shows_cpu_and_the_wasip3_monolith() {
+        let older: Json =
+            serde_json::from_str(include_str!("../results/2026-12-07-tax-ways/results.json"))
+                .unwrap();
+        let md = markdown(&older).unwrap();
+        assert!(!md.contains("host CPU per order"), "{md}");
+        assert!(!md.contains("WASIp3 monolith"), "{md}");
+
+        let with = |ratio: f64| {
+            let mut results = older.clone();
+            let tax = &mut results["tax"];
+            for (app, cpu_us, cpus) in [
+                ("composed", 420.0, 0.95),
+                ("monolith", 300.0, 0.97),
+                ("p3", 380.0, 0.71),
+            ] {
+                tax[app]["host_cpu_us_per_order"] = cpu_us.into();
+                tax[app]["host_cpus"] = cpus.into();
+                tax[app]["client_cpu_us_per_order"] = 60.0.into();
+            }
+            for (app, drop_us, cycle_us, cpu_us) in [
+                ("composed", 21.0, 1300.0, 410.0),
+                ("monolith", 4.0, 1200.0, 330.0),
+            ] {
+                let inproc = &mut tax[app]["in_process"];
+                inproc["drop"] = serde_json::json!({ "p50_us": drop_us, "p99_us": drop_us });
+                inproc["cycle"] = serde_json::json!({ "p50_us": cycle_us, "p99_us": cycle_us });
+                inproc["cycle_cpu"] = serde_json::json!({ "p50_us": cpu_us, "p99_us": cpu_us });
+            }
+            let mut q = tax["p3"].clone();
+            q["wasm"] = "target/wasm32-wasip2/wasm-monolith/bench_monolith_p3.wasm".into();
+            q["manifest"] = "bench/fixtures/monolith-p3/spin.toml".into();
+            q["orders_per_s"] = 5000.0.into();
+            q["host_cpu_us_per_order"] = 350.0.into();
+            q["host_cpus"] = 0.74.into();
+            q["client_cpu_us_per_order"] = 60.0.into();
+            tax["monolith_p3"] = q;
+            tax["monolith_p3_reuse"] = tax["p3_reuse"].clone();
+            tax["monolith_p3_reuse"]["core_instances"] = 4.into();
+            tax["monolith_p3_reuse"]["memories"] = 1.into();
+            tax["p3_vs_monolith_p3_ratio"] = ratio.into();
+            tax["p3_vs_monolith_p3_ratios"] = serde_json::json!(vec![ratio; 6]);
+            markdown(&results).unwrap()
+        };
+        let target = "| the same with instance reuse on both sides: WASIp3 composed within 10% of the WASIp3 monolith";
+        for (ratio, verdict) in [(0.93, "| met |"), (0.85, "| **missed** |")] {
+            let md = with(ratio);
+            let line = md.lines().find(|l| l.starts_with(target));
+            assert!(
+                line.is_some_and(|l| l.contains(&format!(": {ratio:.3}x (median of 6 paired rounds; against the WASIp2 monolith, no reuse: 0.776x)"))
+                    && l.ends_with(verdict)),
+                "{ratio}: {line:?}"
+            );
+        }
+        let md = with(0.93);
+        for row in [
+            "| host CPU per order in that run (the harness process, all threads) | 420 µs | 300 µs | 1.40x |",
+            "| CPUs the host kept busy in that run (CPU time ÷ wall time, of 2) | 0.95 | 0.97 |",
+            "| in process: dropping the store (the pool resets its slots), p50 | 21.0 µs | 4.0 µs | 5.25x |",
+            "| in process: the same, this process's CPU (every thread), p50 | 410 µs | 330 µs | 1.24x |",
+            "#### Reuse on both sides: the WASIp3 build against a WASIp3 monolith",
+            "| throughput, 16 connections (orders/s) | 4434 | 5000 | 0.930x (median of the paired rounds' ratios) | 3851 | 5736 |",
+            "| host CPU per order in that run | 380 µs | 350 µs | 1.09x | 420 µs | 300 µs |",
+            "| CPUs the host kept busy in that run (of 2) | 0.71 | 0.74 |",
+            "| core instances / memories per instance | 20 / 6 | 4 / 1 | | 23 / 6 | 3 / 1 |",
+        ] {
+            assert!(md.contains(row), "no {row:?} in:\n{md}");
+        }
+        assert!(!md.contains("\n\n\n"), "no doubled blank lines");
+    }
+
     #[test]
     fn durations_read_well() {
         assert_eq!(super::us(0.16), "160 ns");

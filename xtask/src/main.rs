@@ -177,7 +177,7 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
         fixtures.args(["-p", krate]);
     }
     run(&mut fixtures)?;
-    // The monolith (composition tax) links the component crates without their `component`
+    // The monoliths (composition tax; WASIp2 and WASIp3) link the component crates without their `component`
     // feature: a build of its own, with a profile of its own (`wasm-monolith`, the release
     // settings), so neither those features nor those crates' unhashed cdylib names meet the
     // components' build.
@@ -190,6 +190,8 @@ fn bench(root: &Path, args: BenchArgs, build_wasm: bool) -> Result<()> {
             "wasm32-wasip2",
             "-p",
             "bench-monolith",
+            "-p",
+            "bench-monolith-p3",
         ]))?;
     }
     // Only the peers phase runs `wasmtime serve`.

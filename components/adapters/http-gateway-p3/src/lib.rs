@@ -10,5 +10,8 @@
 //! the outbox from the moment it is stored, so an instance that dies in between leaves it to the
 //! sweeper, as in every other shape.
 
+#[cfg(all(target_arch = "wasm32", feature = "edge"))]
+pub mod edge;
+
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
