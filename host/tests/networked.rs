@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use support::harness::{self, case, Case, HostKind};
-use support::host::{serves_wasip3, App, AppDir, AppSpec, WASIP3_REFUSAL};
+use support::host::{serves_wasip3, App, AppDir, AppSpec};
 use support::orders::{self, Transport};
 use support::{Mosquitto, Redis};
 
@@ -135,15 +135,7 @@ impl Shape {
     /// then starts it again in the same folder with `tune`'s settings.
     async fn kill_and_restart_order_app(&mut self, host: HostKind, tune: fn(AppSpec) -> AppSpec) {
         let app = self.order_app.take().expect("the order app runs");
-        let group = app
-            .process_group()
-            .expect("the order app runs as its own process, so that it can be killed");
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{group}")])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        app.stop().await;
+        app.kill().await;
         let dir = AppDir {
             path: self.order_dir.path.clone(),
         };
@@ -378,22 +370,11 @@ async fn an_order_whose_instance_died_before_its_publish_is_published_by_the_swe
 /// refuses the order app at start-up, naming the WASI 0.3.0 interface its linker lacks, and
 /// exits; a Spin that started it would fail this case.
 async fn is_refused_at_start(host: HostKind, variant: Variant) {
-    const REFUSAL_DEADLINE: Duration = Duration::from_secs(120);
     let redis = Redis::start();
     let dir = AppDir::new(&format!("{}-{}-refused", host.name(), variant.name()));
     let runtime_config = support::redis_runtime_config(&redis.url(), &dir.path);
     let spec = support::networked_app(&variant.order_app(), &runtime_config);
-    let (status, log) = App::start_refused(host, &spec, &dir, REFUSAL_DEADLINE).await;
-    assert!(
-        !status.success(),
-        "{} exited with {status}:\n{log}",
-        host.name()
-    );
-    assert!(
-        log.contains(WASIP3_REFUSAL),
-        "{} refused without naming wasi:http/types@0.3.0:\n{log}",
-        host.name()
-    );
+    App::assert_wasip3_refused(host, &spec, &dir).await;
 }
 
 impl orders::OrderStatus for &Shape {

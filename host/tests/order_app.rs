@@ -19,7 +19,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use support::faults;
 use support::harness::{self, case, Case, HostKind};
-use support::host::{serves_wasip3, App, AppDir, AppSpec, WASIP3_REFUSAL};
+use support::host::{serves_wasip3, App, AppDir, AppSpec};
 use support::http::{assert_problem, json_body, raw_exchange, statuses};
 use support::Redis;
 
@@ -676,16 +676,7 @@ async fn an_order_whose_instance_died_after_its_202_is_fulfilled_by_the_sweep(
     let app = OrderApp::start_spec(host, build, &dir, &dying, None).await;
     let placed = app.place("left by a dead instance").await;
     let href = placed["task"]["href"].as_str().unwrap().to_string();
-    let group = app
-        .app
-        .process_group()
-        .expect("the host runs as its own process, so that it can be killed");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    app.app.stop().await;
+    app.app.kill().await;
 
     let app = OrderApp::start_spec(host, build, &dir, &swept, None).await;
     let (status, order) = app.get(&href).await;
@@ -710,19 +701,8 @@ async fn an_order_whose_instance_died_after_its_202_is_fulfilled_by_the_sweep(
 /// refuses the build at start-up, naming the WASI 0.3.0 interface its linker lacks, and exits;
 /// a Spin that started it would fail this case (`start_refused` panics while the host still runs).
 async fn is_refused_at_start(host: HostKind, build: Build) {
-    const REFUSAL_DEADLINE: Duration = Duration::from_secs(120);
     let dir = AppDir::new(&format!("{}-{}refused", host.name(), build.prefix()));
-    let (status, log) = App::start_refused(host, &build.spec(), &dir, REFUSAL_DEADLINE).await;
-    assert!(
-        !status.success(),
-        "{} exited with {status}:\n{log}",
-        host.name()
-    );
-    assert!(
-        log.contains(WASIP3_REFUSAL),
-        "{} refused without naming wasi:http/types@0.3.0:\n{log}",
-        host.name()
-    );
+    App::assert_wasip3_refused(host, &build.spec(), &dir).await;
 }
 
 // No known difference today: the request without Host is held to each host's own documented answer.

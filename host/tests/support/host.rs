@@ -457,6 +457,23 @@ impl App {
         }
     }
 
+    /// A WASIp3 build on a Spin that takes only a release candidate of WASI 0.3 (3.6.3, 4.0.2):
+    /// the start must be refused, naming the WASI 0.3.0 interface the linker lacks, within two
+    /// minutes; a host that started it fails the case (`start_refused` panics while it runs).
+    pub async fn assert_wasip3_refused(kind: HostKind, spec: &AppSpec, dir: &AppDir) {
+        let (status, log) = App::start_refused(kind, spec, dir, Duration::from_secs(120)).await;
+        assert!(
+            !status.success(),
+            "{} exited with {status}:\n{log}",
+            kind.name()
+        );
+        assert!(
+            log.contains(WASIP3_REFUSAL),
+            "{} refused without naming wasi:http/types@0.3.0:\n{log}",
+            kind.name()
+        );
+    }
+
     /// Spawns the host as a process, in its own process group; does not wait for it.
     fn launch(
         kind: HostKind,
@@ -628,6 +645,20 @@ impl App {
             }
             Running::Process(_) => self.terminate(),
         }
+    }
+
+    /// Kills the host as a crash would: SIGKILL to its whole process group, no time to clean up.
+    /// Panics if it runs in this process (nothing to kill).
+    pub async fn kill(mut self) {
+        let group = self
+            .process_group()
+            .expect("the host runs as its own process, so that it can be killed");
+        let killed = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        self.terminate();
     }
 
     fn terminate(&mut self) {

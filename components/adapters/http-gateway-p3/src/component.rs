@@ -14,9 +14,8 @@ mod api {
     });
 }
 
-use api::nano::orders::intake::{self, OrderRequest};
-use api::nano::orders::{events, status};
-use order_domain::{Error, Order, OrderRecord};
+use api::nano::orders::{events, intake, status};
+use order_domain::{Error, Order};
 use wasip3::http::types::{ErrorCode, Request, Response};
 
 struct Gateway;
@@ -29,26 +28,13 @@ impl wasip3::exports::http::handler::Guest for Gateway {
     }
 }
 
-/// [`crate::edge::Orders`] answered by the components this one is composed with: `events` fulfils
-/// in process (the composed build) or publishes (the networked ones).
+/// The edge's calls answered by the components this one is composed with: `events` fulfils in
+/// process (the composed build) or publishes (the networked ones).
 struct Imports;
 
-impl crate::edge::Orders for Imports {
-    fn place(
-        &self,
-        details: String,
-        idempotency_key: Option<String>,
-    ) -> Result<OrderRecord, Error> {
-        intake::place(&OrderRequest {
-            details,
-            idempotency_key,
-        })
-    }
+http_gateway::orders_from_imports!(Imports, intake, status);
 
-    fn get(&self, id: &str) -> Result<OrderRecord, Error> {
-        status::get(id)
-    }
-
+impl crate::edge::Announce for Imports {
     fn announce(&self, order: &Order) -> Result<(), Error> {
         events::order_placed(order)
     }

@@ -1,6 +1,6 @@
 //! The WASIp3 side of the gateway: reads a request, asks [`Orders`], returns the response, and
 //! announces a placed order once the host has sent it, in the same instance. The component answers
-//! [`Orders`] with its `intake` / `status` / `events` imports; a program that links the rules
+//! [`Announce`] with its `intake` / `status` / `events` imports; a program that links the rules
 //! statically (bench/fixtures/monolith-p3) answers it with the rules themselves, so both run this
 //! same code.
 
@@ -32,16 +32,15 @@ use wasip3::{wit_future, wit_stream};
 /// (host/tests/order_app.rs, host/tests/networked.rs). Undeclared or empty: none.
 const FULFIL_DELAY_VARIABLE: &str = "fulfil_delay_ms";
 
-/// What the gateway calls: `intake.place`, `status.get` and, after the 202, `events.order-placed`.
-pub trait Orders {
-    fn place(&self, details: String, idempotency_key: Option<String>)
-        -> Result<OrderRecord, Error>;
-    fn get(&self, id: &str) -> Result<OrderRecord, Error>;
+pub use http_gateway::wire::Orders;
+
+/// What the gateway calls besides [`Orders`]: after the 202, `events.order-placed`.
+pub trait Announce: Orders {
     fn announce(&self, order: &Order) -> Result<(), Error>;
 }
 
 /// Answers one request of the wire contract; a placed order is announced after the response.
-pub async fn handle<O: Orders>(
+pub async fn handle<O: Announce>(
     orders: &'static O,
     request: Request,
 ) -> Result<Response, ErrorCode> {
@@ -173,7 +172,7 @@ fn respond(
 /// Announces an order whose 202 has gone out: `events` fulfils it in process (the composed build)
 /// or publishes it (the networked ones). A failure is left to the sweeper: the order is still in
 /// the outbox, and announcing twice is harmless.
-async fn announce_after_response(orders: &impl Orders, record: &OrderRecord) {
+async fn announce_after_response(orders: &impl Announce, record: &OrderRecord) {
     let delay = variable(FULFIL_DELAY_VARIABLE)
         .ok()
         .flatten()

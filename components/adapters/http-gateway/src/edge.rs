@@ -2,17 +2,10 @@
 //! The component answers [`Orders`] with its `intake` / `status` imports; a program that links the
 //! business rules statically (bench/fixtures/monolith) answers it with the rules themselves.
 
+pub use crate::wire::Orders;
 use crate::wire::{self, Call, MAX_BODY_BYTES};
 use http_reply::Reply;
-use order_domain::{Error, OrderRecord};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
-
-/// What the gateway calls: `intake.place` and `status.get`.
-pub trait Orders {
-    fn place(&self, details: String, idempotency_key: Option<String>)
-        -> Result<OrderRecord, Error>;
-    fn get(&self, id: &str) -> Result<OrderRecord, Error>;
-}
 
 /// Answers one request of the wire contract (README, "The wire contract").
 pub async fn handle(request: IncomingRequest, out: ResponseOutparam, orders: &impl Orders) {

@@ -4,6 +4,40 @@ use http_reply::{BodyError, Reply};
 use order_domain::{Error, OrderRecord};
 use serde_json::{json, Value};
 
+/// What a gateway calls: `intake.place` and `status.get`. Each edge (WASIp2, WASIp3) takes it; a
+/// component answers it with its imports ([`orders_from_imports!`](crate::orders_from_imports)), a
+/// monolith (bench/fixtures) with the rules themselves.
+pub trait Orders {
+    fn place(&self, details: String, idempotency_key: Option<String>)
+        -> Result<OrderRecord, Error>;
+    fn get(&self, id: &str) -> Result<OrderRecord, Error>;
+}
+
+/// Implements [`Orders`] for `$imports` with a component's own `intake` and `status` modules:
+/// each edge generates its own bindings (spin-sdk's wit-bindgen, wasip3's), so the calls are the
+/// same over different modules.
+#[macro_export]
+macro_rules! orders_from_imports {
+    ($imports:ident, $intake:ident, $status:ident) => {
+        impl $crate::wire::Orders for $imports {
+            fn place(
+                &self,
+                details: String,
+                idempotency_key: Option<String>,
+            ) -> Result<order_domain::OrderRecord, order_domain::Error> {
+                $intake::place(&$intake::OrderRequest {
+                    details,
+                    idempotency_key,
+                })
+            }
+
+            fn get(&self, id: &str) -> Result<order_domain::OrderRecord, order_domain::Error> {
+                $status::get(id)
+            }
+        }
+    };
+}
+
 /// Larger bodies are refused with 413 before they are read to the end.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
