@@ -232,12 +232,14 @@ mod tests {
 
     /// Secret values in every place an app can hold one, each in its own words so a leak names
     /// its source: a `secret = true` default, one given by `--variable`, a Redis store URL of
-    /// the runtime config, and passwords written into the manifest's trigger settings.
+    /// the runtime config, and passwords written into the manifest's trigger settings (the MQTT
+    /// trigger's password, a Redis trigger's address).
     const SECRETS: &[&str] = &[
         "default-s3cret",
         "variable-s3cret",
         "store-s3cret",
         "mqtt-s3cret",
+        "trigger-s3cret",
     ];
 
     fn app() -> String {
@@ -258,6 +260,10 @@ mod tests {
                  redis_url = \"redis://:{{ redis_password }}@127.0.0.1:6379\"",
             )
             .section("[[trigger.mqtt]]\ntopic = \"orders\"\ncomponent = \"c\"")
+            .section(
+                "[[trigger.redis]]\naddress = \"redis://:trigger-s3cret@127.0.0.1:6379\"\n\
+                 channel = \"orders\"\ncomponent = \"c\"",
+            )
             .to_string()
     }
 
@@ -281,8 +287,11 @@ mod tests {
             components: &[],
         });
         assert!(plan.problems.is_empty(), "{:?}", plan.problems);
-        // The triggers' own parts (`plan.redis`, `plan.mqtt`) are typed by trigger/*.
+        assert_eq!(plan.redis.subscriptions.len(), 1);
+        assert!(plan.mqtt.is_some());
         let shown = [
+            format!("{:?}", plan.redis),
+            format!("{:?}", plan.mqtt),
             format!("{:?}", plan.variables),
             format!("{:?}", plan.components),
             format!("{:?}", plan.key_value),

@@ -17,6 +17,7 @@ use crate::bindings::mqtt_trigger::spin::mqtt_trigger::spin_mqtt_types::Metadata
 use crate::bindings::mqtt_trigger::MqttTriggerIndices;
 use crate::expressions::Resolver;
 use crate::manifest::{parse_qos, Manifest, StringOrInt};
+use crate::secret::Secret;
 
 impl Export for MqttTriggerIndices {
     /// The bare `handle-message(message, metadata)`, with the topic it came on.
@@ -38,7 +39,8 @@ pub(crate) struct MqttPlan {
     /// The broker, resolved (`mqtt://host:port`).
     pub address: String,
     pub username: String,
-    pub password: String,
+    /// A secret whether or not it comes from a `secret = true` variable: only rumqttc sees it.
+    pub password: Secret,
     pub keep_alive: Duration,
     pub topics: Vec<MqttTopic>,
 }
@@ -71,7 +73,7 @@ impl MqttPlan {
         let plan = MqttPlan {
             address: setting("address", &cfg.address)?,
             username: setting("username", &cfg.username)?,
-            password: setting("password", &cfg.password)?,
+            password: Secret::from(setting("password", &cfg.password)?),
             keep_alive: keep_alive(cfg.keep_alive_interval.as_ref(), resolver)?,
             topics,
         };
@@ -100,7 +102,7 @@ impl MqttPlan {
             url.port().unwrap_or(1883),
         );
         if !self.username.is_empty() {
-            opts.set_credentials(&self.username, &self.password);
+            opts.set_credentials(&self.username, self.password.expose());
         }
         if self.keep_alive.is_zero() || self.keep_alive >= Duration::from_secs(1) {
             opts.set_keep_alive(self.keep_alive);

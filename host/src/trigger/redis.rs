@@ -38,11 +38,22 @@ pub(crate) struct RedisPlan {
     pub subscriptions: Vec<RedisSubscription>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct RedisSubscription {
     pub component: String,
+    /// May carry a password (`redis://:pw@host`): its `Debug` shows it masked.
     pub address: String,
     pub channel: String,
+}
+
+impl std::fmt::Debug for RedisSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSubscription")
+            .field("component", &self.component)
+            .field("address", &crate::redact::url(&self.address))
+            .field("channel", &self.channel)
+            .finish()
+    }
 }
 
 impl RedisPlan {

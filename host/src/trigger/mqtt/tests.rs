@@ -8,6 +8,7 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 use test_brokers::{free_port, Mosquitto};
 
 use super::{listen, MqttPlan, MqttTopic, Subscription, MAX_INCOMING_PACKET};
+use crate::secret::Secret;
 use crate::trigger::delivery::testing::{self, Listening};
 
 /// The plan of an app with `settings` under `[application.trigger.mqtt]` and `triggers`.
@@ -151,7 +152,7 @@ fn plan_for(port: u16, topics: &[(&str, QoS)]) -> MqttPlan {
     MqttPlan {
         address: format!("mqtt://127.0.0.1:{port}"),
         username: String::new(),
-        password: String::new(),
+        password: Secret::default(),
         keep_alive: Duration::from_secs(30),
         topics: topics.collect(),
     }
