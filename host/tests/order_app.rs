@@ -372,9 +372,11 @@ async fn keep_alive_connections_serve_several_requests(app: &OrderApp) {
 /// Every answer reaches the socket in one piece, so a keep-alive client never waits on Nagle's
 /// algorithm meeting a delayed ACK (Spin 3.6.3 leaves TCP_NODELAY off; so does nanohost). The
 /// cause is checked exactly: each answer carries `content-length` and no chunked encoding. The
-/// symptom is checked with a wide margin: the stall it caused was at least 40 ms per request
-/// (the delayed-ACK timer) against about 1 ms, so the median of 15 round trips on one
-/// connection must stay under 20 ms.
+/// symptom is checked by its signature: a stalled answer cannot arrive before the peer's
+/// delayed-ACK timer fires (Linux's minimum is 40 ms), so when answers are split most of 15 round
+/// trips on one connection take 40 ms or more (52 ms median measured on Spin 4.1's WASIp3 build),
+/// against about 1 ms when they are not. The bound is that timer, not a speed: a debug host on a
+/// loaded CI machine was seen at a 21 ms median without any split answer.
 async fn keep_alive_answers_come_in_one_piece(app: &OrderApp) {
     let addr = app.app.addr();
     let placed = Client::new()
@@ -447,7 +449,7 @@ async fn keep_alive_answers_come_in_one_piece(app: &OrderApp) {
     times.sort();
     let median = times[times.len() / 2];
     assert!(
-        median < Duration::from_millis(20),
+        median < Duration::from_millis(40),
         "median round trip on a keep-alive connection {median:?}: an answer is reaching the \
          socket in pieces again (times: {times:?})"
     );
