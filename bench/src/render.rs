@@ -508,7 +508,7 @@ fn bar_label_style() -> TextStyle<'static> {
 mod tests {
     use super::*;
 
-    /// The results of the committed full run (an older format: no WASIp3 figures).
+    /// The results of the committed full run (bench/results/latest).
     fn committed() -> Json {
         serde_json::from_str(include_str!("../results/latest/results.json")).unwrap()
     }
